@@ -1,0 +1,1 @@
+"""Thin activities: each one calls a connector and returns canonical models."""

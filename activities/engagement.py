@@ -1,0 +1,74 @@
+"""Activities for an engagement's setup: read the CRM, validate, provision ERP and PSA."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from temporalio import activity
+
+from activities.models import (
+    FetchEngagementInput,
+    ProvisionWorkspaceInput,
+    UpsertBillingScheduleInput,
+    UpsertCustomerInput,
+    UpsertProjectInput,
+    ValidateEngagementInput,
+    WriteBackInput,
+)
+from domain.engagement import Engagement
+from domain.project import PsaWorkspace
+from domain.validation import ValidationReport, validate_engagement
+
+if TYPE_CHECKING:  # connectors are built by the worker; the workflow never imports them
+    from connectors.kantata import KantataClient
+    from connectors.netsuite import NetSuiteClient
+    from connectors.salesforce import SalesforceClient
+
+
+class EngagementActivities:
+    """Holds one connector per vendor (one HTTP connection pool each, per worker)."""
+
+    def __init__(self, crm: SalesforceClient, erp: NetSuiteClient, psa: KantataClient) -> None:
+        self.crm = crm
+        self.erp = erp
+        self.psa = psa
+
+    @activity.defn
+    async def fetch_engagement(self, input: FetchEngagementInput) -> Engagement:
+        return await self.crm.get_engagement(input.opportunity_id)
+
+    @activity.defn
+    async def validate_engagement(self, input: ValidateEngagementInput) -> ValidationReport:
+        subsidiaries, templates = await asyncio.gather(self.erp.list_subsidiaries(),
+                                                       self.psa.list_templates())
+        return validate_engagement(input.engagement, subsidiaries, templates)
+
+    @activity.defn
+    async def upsert_erp_customer(self, input: UpsertCustomerInput) -> str:
+        return await self.erp.upsert_customer(input.customer, input.subsidiary)
+
+    @activity.defn
+    async def upsert_erp_project(self, input: UpsertProjectInput) -> str:
+        return await self.erp.upsert_project(input.engagement, input.erp_customer_id, input.subsidiary)
+
+    @activity.defn
+    async def upsert_billing_schedule(self, input: UpsertBillingScheduleInput) -> str:
+        return await self.erp.upsert_billing_schedule(input.engagement, input.erp_project_id)
+
+    @activity.defn
+    async def provision_psa_workspace(self, input: ProvisionWorkspaceInput) -> PsaWorkspace:
+        return await self.psa.provision_workspace(input.engagement, input.template,
+                                                  erp_project_id=input.erp_project_id)
+
+    @activity.defn
+    async def write_back_crm(self, input: WriteBackInput) -> None:
+        await self.crm.write_back_provisioning(
+            input.opportunity_id, erp_customer_id=input.erp_customer_id,
+            erp_project_id=input.erp_project_id, psa_workspace_id=input.psa_workspace_id,
+            status=input.status)
+
+    def all(self) -> list:
+        return [self.fetch_engagement, self.validate_engagement, self.upsert_erp_customer,
+                self.upsert_erp_project, self.upsert_billing_schedule,
+                self.provision_psa_workspace, self.write_back_crm]

@@ -1,0 +1,214 @@
+"""Kantata (PSA) connector: templates, roles, and idempotent workspace provisioning.
+
+Kantata API v1 facts this relies on:
+- base path `/api/v1/`, resources as `<plural>.json`; auth `Authorization: Bearer <token>`
+  (a fixed OAuth/API token: on 401 there is nothing to refresh, so after the base class's
+  one retry the call fails as `VendorAuthFailed`, non-retryable);
+- errors are `{"errors": [{"type", "message", "field"?}]}` (type: validation, oauth,
+  system, rate_limit); 429 means over the rate limit and is retried by the caller;
+- lists are paged (`page`, `per_page` up to 200) in the `{count, meta, results, <key>}`
+  envelope; filters such as `search=`, `workspace_id=`, `only=`;
+- Kantata has no upsert by external id. `provision_workspace` therefore finds what an earlier
+  attempt made before it creates anything: the workspace by its `external_references` entry
+  (service_name "q2c", service_model "opportunity"), else by the opportunity id in brackets in
+  its title (an attempt that died between creating the workspace and its reference), stories
+  by title and resource requests by role within the workspace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+from connectors import kantata_mapping as m
+from connectors.http import REJECTED_TYPE, AuditHook, VendorClient, VendorError
+from domain.engagement import Engagement
+from domain.project import ProjectTemplate, PsaWorkspace, ResourceDemand, Task
+from settings import PsaSettings
+
+API_PREFIX = "/api/v1"
+PAGE_SIZE = 200  # Kantata's maximum per_page
+
+
+class KantataClient(VendorClient):
+    system = "psa"
+
+    def __init__(self, settings: PsaSettings, *, timeout: float = 15.0,
+                 audit: AuditHook | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        base = settings.base_url.rstrip("/")
+        # Accept both "https://api.mavenlink.com" and "https://api.mavenlink.com/api/v1".
+        self._prefix = "" if base.endswith(API_PREFIX) else API_PREFIX
+        super().__init__(base, timeout=timeout, audit=audit, transport=transport)
+        self.settings = settings
+
+    # --- VendorClient hooks -------------------------------------------------------------
+    async def _fetch_token(self) -> str:
+        return self.settings.token
+
+    def _parse_errors(self, response: httpx.Response) -> list[VendorError]:
+        items = response.json()["errors"]
+        return [VendorError(code=str(e.get("type") or f"HTTP_{response.status_code}"),
+                            message=str(e.get("message") or ""),
+                            fields=(str(e["field"]),) if e.get("field") else ())
+                for e in items]
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _path(self, resource: str) -> str:
+        return f"{self._prefix}/{resource}"
+
+    async def _get(self, resource: str, operation: str, params: dict[str, Any] | None = None) -> dict:
+        response = await self.request("GET", self._path(resource), operation=operation, params=params)
+        return response.json()
+
+    async def _list_all(self, resource: str, operation: str,
+                        params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every object of a filtered list, following `meta.page_count`."""
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = await self._get(resource, operation,
+                                   {**(params or {}), "page": page, "per_page": PAGE_SIZE})
+            out.extend(m.results(body))
+            if page >= int(body.get("meta", {}).get("page_count") or 0):
+                return out
+            page += 1
+
+    async def _write(self, method: str, resource: str, payload: dict[str, Any],
+                     operation: str) -> dict[str, Any]:
+        response = await self.request(method, self._path(resource), operation=operation,
+                                      json=payload, ok_statuses=(200, 201))
+        return m.first_result(response.json())
+
+    # --- templates and roles ----------------------------------------------------------------
+    async def list_templates(self) -> list[ProjectTemplate]:
+        objects = await self._list_all("workspace_templates.json", "list_templates")
+        return [m.template_from_kantata(o) for o in objects]
+
+    async def template_for(self, service_line: str) -> ProjectTemplate | None:
+        """The template whose service line matches (case and spacing ignored), else None."""
+        wanted = m.normalize(service_line)
+        for template in await self.list_templates():
+            if m.normalize(template.service_line) == wanted:
+                return template
+        return None
+
+    async def list_roles(self) -> dict[str, str]:
+        """Role name -> Kantata role id."""
+        return m.roles_by_name(await self._list_all("roles.json", "list_roles"))
+
+    # --- workspaces --------------------------------------------------------------------------
+    async def get_workspace(self, workspace_id: str) -> dict[str, Any]:
+        """The Kantata workspace object, with its `stories`, `resource_requests` and
+        `external_references` as lists (404 -> ApplicationError VendorNotFound)."""
+        body = await self._get(f"workspaces/{workspace_id}.json", "get_workspace",
+                               {"include": "stories,resource_requests,external_references"})
+        workspace = dict(m.first_result(body))
+        for key, ids in (("stories", "story_ids"), ("resource_requests", "resource_request_ids"),
+                         ("external_references", "external_reference_ids")):
+            workspace[key] = [body.get(key, {})[i] for i in workspace.get(ids, [])
+                              if i in body.get(key, {})]
+        return workspace
+
+    async def find_workspace(self, opportunity_id: str) -> dict[str, Any] | None:
+        """The workspace q2c made for this opportunity: by external reference, else by title."""
+        refs = await self._list_all("external_references.json", "find_workspace_reference", {
+            "subject_type": m.WORKSPACE_SUBJECT, "service_name": m.SERVICE_NAME,
+            "service_model": m.OPPORTUNITY_MODEL, "service_model_ref": opportunity_id})
+        ids = sorted({r["subject_id"] for r in refs}, key=int)
+        if ids:
+            found = await self._list_all("workspaces.json", "get_workspaces", {"only": ",".join(ids)})
+            if found:
+                return found[0]
+        candidates = await self._list_all("workspaces.json", "search_workspaces",
+                                          {"search": m.opportunity_tag(opportunity_id)})
+        matching = [w for w in candidates if m.title_matches(w["title"], opportunity_id)]
+        return min(matching, key=lambda w: int(w["id"])) if matching else None
+
+    async def provision_workspace(self, engagement: Engagement, template: ProjectTemplate, *,
+                                  erp_project_id: str) -> PsaWorkspace:
+        """Workspace, references, template stories and staffing demand; safe to repeat.
+
+        Repeating the call, or calling again after a crash at any point, converges on exactly
+        one workspace, one story per template task, one resource request per rate-card role
+        and one external reference per kind (opportunity, ERP project).
+        """
+        demand = m.resource_demand(engagement)
+        roles = await self.list_roles()
+        unknown = [d.role for d in demand if m.find_role_id(roles, d.role) is None]
+        if unknown:
+            raise ApplicationError(
+                f"psa provision_workspace: rate-card role(s) {unknown} have no Kantata role "
+                f"(known: {sorted(roles)})",
+                {"system": self.system, "operation": "provision_workspace",
+                 "unknown_roles": unknown, "known_roles": sorted(roles)},
+                type=REJECTED_TYPE, non_retryable=True)
+
+        workspace = await self.find_workspace(engagement.opportunity_id)
+        if workspace is None:
+            workspace = await self._write(
+                "POST", "workspaces.json",
+                m.workspace_payload(engagement, template, erp_project_id=erp_project_id),
+                "create_workspace")
+        workspace_id = str(workspace["id"])
+
+        await self._ensure_references(workspace_id, m.wanted_references(engagement, erp_project_id))
+        tasks = await self._ensure_stories(workspace_id, template.tasks)
+        requests = await self._ensure_requests(workspace_id, engagement, demand, roles)
+        return PsaWorkspace(workspace_id=workspace_id, title=workspace["title"], tasks=tasks,
+                            resource_demand=requests)
+
+    async def _ensure_references(self, workspace_id: str, wanted: dict[str, str]) -> None:
+        existing = await self._list_all("external_references.json", "list_external_references", {
+            "subject_type": m.WORKSPACE_SUBJECT, "subject_id": workspace_id,
+            "service_name": m.SERVICE_NAME})
+        for model, ref in wanted.items():
+            same_kind = [r for r in existing if r["service_model"] == model]
+            if not same_kind:
+                await self._write("POST", "external_references.json",
+                                  m.external_reference_payload(workspace_id, model, ref),
+                                  "create_external_reference")
+            elif all(r["service_model_ref"] != ref for r in same_kind):
+                # e.g. the ERP project was recreated: point the one reference at the new id.
+                await self._write("PUT", f"external_references/{same_kind[0]['id']}.json",
+                                  {"external_reference": {"service_model_ref": ref, "status": "synced"}},
+                                  "update_external_reference")
+
+    async def _ensure_stories(self, workspace_id: str, template_tasks: list[Task]) -> list[Task]:
+        existing = await self._list_all("stories.json", "list_stories", {"workspace_id": workspace_id})
+        by_title: dict[str, dict[str, Any]] = {}
+        for story in existing:
+            by_title.setdefault(m.normalize(story["title"]), story)
+        tasks: list[Task] = []
+        for task in template_tasks:
+            story = by_title.get(m.normalize(task.name))
+            if story is None:
+                story = await self._write("POST", "stories.json",
+                                          m.story_payload(workspace_id, task), "create_story")
+                by_title[m.normalize(task.name)] = story
+            tasks.append(Task(name=task.name, billable=task.billable, psa_story_id=str(story["id"])))
+        return tasks
+
+    async def _ensure_requests(self, workspace_id: str, engagement: Engagement,
+                               demand: list[ResourceDemand], roles: dict[str, str]) -> list[ResourceDemand]:
+        existing = await self._list_all("resource_requests.json", "list_resource_requests",
+                                        {"workspace_id": workspace_id})
+        by_role: dict[str, dict[str, Any]] = {}
+        for request in existing:
+            by_role.setdefault(str(request["role_id"]), request)
+        out: list[ResourceDemand] = []
+        for item in demand:
+            role_id = m.find_role_id(roles, item.role)
+            assert role_id is not None  # checked before anything was written
+            request = by_role.get(role_id)
+            if request is None:
+                request = await self._write(
+                    "POST", "resource_requests.json",
+                    m.resource_request_payload(workspace_id, role_id, item, engagement),
+                    "create_resource_request")
+                by_role[role_id] = request
+            out.append(ResourceDemand(role=item.role, hours=item.hours,
+                                      psa_resource_request_id=str(request["id"])))
+        return out

@@ -1,0 +1,167 @@
+"""Pure mapping between the canonical model and Kantata (Mavenlink) API v1 JSON.
+
+Kantata facts used here:
+- every answer is the envelope `{count, meta, results: [{key, id}], <key>: {id: object}}`;
+  `results` gives the order, the objects sit under their key indexed by id (string ids);
+- writes take the object under its root key: `{"workspace": {...}}`, `{"story": {...}}`;
+- money is integer minor units (`budget_in_cents`) beside an ISO `currency`;
+- `external_references` link a Kantata object (`subject_type`/`subject_id`) to a record of
+  another system (`service_name`/`service_model`/`service_model_ref`).
+
+q2c finds its own workspace again without any vendor upsert: the title carries the
+opportunity id in brackets ("Acme Data Platform [006...]") and an external reference with
+service_model "opportunity" carries it as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from domain.engagement import Engagement
+from domain.money import MINOR_UNITS, round_money
+from domain.project import ProjectTemplate, ResourceDemand, Task
+
+SERVICE_NAME = "q2c"
+OPPORTUNITY_MODEL = "opportunity"
+ERP_PROJECT_MODEL = "erp_project"
+WORKSPACE_SUBJECT = "Workspace"
+TITLE_MAX = 255
+
+
+def results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The envelope's objects in the order of `results` (included objects are left out)."""
+    out = []
+    for ref in body.get("results", []):
+        obj = body.get(ref["key"], {}).get(str(ref["id"]))
+        if obj is not None:
+            out.append(obj)
+    return out
+
+
+def first_result(body: dict[str, Any]) -> dict[str, Any]:
+    found = results(body)
+    if not found:
+        raise ValueError("Kantata answer holds no result")
+    return found[0]
+
+
+def opportunity_tag(opportunity_id: str) -> str:
+    return f"[{opportunity_id}]"
+
+
+def workspace_title(engagement: Engagement) -> str:
+    """`<opportunity name> [<opportunity id>]`, the name cut so the whole fits 255 chars."""
+    tag = opportunity_tag(engagement.opportunity_id)
+    name = engagement.opportunity_name.strip()[: TITLE_MAX - len(tag) - 1].rstrip()
+    return f"{name} {tag}" if name else tag
+
+
+def title_matches(title: str, opportunity_id: str) -> bool:
+    """Whether a workspace title is the one q2c gives this opportunity (search is 'contains')."""
+    return title.rstrip().endswith(opportunity_tag(opportunity_id))
+
+
+def to_cents(amount: Decimal, currency: str) -> int:
+    """Kantata's `*_in_cents`: the amount in the currency's minor units, rounded half-up."""
+    return int(round_money(amount, currency).scaleb(MINOR_UNITS[currency]))
+
+
+def workspace_payload(engagement: Engagement, template: ProjectTemplate, *,
+                      erp_project_id: str) -> dict[str, Any]:
+    customer = engagement.customer.legal_name or engagement.customer.name
+    description = (f"{engagement.opportunity_name} for {customer}. "
+                   f"Service line: {template.service_line} (template {template.name}). "
+                   f"Billing: {engagement.billing_model.value.replace('_', ' ')}. "
+                   f"CRM opportunity {engagement.opportunity_id}; ERP project {erp_project_id}.")
+    body: dict[str, Any] = {
+        "title": workspace_title(engagement),
+        "description": description,
+        "budget_in_cents": to_cents(engagement.contract_value.amount, engagement.currency),
+        "currency": engagement.currency,
+        "creator_role": "maven",
+    }
+    if engagement.start_date:
+        body["start_date"] = engagement.start_date.isoformat()
+    if engagement.end_date:
+        body["due_date"] = engagement.end_date.isoformat()
+    return {"workspace": body}
+
+
+def story_payload(workspace_id: str, task: Task) -> dict[str, Any]:
+    return {"story": {"title": task.name, "workspace_id": workspace_id, "story_type": "task",
+                      "billable": task.billable}}
+
+
+def hours_json(hours: Decimal) -> int | float:
+    """Hours as a JSON number (hours are quantities, not money)."""
+    return int(hours) if hours == hours.to_integral_value() else float(hours)
+
+
+def resource_request_payload(workspace_id: str, role_id: str, demand: ResourceDemand,
+                             engagement: Engagement) -> dict[str, Any]:
+    body: dict[str, Any] = {"workspace_id": workspace_id, "role_id": role_id,
+                            "hours": hours_json(demand.hours), "status": "open"}
+    if engagement.start_date:
+        body["start_date"] = engagement.start_date.isoformat()
+    if engagement.end_date:
+        body["end_date"] = engagement.end_date.isoformat()
+    return {"resource_request": body}
+
+
+def external_reference_payload(workspace_id: str, service_model: str, ref: str) -> dict[str, Any]:
+    return {"external_reference": {"subject_type": WORKSPACE_SUBJECT, "subject_id": workspace_id,
+                                   "service_name": SERVICE_NAME, "service_model": service_model,
+                                   "service_model_ref": ref, "status": "synced"}}
+
+
+def wanted_references(engagement: Engagement, erp_project_id: str) -> dict[str, str]:
+    """service_model -> service_model_ref that a provisioned workspace must carry."""
+    return {OPPORTUNITY_MODEL: engagement.opportunity_id, ERP_PROJECT_MODEL: erp_project_id}
+
+
+def resource_demand(engagement: Engagement) -> list[ResourceDemand]:
+    """One demand per rate-card role (first-seen order), estimated hours summed across rows.
+
+    A rate card may list a role twice (a rate change with `effective_from`); staffing asks
+    for the role once with all its hours.
+    """
+    totals: dict[str, Decimal] = {}
+    for entry in engagement.rate_card:
+        totals[entry.role] = totals.get(entry.role, Decimal("0")) + entry.estimated_hours
+    return [ResourceDemand(role=role, hours=hours) for role, hours in totals.items()]
+
+
+def template_from_kantata(obj: dict[str, Any]) -> ProjectTemplate:
+    stories = sorted(obj.get("stories") or [], key=lambda s: s.get("position") or 0)
+    return ProjectTemplate(
+        template_id=str(obj["id"]),
+        service_line=obj.get("service_line") or _custom_value(obj, "Service Line") or "",
+        name=obj.get("title") or "",
+        tasks=[Task(name=s["title"], billable=bool(s.get("billable", True))) for s in stories],
+    )
+
+
+def _custom_value(obj: dict[str, Any], name: str) -> str | None:
+    for cfv in obj.get("custom_field_values") or []:
+        if cfv.get("name") == name:
+            return cfv.get("value")
+    return None
+
+
+def normalize(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def roles_by_name(objects: Iterable[dict[str, Any]]) -> dict[str, str]:
+    return {o["name"]: str(o["id"]) for o in objects}
+
+
+def find_role_id(roles: dict[str, str], role: str) -> str | None:
+    """A rate-card role name matched to a Kantata role, ignoring case and extra spaces."""
+    wanted = normalize(role)
+    for name, role_id in roles.items():
+        if normalize(name) == wanted:
+            return role_id
+    return None

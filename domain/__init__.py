@@ -1,0 +1,1 @@
+"""Canonical, vendor-neutral model of quote-to-cash (see shared/DOMAIN.md)."""

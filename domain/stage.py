@@ -1,0 +1,16 @@
+"""The stages of one engagement's life (DOMAIN.md, "One engagement's life")."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class EngagementStage(str, Enum):
+    RECEIVED = "Received"
+    VALIDATING = "Validating"
+    AWAITING_STEWARD = "AwaitingSteward"
+    PROVISIONING = "Provisioning"
+    ACTIVE = "Active"
+    COLLECTING = "Collecting"
+    CLOSED = "Closed"
+    CANCELLED = "Cancelled"

@@ -1,0 +1,119 @@
+"""Tables of the Kantata sandbox (sqlmodel, on a registry of their own).
+
+The tables live on their own SQLAlchemy registry so that the CRM and ERP sandboxes' tables
+never end up in the PSA database (and table names cannot clash across sandboxes).
+
+Kantata facts mirrored here: every object id is rendered as a *string* of digits, foreign ids
+too (`"workspace_id": "7001"`); dates are ISO `YYYY-MM-DD`; money is integer cents
+(`budget_in_cents`) beside an ISO `currency`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class PsaTable(SQLModel, registry=registry()):
+    """Base of every PSA sandbox table; `PsaTable.metadata` holds only these tables."""
+
+
+class User(PsaTable, table=True):
+    __tablename__ = "kantata_users"
+    id: int | None = Field(default=None, primary_key=True)
+    full_name: str
+    email_address: str
+    headline: str = ""
+    role_id: int | None = None
+
+
+class Role(PsaTable, table=True):
+    __tablename__ = "kantata_roles"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+
+
+class Workspace(PsaTable, table=True):
+    __tablename__ = "kantata_workspaces"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(index=True)
+    description: str = ""
+    start_date: str | None = None
+    due_date: str | None = None
+    budget_in_cents: int | None = None
+    currency: str = "USD"
+    creator_role: str = "maven"
+    status: str = "Not Started"
+    archived: bool = False
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class Story(PsaTable, table=True):
+    __tablename__ = "kantata_stories"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    title: str
+    description: str = ""
+    story_type: str = "task"
+    billable: bool = True
+    state: str = "not started"
+    position: int = 0
+    start_date: str | None = None
+    due_date: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class ResourceRequest(PsaTable, table=True):
+    __tablename__ = "kantata_resource_requests"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    role_id: int
+    hours: str  # decimal text, rendered as a JSON number
+    start_date: str | None = None
+    end_date: str | None = None
+    status: str = "open"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class ExternalReference(PsaTable, table=True):
+    __tablename__ = "kantata_external_references"
+    id: int | None = Field(default=None, primary_key=True)
+    subject_type: str = Field(index=True)
+    subject_id: int = Field(index=True)
+    service_name: str = Field(index=True)
+    service_model: str
+    service_model_ref: str = Field(index=True)
+    status: str | None = None
+    external_link: str | None = None
+    external_status: str | None = None
+    external_message: str | None = None
+    last_synced_at: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class WorkspaceTemplate(PsaTable, table=True):
+    __tablename__ = "kantata_workspace_templates"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str
+    description: str = ""
+    service_line: str = Field(index=True)  # a custom field value in a real Kantata account
+
+
+class TemplateStory(PsaTable, table=True):
+    __tablename__ = "kantata_template_stories"
+    id: int | None = Field(default=None, primary_key=True)
+    template_id: int = Field(index=True)
+    title: str
+    story_type: str = "task"
+    billable: bool = True
+    position: int = 0

@@ -1,0 +1,173 @@
+"""`make up`: the whole q2c stack on this machine, embedded defaults, no other setup.
+
+Starts the Temporal dev server (SQLite under the state folder, Web UI), the CRM, PSA and ERP
+sandboxes, the worker and the webhook service; closes the demo deals in the CRM sandbox so the
+engagements start by the real webhook path (Salesforce Outbound Message); prints the URLs and
+how long each deal took from closed-won to Active. Ctrl-C stops everything; a second `make up`
+resumes with every history and sandbox record kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    port: int
+    health: str | None = None  # HTTP path answering 200 when ready
+    proc: subprocess.Popen | None = None
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _temporal_host_port(settings: Settings) -> tuple[str, int]:
+    host, _, port = settings.temporal_address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def services(settings: Settings) -> list[Service]:
+    py = sys.executable
+    bindir = Path(py).parent
+    temporal = str(bindir / "temporal") if (bindir / "temporal").exists() else "temporal"
+    host, tport = _temporal_host_port(settings)
+    ui_port = int(settings.temporal_ui_url.rsplit(":", 1)[1].split("/")[0])
+    return [
+        Service("temporal", [temporal, "server", "start-dev",
+                             "--db-filename", str(settings.state_dir / "temporal.db"),
+                             "--ip", host, "--port", str(tport), "--ui-port", str(ui_port),
+                             "--namespace", settings.temporal_namespace, "--log-level", "warn"],
+                tport),
+        Service("crm-sandbox", [py, "-m", "sandbox.crm"], settings.crm_port, "/__sandbox/health"),
+        Service("psa-sandbox", [py, "-m", "sandbox.psa"], settings.psa_port, "/__sandbox/health"),
+        Service("erp-sandbox", [py, "-m", "sandbox.erp"], settings.erp_port, "/__sandbox/health"),
+        Service("webhook", [py, "-m", "starter.webhook"], settings.webhook_port, "/healthz"),
+        Service("worker", [py, str(ROOT / "worker.py")], 0),
+    ]
+
+
+def _wait_ready(svc: Service, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if svc.proc and svc.proc.poll() is not None:
+            raise RuntimeError(f"{svc.name} exited with code {svc.proc.returncode}; "
+                               f"see {svc.name}.log in the state folder")
+        if svc.port == 0:
+            return
+        if svc.health is None:
+            if _port_open(svc.port):
+                return
+        else:
+            try:
+                if httpx.get(f"http://127.0.0.1:{svc.port}{svc.health}", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{svc.name} did not become ready on port {svc.port} within {timeout:.0f}s")
+
+
+def start_all(settings: Settings, log_dir: Path) -> list[Service]:
+    busy = [s for s in services(settings) if s.port and _port_open(s.port)]
+    if busy:
+        names = ", ".join(f"{s.name} ({s.port})" for s in busy)
+        raise SystemExit(f"ports already in use: {names}. Is another `make up` running? "
+                         "Stop it, or set the Q2C_*_PORT / TEMPORAL_ADDRESS variables.")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    started: list[Service] = []
+    try:
+        for svc in services(settings):
+            log = open(log_dir / f"{svc.name}.log", "ab")
+            svc.proc = subprocess.Popen(svc.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            started.append(svc)
+            _wait_ready(svc)
+            print(f"  started {svc.name:<12} pid {svc.proc.pid}" + (f"  port {svc.port}" if svc.port else ""))
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(started: list[Service]) -> None:
+    for svc in reversed(started):
+        if svc.proc and svc.proc.poll() is None:
+            svc.proc.send_signal(signal.SIGTERM)
+    for svc in reversed(started):
+        if svc.proc:
+            try:
+                svc.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+
+
+def print_urls(settings: Settings) -> None:
+    print(f"""
+q2c is up.
+  Temporal Web UI   {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows
+                    (filter e.g. EngagementStage="Active" or EngagementStage="AwaitingSteward")
+  Temporal gRPC     {settings.temporal_address}  (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
+  Webhook service   {settings.webhook_base_url}  (Outbound Messages: {settings.outbound_message_url})
+  CRM sandbox       {settings.crm.base_url}  (Salesforce REST, org {settings.crm.organization_id})
+  PSA sandbox       {settings.psa.base_url}  (Kantata API v1, bearer {settings.psa.token})
+  ERP sandbox       {settings.erp.base_url}  (NetSuite REST, account {settings.erp.account_id})
+  Logs              {settings.state_dir / 'logs'}
+  CLI               .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>
+Ctrl-C stops everything; the next `make up` resumes with histories kept.
+""", flush=True)
+
+
+def main() -> None:
+    settings = load_settings()
+    log_dir = settings.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"Starting q2c (state in {settings.state_dir})")
+    started = start_all(settings, log_dir)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        from stack.demo import run_demo
+
+        asyncio.run(run_demo(settings))
+        print_urls(settings)
+        while not stopping:
+            dead = [s for s in started if s.proc and s.proc.poll() is not None]
+            if dead:
+                print(f"{dead[0].name} stopped unexpectedly (exit {dead[0].proc.returncode}); "
+                      f"see {log_dir / (dead[0].name + '.log')}. Stopping the stack.")
+                break
+            time.sleep(0.5)
+    finally:
+        print("Stopping q2c ...", flush=True)
+        stop_all(started)
+        print("Stopped. State kept in", settings.state_dir)
+
+
+if __name__ == "__main__":
+    main()

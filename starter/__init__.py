@@ -1,0 +1,1 @@
+"""How engagements start: the CRM webhook service and the q2c CLI."""

@@ -1,0 +1,256 @@
+"""The `q2c` command line: start, inspect, list and re-check engagements.
+
+Each command is a thin wrapper over an async function that takes a Temporal `Client`, so
+tests (and other tools) call those directly with their own client:
+
+    await start(client, opp, task_queue=...)           -> StartResult
+    await get_status(client, opp, timeout=...)         -> EngagementStatus
+    await list_engagements(client, stage=None)         -> list[EngagementRow]
+    await recheck(client, opp, requested_by=..., note=...) -> str (workflow id)
+
+`get_status` and `recheck` raise EngagementNotFound / EngagementNotAnswering.
+The commands connect with `settings.load_settings()` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_TASK_QUEUE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
+
+import typer
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.stage import EngagementStage
+from settings import Settings, load_settings
+from starter.start import StartResult, start_engagement, workflow_id_for
+from workflows.engagement import EngagementWorkflow
+from workflows.models import EngagementStatus, RecheckInput
+from workflows.search_attributes import BILLING_MODEL, CUSTOMER_NAME, ENGAGEMENT_STAGE, OPPORTUNITY_ID, REGION
+
+DEFAULT_QUERY_TIMEOUT = 10.0
+ENGAGEMENT_WORKFLOW_TYPE = "EngagementWorkflow"
+
+app = typer.Typer(help="q2c: quote-to-cash engagements on Temporal.", no_args_is_help=True,
+                  add_completion=False)
+
+
+class EngagementNotFound(Exception):
+    def __init__(self, opportunity_id: str) -> None:
+        super().__init__(f"no engagement for opportunity {opportunity_id} "
+                         f"(workflow {workflow_id_for(opportunity_id)} not found)")
+        self.opportunity_id = opportunity_id
+
+
+class EngagementNotAnswering(Exception):
+    def __init__(self, opportunity_id: str, detail: str = "") -> None:
+        super().__init__("engagement is not answering queries (is the worker running?)"
+                         + (f" [{detail}]" if detail else ""))
+        self.opportunity_id = opportunity_id
+
+
+@dataclass(frozen=True)
+class EngagementRow:
+    opportunity_id: str
+    stage: str
+    customer: str
+    billing_model: str
+    region: str
+    status: str  # Temporal execution status: RUNNING, COMPLETED, ...
+    workflow_id: str
+
+
+# ---- async API (takes an injected client) ----------------------------------------------
+
+async def start(client: Client, opportunity_id: str, *, task_queue: str) -> StartResult:
+    return await start_engagement(client, opportunity_id, task_queue=task_queue, source="cli")
+
+
+async def get_status(client: Client, opportunity_id: str, *,
+                     timeout: float = DEFAULT_QUERY_TIMEOUT) -> EngagementStatus:
+    handle = client.get_workflow_handle_for(EngagementWorkflow.run, workflow_id_for(opportunity_id))
+    try:
+        # A query needs a worker; without one it would wait: bound it.
+        return await asyncio.wait_for(
+            handle.query(EngagementWorkflow.status, rpc_timeout=timedelta(seconds=timeout)),
+            timeout=timeout + 2)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise EngagementNotFound(opportunity_id) from None
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.FAILED_PRECONDITION,
+                          RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE):
+            raise EngagementNotAnswering(opportunity_id, err.message) from None
+        raise
+    except asyncio.TimeoutError:
+        raise EngagementNotAnswering(opportunity_id, f"no answer in {timeout:g}s") from None
+
+
+def stage_query(stage: str | None = None) -> str:
+    """Visibility query for engagements, optionally in one stage."""
+    query = f"WorkflowType = '{ENGAGEMENT_WORKFLOW_TYPE}'"
+    if stage:
+        query += f" AND {ENGAGEMENT_STAGE.name} = '{parse_stage(stage).value}'"
+    return query
+
+
+def parse_stage(stage: str) -> EngagementStage:
+    """Accept a stage value or name, any case ('AwaitingSteward', 'awaiting_steward')."""
+    wanted = stage.strip().replace("_", "").replace("-", "").replace(" ", "").lower()
+    for s in EngagementStage:
+        if wanted in (s.value.lower(), s.name.replace("_", "").lower()):
+            return s
+    raise ValueError(f"unknown stage '{stage}'; one of: {', '.join(s.value for s in EngagementStage)}")
+
+
+async def list_engagements(client: Client, stage: str | None = None, *,
+                           limit: int | None = None) -> list[EngagementRow]:
+    rows = []
+    async for wf in client.list_workflows(stage_query(stage), limit=limit):
+        sa = wf.typed_search_attributes
+        opp = sa.get(OPPORTUNITY_ID) or wf.id.removeprefix("engagement-")
+        rows.append(EngagementRow(
+            opportunity_id=opp,
+            stage=sa.get(ENGAGEMENT_STAGE) or "",
+            customer=sa.get(CUSTOMER_NAME) or "",
+            billing_model=sa.get(BILLING_MODEL) or "",
+            region=sa.get(REGION) or "",
+            status=wf.status.name if isinstance(wf.status, WorkflowExecutionStatus) else str(wf.status or ""),
+            workflow_id=wf.id,
+        ))
+    return rows
+
+
+async def recheck(client: Client, opportunity_id: str, *, requested_by: str = "cli",
+                  note: str | None = None) -> str:
+    wf_id = workflow_id_for(opportunity_id)
+    handle = client.get_workflow_handle_for(EngagementWorkflow.run, wf_id)
+    try:
+        await handle.signal(EngagementWorkflow.recheck, RecheckInput(requested_by=requested_by, note=note))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # also: already completed
+            raise EngagementNotFound(opportunity_id) from None
+        raise
+    return wf_id
+
+
+# ---- formatting (pure) -------------------------------------------------------------------
+
+def format_status(status: EngagementStatus) -> str:
+    lines = [
+        f"Opportunity:  {status.opportunity_id}",
+        f"Stage:        {status.stage.value}",
+        f"Details:      {status.details or '-'}",
+    ]
+    e = status.engagement
+    if e is not None:
+        lines.append(f"Customer:     {e.customer.legal_name or e.customer.name}")
+        lines.append(f"Billing:      {e.billing_model.value}, "
+                     f"{e.contract_value.amount} {e.contract_value.currency}")
+        if e.region:
+            lines.append(f"Region:       {e.region}")
+    if status.missing_fields:
+        lines.append("Missing:")
+        lines.extend(f"  - {issue.field}: {issue.reason}" for issue in status.missing_fields)
+    ids = [("ERP customer", status.erp_customer_id), ("ERP project", status.erp_project_id),
+           ("ERP billing schedule", status.erp_billing_schedule_id),
+           ("PSA workspace", status.psa_workspace.workspace_id if status.psa_workspace else None)]
+    for label, value in ids:
+        if value:
+            lines.append(f"{label + ':':<22}{value}")
+    if status.rechecks:
+        lines.append(f"Rechecks:     {status.rechecks}")
+    if status.active_since:
+        lines.append(f"Active since: {status.active_since.isoformat()}")
+    return "\n".join(lines)
+
+
+def format_table(rows: list[EngagementRow]) -> str:
+    headers = ("OPPORTUNITY", "STAGE", "CUSTOMER", "BILLING MODEL", "REGION", "STATUS")
+    data = [(r.opportunity_id, r.stage or "-", r.customer or "-", r.billing_model or "-",
+             r.region or "-", r.status) for r in rows]
+    widths = [max(len(h), *(len(d[i]) for d in data)) if data else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers)] + [fmt.format(*d) for d in data]).rstrip()
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter)
+
+
+def _run(coro_fn):
+    """Connect with load_settings() and run `coro_fn(client, settings)`; exit 2 if no Temporal."""
+    settings = load_settings()
+
+    async def main():
+        try:
+            client = await connect(settings)
+        except Exception as err:
+            typer.echo(f"error: cannot connect to Temporal at {settings.temporal_address}: {err}", err=True)
+            raise typer.Exit(2)
+        return await coro_fn(client, settings)
+
+    return asyncio.run(main())
+
+
+@app.command("start")
+def start_cmd(opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)")) -> None:
+    """Start the engagement for a closed-won opportunity (no-op if it already exists)."""
+    result = _run(lambda client, s: start(client, opportunity_id.strip(), task_queue=s.task_queue))
+    typer.echo(f"workflow id: {result.workflow_id}")
+    typer.echo("already existed: yes (nothing new started)" if result.already_existed
+               else "already existed: no (started)")
+
+
+@app.command("status")
+def status_cmd(opportunity_id: str = typer.Argument(...),
+               as_json: bool = typer.Option(False, "--json", help="print the raw status model"),
+               timeout: float = typer.Option(DEFAULT_QUERY_TIMEOUT, help="seconds to wait for an answer")) -> None:
+    """Show where an engagement is: stage, details, missing fields, ERP/PSA ids."""
+    try:
+        status = _run(lambda client, s: get_status(client, opportunity_id.strip(), timeout=timeout))
+    except (EngagementNotFound, EngagementNotAnswering) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1)
+    typer.echo(status.model_dump_json(indent=2) if as_json else format_status(status))
+
+
+@app.command("list")
+def list_cmd(stage: Optional[str] = typer.Option(None, "--stage", help="only engagements in this stage"),
+             limit: Optional[int] = typer.Option(None, help="at most this many rows")) -> None:
+    """List engagements from Temporal visibility (search attributes)."""
+    if stage:
+        try:
+            parse_stage(stage)
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2)
+    rows = _run(lambda client, s: list_engagements(client, stage, limit=limit))
+    if not rows:
+        typer.echo("no engagements" + (f" in stage {parse_stage(stage).value}" if stage else ""))
+        return
+    typer.echo(format_table(rows))
+
+
+@app.command("recheck")
+def recheck_cmd(opportunity_id: str = typer.Argument(...),
+                note: Optional[str] = typer.Option(None, help="why (shown in the workflow history)"),
+                requested_by: str = typer.Option("cli", "--by", help="who asks")) -> None:
+    """Ask a waiting engagement to read the CRM again and re-validate."""
+    try:
+        wf_id = _run(lambda client, s: recheck(client, opportunity_id.strip(), requested_by=requested_by,
+                                               note=note))
+    except EngagementNotFound as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"recheck sent to {wf_id}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,6 @@
+pytest_plugins = [
+    "tests.fixtures.temporal",
+    "tests.fixtures.crm",
+    "tests.fixtures.psa",
+    "tests.fixtures.erp",
+]
