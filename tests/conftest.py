@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.crm",
     "tests.fixtures.psa",
     "tests.fixtures.erp",
+    "tests.fixtures.stack",
 ]
