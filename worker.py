@@ -21,7 +21,7 @@ from connectors.kantata import KantataClient
 from connectors.netsuite import NetSuiteClient
 from connectors.salesforce import SalesforceClient
 from settings import Settings, load_settings
-from workflows.client import connect
+from workflows.client import connect, exit_process
 from workflows.engagement import EngagementWorkflow
 from workflows.search_attributes import ensure_search_attributes
 
@@ -77,6 +77,7 @@ def main() -> None:
         await run_worker(settings, stop=stop)
 
     asyncio.run(_main())
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -169,5 +169,19 @@ def main() -> None:
         print("Stopped. State kept in", settings.state_dir)
 
 
+def run() -> None:
+    from workflows.client import exit_process
+
+    try:
+        main()
+    except SystemExit as done:
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        exit_process(done.code if isinstance(done.code, int) else (0 if done.code is None else 1))
+    except KeyboardInterrupt:
+        exit_process(130)
+    exit_process(0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

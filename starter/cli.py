@@ -252,5 +252,17 @@ def recheck_cmd(opportunity_id: str = typer.Argument(...),
     typer.echo(f"recheck sent to {wf_id}")
 
 
+def main() -> None:
+    """The `q2c` entry point: run the command, then exit without racing the SDK's threads."""
+    from workflows.client import exit_process
+
+    try:
+        app(standalone_mode=True)
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        exit_process(code)
+    exit_process(0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

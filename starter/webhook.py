@@ -218,6 +218,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     uvicorn.run(create_app(settings), host=settings.webhook_host, port=settings.webhook_port)
+    from workflows.client import exit_process
+
+    exit_process(0)
 
 
 if __name__ == "__main__":
