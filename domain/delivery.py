@@ -9,6 +9,12 @@ from enum import Enum
 from pydantic import BaseModel, Field
 
 
+class InvoiceStatus(str, Enum):
+    OPEN = "open"
+    PARTIALLY_PAID = "partially_paid"
+    PAID_IN_FULL = "paid_in_full"
+
+
 class ApprovalState(str, Enum):
     DRAFT = "draft"
     SUBMITTED = "submitted"
@@ -17,14 +23,60 @@ class ApprovalState(str, Enum):
 
 
 class TimeEntry(BaseModel):
+    """One PSA time entry (Kantata `time_entries`); only approved entries leave the PSA."""
+
     psa_id: str
-    person: str
-    role: str
-    task_id: str
+    person: str  # PSA user id
+    person_name: str | None = None
+    role: str  # role name, matched against the rate card
+    task_id: str  # PSA story id
+    workspace_id: str | None = None
     date_performed: date
     minutes: int
     billable: bool
     approval: ApprovalState = ApprovalState.APPROVED
+    notes: str | None = None
+
+    @property
+    def hours(self) -> Decimal:
+        return Decimal(self.minutes) / Decimal(60)
+
+
+class AccountingPeriod(BaseModel):
+    """An ERP posting period (NetSuite `accountingPeriod`)."""
+
+    period_id: str
+    name: str  # e.g. "Jan 2027"
+    start_date: date
+    end_date: date
+    closed: bool = False
+
+
+class PostedTime(BaseModel):
+    """A time entry as posted to the ERP (`timeBill`, external ID = PSA entry id)."""
+
+    psa_id: str
+    erp_time_bill_id: str
+    role: str
+    date_performed: date
+    minutes: int
+    billable: bool
+    rate: Decimal | None = None  # per hour, None when not billable
+    currency: str
+
+
+class PaymentStatus(BaseModel):
+    """What the ERP says about one invoice's collection."""
+
+    invoice_erp_id: str
+    invoice_number: str | None = None
+    total: Decimal
+    amount_paid: Decimal
+    open_balance: Decimal
+    currency: str
+    due_date: date | None = None
+    days_overdue: int = 0
+    status: InvoiceStatus = InvoiceStatus.OPEN
 
 
 class InvoiceLine(BaseModel):
@@ -34,13 +86,8 @@ class InvoiceLine(BaseModel):
     amount: Decimal
 
 
-class InvoiceStatus(str, Enum):
-    OPEN = "open"
-    PAID_IN_FULL = "paid_in_full"
-    PARTIALLY_PAID = "partially_paid"
-
-
 class Invoice(BaseModel):
+    external_id: str  # deterministic: inv-<opportunity>-<period or milestone>
     erp_id: str | None = None
     number: str | None = None
     period_start: date
@@ -49,6 +96,7 @@ class Invoice(BaseModel):
     total: Decimal
     currency: str
     status: InvoiceStatus = InvoiceStatus.OPEN
+    time_bill_ids: list[str] = Field(default_factory=list)  # ERP timeBills this invoice bills
 
 
 class Payment(BaseModel):
