@@ -71,6 +71,8 @@ class Settings:
     erp_port: int
     temporal_ui_url: str
     http_timeout_seconds: float = 15.0
+    period_seconds: int | None = None  # demo: seconds per billing month; None = calendar months
+    payment_poll_seconds: int = 86_400
     extra: dict = field(default_factory=dict)
 
     @property
@@ -120,4 +122,6 @@ def load_settings() -> Settings:
         erp_port=erp_port,
         temporal_ui_url=_env("Q2C_TEMPORAL_UI_URL", "http://127.0.0.1:8233"),
         http_timeout_seconds=float(_env("Q2C_HTTP_TIMEOUT_SECONDS", "15")),
+        period_seconds=int(_env("Q2C_PERIOD_SECONDS", "0")) or None,
+        payment_poll_seconds=int(_env("Q2C_PAYMENT_POLL_SECONDS", "86400")),
     )

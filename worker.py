@@ -16,10 +16,14 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.delivery import DeliveryActivities
 from activities.engagement import EngagementActivities
 from connectors.kantata import KantataClient
 from connectors.netsuite import NetSuiteClient
 from connectors.salesforce import SalesforceClient
+from ledger.audit import audit_hook
+from ledger.config import ledger_url
+from ledger.store import Ledger
 from settings import Settings, load_settings
 from workflows.client import connect, exit_process
 from workflows.engagement import EngagementWorkflow
@@ -28,23 +32,46 @@ from workflows.search_attributes import ensure_search_attributes
 log = logging.getLogger("q2c.worker")
 
 
+class Activities:
+    """Every activity the worker runs, sharing one connector per vendor and the ledger."""
+
+    def __init__(self, engagement: EngagementActivities, delivery: DeliveryActivities, ledger: Ledger) -> None:
+        self.engagement = engagement
+        self.delivery = delivery
+        self.ledger = ledger
+
+    def all(self) -> list:
+        return self.engagement.all() + self.delivery.all()
+
+
 @asynccontextmanager
-async def engagement_activities(settings: Settings):
-    """Connectors for the three systems, closed on exit."""
-    async with AsyncExitStack() as stack:
-        timeout = settings.http_timeout_seconds
-        crm = await stack.enter_async_context(SalesforceClient(settings.crm, timeout=timeout))
-        erp = await stack.enter_async_context(NetSuiteClient(settings.erp, timeout=timeout))
-        psa = await stack.enter_async_context(KantataClient(settings.psa, timeout=timeout))
-        yield EngagementActivities(crm=crm, erp=erp, psa=psa)
+async def engagement_activities(settings: Settings, ledger: Ledger | None = None):
+    """Connectors for the three systems (each call audited in the ledger), closed on exit."""
+    own_ledger = ledger is None
+    if ledger is None:
+        ledger = Ledger.from_url(ledger_url(settings))
+        ledger.create_all()
+    audit = audit_hook(ledger)
+    try:
+        async with AsyncExitStack() as stack:
+            timeout = settings.http_timeout_seconds
+            crm = await stack.enter_async_context(SalesforceClient(settings.crm, timeout=timeout, audit=audit))
+            erp = await stack.enter_async_context(NetSuiteClient(settings.erp, timeout=timeout, audit=audit))
+            psa = await stack.enter_async_context(KantataClient(settings.psa, timeout=timeout, audit=audit))
+            yield Activities(EngagementActivities(crm=crm, erp=erp, psa=psa),
+                             DeliveryActivities(crm=crm, erp=erp, psa=psa, ledger=ledger), ledger)
+    finally:
+        if own_ledger:
+            ledger.dispose()
 
 
-def build_worker(client: Client, settings: Settings, activities: EngagementActivities) -> Worker:
+def build_worker(client: Client, settings: Settings, activities: Activities) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[EngagementWorkflow],
         activities=activities.all(),
+        max_concurrent_activities=50,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import date
+
+from pydantic import BaseModel, Field
 
 from domain.customer import Customer
-from domain.engagement import Engagement
+from domain.delivery import InvoiceLine
+from domain.engagement import Engagement, RateCardEntry
 from domain.project import ProjectTemplate, Subsidiary
 
 
@@ -44,4 +47,49 @@ class WriteBackInput(BaseModel):
     erp_customer_id: str
     erp_project_id: str
     psa_workspace_id: str
+    status: str
+
+
+# --- delivery to cash ---------------------------------------------------------------------
+
+class PostTimeInput(BaseModel):
+    opportunity_id: str
+    workflow_id: str
+    erp_project_id: str
+    psa_workspace_id: str
+    through: date  # post approved time dated up to and including this date
+    rate_card: list[RateCardEntry]
+    bill_time: bool  # time and materials: billable time carries a rate and is invoiced
+    currency: str
+    only_psa_ids: list[str] | None = None  # a replay of specific entries
+    open_exception_ids: list[str] = Field(default_factory=list)
+    batch_size: int = 50
+
+
+class IssueInvoiceInput(BaseModel):
+    opportunity_id: str
+    external_id: str
+    erp_customer_id: str
+    erp_project_id: str
+    period_start: date
+    period_end: date
+    currency: str
+    bill_unbilled_time: bool = False  # time and materials: lines from unbilled ERP time <= period_end
+    lines: list[InvoiceLine] = Field(default_factory=list)  # fixed fee / retainer
+
+
+class RefreshPaymentsInput(BaseModel):
+    opportunity_id: str
+    invoice_erp_ids: list[str]
+    as_of: date
+
+
+class CloseSystemsInput(BaseModel):
+    opportunity_id: str
+    erp_project_id: str
+    psa_workspace_id: str
+
+
+class CrmStatusInput(BaseModel):
+    opportunity_id: str
     status: str

@@ -13,10 +13,24 @@ Kantata API v1 facts this relies on:
   (service_name "q2c", service_model "opportunity"), else by the opportunity id in brackets in
   its title (an attempt that died between creating the workspace and its reference), stories
   by title and resource requests by role within the workspace.
+
+Time (delivery to cash):
+- only *approved* time leaves the PSA: `list_approved_time` reads `time_entries.json` with
+  `approved=true`, `date_performed_between=<EARLIEST>:<through>`, sorted by date then id;
+- what q2c posted to the ERP is marked with an external reference on the TimeEntry
+  (service_name "q2c", service_model "timeBill", service_model_ref = the ERP timeBill id);
+  `unposted_only` asks for entries without such a reference
+  (`without_external_reference=q2c`, the sandbox's stand-in for Kantata's
+  `include=external_references` + a client-side check);
+- paging under the "unposted" filter moves: each `mark_time_posted` takes an entry out of
+  the filtered list, so page 2 read after marking page 1 skips entries. Callers therefore
+  always re-read page 1 after marking what they got; `has_more` says whether the *current*
+  filtered list has more pages than the one read.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import httpx
@@ -24,12 +38,15 @@ from temporalio.exceptions import ApplicationError
 
 from connectors import kantata_mapping as m
 from connectors.http import REJECTED_TYPE, AuditHook, VendorClient, VendorError
+from domain.delivery import TimeEntry
 from domain.engagement import Engagement
 from domain.project import ProjectTemplate, PsaWorkspace, ResourceDemand, Task
 from settings import PsaSettings
 
 API_PREFIX = "/api/v1"
 PAGE_SIZE = 200  # Kantata's maximum per_page
+EARLIEST_DATE = date(2000, 1, 1)  # lower end of "everything up to `through`"
+SANDBOX_PREFIX = "/__sandbox"
 
 
 class KantataClient(VendorClient):
@@ -43,6 +60,7 @@ class KantataClient(VendorClient):
         self._prefix = "" if base.endswith(API_PREFIX) else API_PREFIX
         super().__init__(base, timeout=timeout, audit=audit, transport=transport)
         self.settings = settings
+        self._role_names: dict[str, str] = {}  # role id -> name, filled on first need
 
     # --- VendorClient hooks -------------------------------------------------------------
     async def _fetch_token(self) -> str:
@@ -212,3 +230,93 @@ class KantataClient(VendorClient):
             out.append(ResourceDemand(role=item.role, hours=item.hours,
                                       psa_resource_request_id=str(request["id"])))
         return out
+
+    # --- time (delivery to cash) -----------------------------------------------------------
+    async def _role_name_map(self, needed: set[str]) -> dict[str, str]:
+        """Role id -> name, read once per client and again when an unknown id shows up."""
+        if not needed <= self._role_names.keys():
+            objects = await self._list_all("roles.json", "list_roles")
+            self._role_names = {str(o["id"]): o["name"] for o in objects}
+        return self._role_names
+
+    async def list_approved_time(self, workspace_id: str, *, through: date, page: int = 1,
+                                 per_page: int = PAGE_SIZE, unposted_only: bool = True,
+                                 only_ids: list[str] | None = None) -> tuple[list[TimeEntry], bool]:
+        """One page of the workspace's approved time performed on or before `through`.
+
+        Sorted by (date_performed, id). `unposted_only` leaves out entries q2c already marked
+        posted; `only_ids` restricts to those entry ids (an empty list matches nothing).
+        Returns (entries, has_more), `has_more` being true when the filtered list has pages
+        after `page`. With `unposted_only`, re-read page 1 after marking entries posted.
+        """
+        if only_ids is not None and not only_ids:
+            return [], False
+        params: dict[str, Any] = {
+            "workspace_id": workspace_id, "approved": "true",
+            "date_performed_between": f"{EARLIEST_DATE.isoformat()}:{through.isoformat()}",
+            "order": "date_performed:asc", "include": "user",
+            "page": max(1, page), "per_page": max(1, min(per_page, PAGE_SIZE)),
+        }
+        if unposted_only:
+            params["without_external_reference"] = m.SERVICE_NAME
+        if only_ids is not None:
+            params["only"] = ",".join(str(i) for i in only_ids)
+        body = await self._get("time_entries.json", "list_approved_time", params)
+        objects = m.results(body)
+        users = body.get("users", {})
+        needed = {str(o.get("role_id") or users.get(str(o.get("user_id")), {}).get("role_id"))
+                  for o in objects} - {"None", ""}
+        roles = await self._role_name_map(needed)
+        entries = sorted((m.time_entry_from_kantata(o, users, roles) for o in objects),
+                         key=lambda e: (e.date_performed, int(e.psa_id)))
+        page_count = int(body.get("meta", {}).get("page_count") or 0)
+        return entries, params["page"] < page_count
+
+    async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
+        """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.
+
+        One external reference per entry: created if missing, re-pointed if it names another
+        timeBill (e.g. the ERP record was recreated).
+        """
+        refs = await self._list_all("external_references.json", "find_time_reference", {
+            "subject_type": m.TIME_ENTRY_SUBJECT, "subject_id": entry_id,
+            "service_name": m.SERVICE_NAME, "service_model": m.TIME_BILL_MODEL})
+        if any(r["service_model_ref"] == erp_time_bill_id for r in refs):
+            return
+        if refs:
+            await self._write("PUT", f"external_references/{refs[0]['id']}.json",
+                              {"external_reference": {"service_model_ref": erp_time_bill_id,
+                                                      "status": "synced"}},
+                              "update_time_reference")
+            return
+        await self._write("POST", "external_references.json",
+                          m.time_reference_payload(entry_id, erp_time_bill_id), "create_time_reference")
+
+    async def workspace_tasks(self, workspace_id: str) -> list[Task]:
+        """The workspace's stories as tasks with their billable flag (404 -> VendorNotFound)."""
+        workspace = await self.get_workspace(workspace_id)
+        stories = sorted(workspace["stories"], key=lambda s: (s.get("position") or 0, int(s["id"])))
+        return [m.task_from_story(s) for s in stories]
+
+    async def close_workspace(self, workspace_id: str) -> None:
+        """Close the workspace (status "closed"): it takes no more time. Idempotent."""
+        body = await self._get(f"workspaces/{workspace_id}.json", "get_workspace")
+        if m.workspace_closed(m.first_result(body)):
+            return
+        await self._write("PUT", f"workspaces/{workspace_id}.json",
+                          {"workspace": {"status": "closed"}}, "close_workspace")
+
+    async def generate_time(self, workspace_id: str, *, start: date, end: date,
+                            entries_per_week: int = 5, seed: int = 0, approve: bool = True,
+                            roles: list[str] | None = None, billable_only: bool = False) -> dict:
+        """Sandbox only (`POST /__sandbox/time/generate`): realistic time for a workspace,
+        weekly submissions approved when `approve`. Returns the ids and totals."""
+        payload: dict[str, Any] = {"workspace_id": workspace_id, "start_date": start.isoformat(),
+                                   "end_date": end.isoformat(), "entries_per_week": entries_per_week,
+                                   "seed": seed, "approve": approve, "billable_only": billable_only}
+        if roles is not None:
+            payload["roles"] = roles
+        root = self.base_url[: -len(API_PREFIX)] if self.base_url.endswith(API_PREFIX) else self.base_url
+        response = await self.request("POST", f"{root}{SANDBOX_PREFIX}/time/generate",
+                                      operation="generate_time", json=payload, ok_statuses=(200,))
+        return response.json()

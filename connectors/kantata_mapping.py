@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from domain.delivery import ApprovalState, TimeEntry
 from domain.engagement import Engagement
 from domain.money import MINOR_UNITS, round_money
 from domain.project import ProjectTemplate, ResourceDemand, Task
@@ -27,6 +28,9 @@ SERVICE_NAME = "q2c"
 OPPORTUNITY_MODEL = "opportunity"
 ERP_PROJECT_MODEL = "erp_project"
 WORKSPACE_SUBJECT = "Workspace"
+TIME_ENTRY_SUBJECT = "TimeEntry"
+TIME_BILL_MODEL = "timeBill"  # service_model of a time entry's reference: the ERP timeBill id
+CLOSED_STATUSES = ("closed", "completed", "cancelled", "archived")
 TITLE_MAX = 255
 
 
@@ -165,3 +169,42 @@ def find_role_id(roles: dict[str, str], role: str) -> str | None:
         if normalize(name) == wanted:
             return role_id
     return None
+
+
+# --- time --------------------------------------------------------------------------------
+
+def time_entry_from_kantata(obj: dict[str, Any], users: dict[str, dict[str, Any]],
+                            role_names: dict[str, str]) -> TimeEntry:
+    """A Kantata time entry as the canonical TimeEntry.
+
+    `users` is the `users` key of an `include=user` answer (id -> user); `role_names` maps
+    role id -> name. The role is the entry's `role_id`, else the user's own role.
+    """
+    user = users.get(str(obj.get("user_id")), {})
+    role_id = obj.get("role_id") or user.get("role_id")
+    return TimeEntry(
+        psa_id=str(obj["id"]), person=str(obj["user_id"]), person_name=user.get("full_name"),
+        role=role_names.get(str(role_id), "") if role_id else "",
+        task_id=str(obj.get("story_id") or ""), workspace_id=str(obj.get("workspace_id") or "") or None,
+        date_performed=obj["date_performed"], minutes=int(obj["time_in_minutes"]),
+        billable=bool(obj.get("billable")),
+        approval=ApprovalState.APPROVED if obj.get("approved") else (
+            ApprovalState.SUBMITTED if obj.get("timesheet_submission_id") else ApprovalState.DRAFT),
+        notes=obj.get("notes") or None)
+
+
+def time_reference_payload(entry_id: str, time_bill_id: str) -> dict[str, Any]:
+    return {"external_reference": {"subject_type": TIME_ENTRY_SUBJECT, "subject_id": entry_id,
+                                   "service_name": SERVICE_NAME, "service_model": TIME_BILL_MODEL,
+                                   "service_model_ref": time_bill_id, "status": "synced"}}
+
+
+def task_from_story(obj: dict[str, Any]) -> Task:
+    return Task(name=obj["title"], billable=bool(obj.get("billable", True)), psa_story_id=str(obj["id"]))
+
+
+def workspace_closed(obj: dict[str, Any]) -> bool:
+    """Whether a Kantata workspace is closed: archived, or its status message says so."""
+    status = obj.get("status")
+    message = status.get("message") if isinstance(status, dict) else status
+    return bool(obj.get("archived")) or str(message or "").strip().casefold() in CLOSED_STATUSES

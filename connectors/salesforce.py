@@ -196,6 +196,20 @@ class SalesforceClient(VendorClient):
         if fields:
             await self.update_record("Opportunity", opportunity_id, fields)
 
+    async def write_invoice_reference(self, opportunity_id: str, *, number: str | None, amount: Decimal,
+                                      currency: str, status: str) -> None:
+        """The ERP's latest invoice, as read-only reference fields on the opportunity."""
+        await self.update_record("Opportunity", opportunity_id, {
+            "Last_Invoice_Number__c": number, "Last_Invoice_Amount__c": str(amount),
+            "Last_Invoice_Currency__c": currency, "Last_Invoice_Status__c": status})
+
+    async def write_collection_status(self, opportunity_id: str, *, amount_paid: Decimal,
+                                      open_balance: Decimal, days_overdue: int) -> None:
+        """Payment status and aging from the ERP, as read-only reference fields."""
+        await self.update_record("Opportunity", opportunity_id, {
+            "Amount_Paid__c": str(amount_paid), "Open_Balance__c": str(open_balance),
+            "Days_Overdue__c": days_overdue})
+
     async def set_opportunity_stage(self, opportunity_id: str, stage: str) -> None:
         await self.update_record("Opportunity", opportunity_id, {"StageName": stage})
 

@@ -27,9 +27,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.stage import EngagementStage
 from settings import Settings, load_settings
-from starter.start import StartResult, start_engagement, workflow_id_for
+from starter.start import StartResult, delivery_config, start_engagement, workflow_id_for
 from workflows.engagement import EngagementWorkflow
-from workflows.models import EngagementStatus, RecheckInput
+from workflows.models import DeliveryConfig, EngagementStatus, RecheckInput
 from workflows.search_attributes import BILLING_MODEL, CUSTOMER_NAME, ENGAGEMENT_STAGE, OPPORTUNITY_ID, REGION
 
 DEFAULT_QUERY_TIMEOUT = 10.0
@@ -66,8 +66,9 @@ class EngagementRow:
 
 # ---- async API (takes an injected client) ----------------------------------------------
 
-async def start(client: Client, opportunity_id: str, *, task_queue: str) -> StartResult:
-    return await start_engagement(client, opportunity_id, task_queue=task_queue, source="cli")
+async def start(client: Client, opportunity_id: str, *, task_queue: str,
+                delivery: DeliveryConfig | None = None) -> StartResult:
+    return await start_engagement(client, opportunity_id, task_queue=task_queue, source="cli", delivery=delivery)
 
 
 async def get_status(client: Client, opportunity_id: str, *,
@@ -202,7 +203,8 @@ def _run(coro_fn):
 @app.command("start")
 def start_cmd(opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)")) -> None:
     """Start the engagement for a closed-won opportunity (no-op if it already exists)."""
-    result = _run(lambda client, s: start(client, opportunity_id.strip(), task_queue=s.task_queue))
+    result = _run(lambda client, s: start(client, opportunity_id.strip(), task_queue=s.task_queue,
+                                          delivery=delivery_config(s)))
     typer.echo(f"workflow id: {result.workflow_id}")
     typer.echo("already existed: yes (nothing new started)" if result.already_existed
                else "already existed: no (started)")

@@ -15,8 +15,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from domain.stage import EngagementStage
 from workflows.engagement import EngagementWorkflow
-from workflows.models import EngagementInput
+from settings import Settings
+from workflows.models import DeliveryConfig, EngagementInput
 from workflows.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """The engagement calendar new engagements get (Q2C_PERIOD_SECONDS, Q2C_PAYMENT_POLL_SECONDS)."""
+    return DeliveryConfig(period_seconds=settings.period_seconds,
+                          payment_poll_seconds=settings.payment_poll_seconds)
 
 
 def workflow_id_for(opportunity_id: str) -> str:
@@ -31,7 +38,7 @@ class StartResult:
 
 
 async def start_engagement(client: Client, opportunity_id: str, *, task_queue: str,
-                           source: str = "webhook") -> StartResult:
+                           source: str = "webhook", delivery: DeliveryConfig | None = None) -> StartResult:
     """Start the engagement; a second start for the same opportunity is a no-op.
 
     A running engagement is reused (USE_EXISTING); a finished one is never started again
@@ -41,7 +48,8 @@ async def start_engagement(client: Client, opportunity_id: str, *, task_queue: s
     try:
         handle = await client.start_workflow(
             EngagementWorkflow.run,
-            EngagementInput(opportunity_id=opportunity_id, source=source),
+            EngagementInput(opportunity_id=opportunity_id, source=source,
+                            delivery=delivery or DeliveryConfig()),
             id=wf_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

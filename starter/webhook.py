@@ -38,7 +38,7 @@ from starter.outbound_message import (
     to_18,
 )
 from starter.standard_webhooks import WebhookVerificationError, verify
-from starter.start import StartResult, start_engagement
+from starter.start import StartResult, delivery_config, start_engagement
 
 log = logging.getLogger("q2c.webhook")
 
@@ -135,7 +135,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             results = []
             for opp in opportunity_ids:
                 results.append(await start_engagement(temporal, opp, task_queue=settings.task_queue,
-                                                       source=source))
+                                                       source=source, delivery=delivery_config(settings)))
             return results
         except RPCError as err:  # unavailable, deadline exceeded, resource exhausted...
             raise TemporalUnavailable(f"Temporal did not accept the start: {err}") from err

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.psa",
     "tests.fixtures.erp",
     "tests.fixtures.stack",
+    "tests.fixtures.ledger",
 ]

@@ -19,10 +19,11 @@ from workflows.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
 
 
 @pytest_asyncio.fixture(scope="module")
-async def e2e(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox):
+async def e2e(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_factory):
     webhook_port = free_port()
     crm = make_crm_sandbox(outbound_url=f"http://127.0.0.1:{webhook_port}/webhooks/salesforce/outbound")
     settings = q2c_settings(crm_url=crm.url, erp_url=erp_sandbox.url, psa_url=psa_sandbox.url,
+                            state_dir=tmp_path_factory.mktemp("q2c-e2e"),
                             temporal_address=dev_env.client.service_client.config.target_host,
                             webhook_port=webhook_port)
     webhook = ServerThread(create_webhook_app(settings), port=webhook_port).start()

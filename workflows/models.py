@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from domain.delivery import InvoiceStatus
 from domain.engagement import Engagement
 from domain.project import PsaWorkspace
 from domain.stage import EngagementStage
 from domain.validation import FieldIssue
 
+DAY_SECONDS = 86_400
+
+
+class DeliveryConfig(BaseModel):
+    """How the engagement's calendar runs.
+
+    period_seconds=None: billing periods are calendar months, closed at midnight UTC after
+    each month's last day. A number: an accelerated demo calendar where each month of the
+    engagement lasts that many seconds of wall time (dates on time and invoices stay the
+    engagement's own calendar dates).
+    """
+
+    period_seconds: int | None = None
+    payment_poll_seconds: int = DAY_SECONDS
+    posting_batch_size: int = 50
+
 
 class EngagementInput(BaseModel):
     opportunity_id: str
     source: str = "webhook"  # webhook | cli | reconciliation
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    state: "EngagementStatus | None" = None  # carried across continue-as-new
 
 
 class RecheckInput(BaseModel):
@@ -26,7 +46,64 @@ class StatusQueryInput(BaseModel):
     pass
 
 
+class CloseInput(BaseModel):
+    requested_by: str = "finance"
+    reason: str = "delivery complete"
+
+
+class AcceptMilestoneInput(BaseModel):
+    milestone_key: str
+    accepted_by: str = "client"
+    accepted_on: date | None = None
+
+
+class ReplayExceptionsInput(BaseModel):
+    """Replay parked time entries: the given PSA entry ids, or every open one when empty."""
+
+    psa_ids: list[str] = Field(default_factory=list)
+    requested_by: str = "steward"
+
+
+class TimeExceptionInfo(BaseModel):
+    psa_id: str
+    reason_code: str
+    message: str
+
+
+class PostingResult(BaseModel):
+    examined: int = 0
+    posted: int = 0
+    posted_minutes: int = 0
+    exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
+    resolved: list[str] = Field(default_factory=list)  # psa ids that were exceptions and are now posted
+
+
+class InvoiceSummary(BaseModel):
+    external_id: str
+    erp_id: str | None = None
+    number: str | None = None
+    period_start: date
+    period_end: date
+    total: Decimal
+    currency: str
+    status: InvoiceStatus = InvoiceStatus.OPEN
+    amount_paid: Decimal = Decimal(0)
+    open_balance: Decimal = Decimal(0)
+    days_overdue: int = 0
+
+
+class EngagementTotals(BaseModel):
+    posted_minutes: int = 0
+    posted_entries: int = 0
+    billed: Decimal = Decimal(0)
+    collected: Decimal = Decimal(0)
+    currency: str | None = None
+
+
 class EngagementStatus(BaseModel):
+    """The engagement's canonical state: returned by the `status` query and carried across
+    continue-as-new."""
+
     opportunity_id: str
     stage: EngagementStage
     details: str = ""
@@ -38,3 +115,28 @@ class EngagementStatus(BaseModel):
     psa_workspace: PsaWorkspace | None = None
     rechecks: int = 0
     active_since: datetime | None = None
+    # delivery to cash
+    next_period_index: int = 0
+    invoices: list[InvoiceSummary] = Field(default_factory=list)
+    open_exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
+    totals: EngagementTotals = Field(default_factory=EngagementTotals)
+    close_requested: CloseInput | None = None
+    final_invoices: int = 0
+    runs: int = 1  # how many runs (continue-as-new) this engagement has had
+
+    def invoice(self, external_id: str) -> InvoiceSummary | None:
+        return next((i for i in self.invoices if i.external_id == external_id), None)
+
+
+class EngagementSummary(BaseModel):
+    """What a closed engagement completes with."""
+
+    opportunity_id: str
+    stage: EngagementStage
+    hours: Decimal
+    billed: dict[str, Decimal]
+    collected: dict[str, Decimal]
+    invoices: int
+
+
+EngagementInput.model_rebuild()

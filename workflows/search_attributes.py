@@ -13,8 +13,9 @@ OPPORTUNITY_ID = SearchAttributeKey.for_keyword("OpportunityId")
 CUSTOMER_NAME = SearchAttributeKey.for_keyword("CustomerName")
 BILLING_MODEL = SearchAttributeKey.for_keyword("BillingModel")
 REGION = SearchAttributeKey.for_keyword("Region")
+OPEN_EXCEPTIONS = SearchAttributeKey.for_int("OpenExceptions")
 
-ALL_KEYS = [ENGAGEMENT_STAGE, OPPORTUNITY_ID, CUSTOMER_NAME, BILLING_MODEL, REGION]
+ALL_KEYS = [ENGAGEMENT_STAGE, OPPORTUNITY_ID, CUSTOMER_NAME, BILLING_MODEL, REGION, OPEN_EXCEPTIONS]
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:
@@ -28,7 +29,8 @@ async def ensure_search_attributes(client: Client) -> list[str]:
         if err.status != RPCStatusCode.UNIMPLEMENTED:
             raise
         known = set()
-    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in ALL_KEYS if k.name not in known}
+    missing = {k.name: IndexedValueType.ValueType(int(k.indexed_value_type)) for k in ALL_KEYS
+               if k.name not in known}
     if missing:
         try:
             await client.operator_service.add_search_attributes(

@@ -91,6 +91,7 @@ SCHEMAS: dict[str, dict[str, FieldDef]] = {
         "Last_Invoice_Number__c": _S,
         "Last_Invoice_Amount__c": _CUR,
         "Last_Invoice_Status__c": _S,
+        "Last_Invoice_Currency__c": _S,
         "Amount_Paid__c": _CUR,
         "Open_Balance__c": _CUR,
         "Days_Overdue__c": FieldDef("double"),

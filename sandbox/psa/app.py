@@ -8,7 +8,10 @@ token or a personal API token); a missing or wrong token answers 401
 Sandbox-only: `/__sandbox/faults` (shared fault injection, rendered in Kantata's error shape),
 `/__sandbox/reset`, `/__sandbox/tokens/revoke`, `GET /__sandbox/records/{type}` (every row
 of a type, for test assertions: workspaces, stories, users, roles, resource_requests,
-external_references, workspace_templates).
+external_references, workspace_templates, time_entries, timesheet_submissions),
+`POST /__sandbox/time/generate` and `/__sandbox/time/bulk` (time data, see time_generator).
+
+Time: `/api/v1/time_entries.json` and `/api/v1/timesheet_submissions.json` (see time_routes).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from sandbox.common.faults import ADMIN_PREFIX, FaultInjectionMiddleware, FaultS
 from sandbox.psa import render, seed as seeding
 from sandbox.psa.render import KantataError, error
 from sandbox.psa.routes import RENDERERS, api_router, render_row
+from sandbox.psa.time_generator import time_sandbox_router
+from sandbox.psa.time_routes import time_router
 
 
 @dataclass
@@ -74,6 +79,7 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
         return JSONResponse(render.error_body([{"type": "system", "message": message}]), status_code=400)
 
     app.include_router(api_router(engine, require_auth))
+    app.include_router(time_router(engine, require_auth))
 
     def revoke() -> int:
         auth.revoked = True
@@ -84,6 +90,7 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
         seeding.reset(engine)
 
     app.include_router(admin_router(faults, reset=reset, revoke_tokens=revoke))
+    app.include_router(time_sandbox_router(engine))
 
     @app.get(f"{ADMIN_PREFIX}/records/{{record_type}}")
     def records(record_type: str) -> dict:

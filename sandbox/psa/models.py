@@ -117,3 +117,48 @@ class TemplateStory(PsaTable, table=True):
     story_type: str = "task"
     billable: bool = True
     position: int = 0
+
+
+class TimeEntry(PsaTable, table=True):
+    """Kantata `time_entries`: minutes a user logged on a story of a workspace on one day.
+
+    `approved` turns true when the timesheet submission covering the entry is approved; an
+    approved entry is locked. `timesheet_submission_id` is the pending or approved submission
+    that covers it (cleared again when that submission is rejected).
+    """
+
+    __tablename__ = "kantata_time_entries"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    story_id: int | None = Field(default=None, index=True)
+    user_id: int = Field(index=True)
+    role_id: int | None = None
+    date_performed: str = Field(index=True)  # YYYY-MM-DD
+    time_in_minutes: int
+    billable: bool = True
+    approved: bool = Field(default=False, index=True)
+    notes: str = ""
+    rate_in_cents: int | None = None
+    currency: str | None = None
+    timesheet_submission_id: int | None = Field(default=None, index=True)
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow, index=True)
+
+
+class TimesheetSubmission(PsaTable, table=True):
+    """Kantata `timesheet_submissions`: one user's time in one workspace for a date range,
+    `pending` until approved or rejected. `time_entry_ids` is the covered entries, as text
+    ("1,2,3") fixed when the submission is made."""
+
+    __tablename__ = "kantata_timesheet_submissions"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    user_id: int = Field(index=True)
+    start_date: str
+    end_date: str
+    status: str = Field(default="pending", index=True)  # pending | approved | rejected
+    time_entry_ids: str = ""
+    resolution_description: str | None = None
+    resolved_at: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from sandbox.psa.models import (ExternalReference, ResourceRequest, Role, Story, TemplateStory,
-                                User, Workspace, WorkspaceTemplate)
+                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceTemplate)
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 200
@@ -138,3 +138,22 @@ def workspace_template(t: WorkspaceTemplate, stories: list[TemplateStory]) -> di
             "custom_field_values": [{"name": "Service Line", "value": t.service_line}],
             "stories": [{"title": s.title, "story_type": s.story_type, "billable": s.billable,
                          "position": s.position} for s in sorted(stories, key=lambda s: s.position)]}
+
+
+def time_entry(t: TimeEntry) -> dict[str, Any]:
+    return {"id": _sid(t.id), "workspace_id": _sid(t.workspace_id), "story_id": _sid(t.story_id),
+            "user_id": _sid(t.user_id), "role_id": _sid(t.role_id),
+            "date_performed": t.date_performed, "time_in_minutes": t.time_in_minutes,
+            "billable": t.billable, "approved": t.approved, "notes": t.notes,
+            "rate_in_cents": t.rate_in_cents, "currency": t.currency,
+            "timesheet_submission_id": _sid(t.timesheet_submission_id),
+            "created_at": t.created_at, "updated_at": t.updated_at}
+
+
+def timesheet_submission(t: TimesheetSubmission) -> dict[str, Any]:
+    ids = [i for i in t.time_entry_ids.split(",") if i]
+    return {"id": _sid(t.id), "workspace_id": _sid(t.workspace_id), "user_id": _sid(t.user_id),
+            "start_date": t.start_date, "end_date": t.end_date, "status": t.status,
+            "time_entry_ids": ids, "resolution": ({"description": t.resolution_description}
+                                                  if t.resolution_description else None),
+            "resolved_at": t.resolved_at, "created_at": t.created_at, "updated_at": t.updated_at}

@@ -18,7 +18,8 @@ from sqlmodel import Session, col, func, select
 from sandbox.psa import render
 from sandbox.psa import validation as v
 from sandbox.psa.models import (ExternalReference, ResourceRequest, Role, Story, TemplateStory,
-                                User, Workspace, WorkspaceTemplate, utcnow)
+                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceTemplate,
+                                utcnow)
 from sandbox.psa.render import error
 
 # Workspace associations that `include=` may name: key -> (model, id list on the workspace).
@@ -29,7 +30,8 @@ WORKSPACE_INCLUDES: dict[str, tuple[type, str]] = {
 }
 
 SUBJECT_MODELS: dict[str, type] = {"Workspace": Workspace, "Story": Story, "User": User,
-                                   "ResourceRequest": ResourceRequest}
+                                   "ResourceRequest": ResourceRequest, "TimeEntry": TimeEntry,
+                                   "TimesheetSubmission": TimesheetSubmission}
 
 
 def only_ids(value: str | None) -> list[int] | None:
@@ -58,6 +60,8 @@ RENDERERS: dict[str, tuple[type, Callable[[Session, Any], dict[str, Any]]]] = {
     "resource_requests": (ResourceRequest, lambda s, o: render.resource_request(o)),
     "external_references": (ExternalReference, lambda s, o: render.external_reference(o)),
     "workspace_templates": (WorkspaceTemplate, template_json),
+    "time_entries": (TimeEntry, lambda s, o: render.time_entry(o)),
+    "timesheet_submissions": (TimesheetSubmission, lambda s, o: render.timesheet_submission(o)),
 }
 
 

@@ -15,7 +15,7 @@ from sandbox.psa.render import KantataError, error
 
 STORY_TYPES = ("task", "deliverable", "milestone", "issue")
 REQUEST_STATUSES = ("open", "filled", "cancelled", "closed")
-SUBJECT_TYPES = ("Workspace", "Story", "User", "ResourceRequest")
+SUBJECT_TYPES = ("Workspace", "Story", "User", "ResourceRequest", "TimeEntry", "TimesheetSubmission")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 

@@ -1,0 +1,188 @@
+"""Activities for delivery to cash: post approved time, invoice, refresh payments, close.
+
+Each posting run is ONE activity however many entries it carries (paged reads, batched
+writes, a heartbeat per batch), so the history does not grow with the number of entries.
+Every write is keyed by an external ID (timeBill eid:psa-<entry>, invoice eid:inv-...), so a
+retried activity, a worker restart or a replay never posts or invoices twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from temporalio import activity
+
+from activities.models import (
+    CloseSystemsInput,
+    CrmStatusInput,
+    IssueInvoiceInput,
+    PostTimeInput,
+    RefreshPaymentsInput,
+)
+from domain.billing import check_time_entry, invoice_total, time_invoice_lines
+from domain.delivery import Invoice, PaymentStatus, PostedTime, TimeEntry
+from workflows.models import InvoiceSummary, PostingResult, TimeExceptionInfo
+
+if TYPE_CHECKING:
+    from connectors.kantata import KantataClient
+    from connectors.netsuite import NetSuiteClient
+    from connectors.salesforce import SalesforceClient
+    from ledger.store import Ledger
+
+PSA_MARK_CONCURRENCY = 4
+PAGE_SIZE = 200
+
+
+def _erp_reason(error_field: str | None, message: str | None) -> str:
+    text = (message or "").lower()
+    if "closed" in text and (error_field in ("tranDate", "postingPeriod") or "period" in text):
+        return "PERIOD_CLOSED"
+    if "closed" in text and error_field in ("customer", "job"):
+        return "PROJECT_CLOSED"
+    return "ERP_REJECTED"
+
+
+class DeliveryActivities:
+    def __init__(self, crm: SalesforceClient, erp: NetSuiteClient, psa: KantataClient,
+                 ledger: Ledger | None = None) -> None:
+        self.crm = crm
+        self.erp = erp
+        self.psa = psa
+        self.ledger = ledger
+
+    async def _ledger(self, method: str, *args, **kwargs) -> None:
+        if self.ledger is not None:
+            await asyncio.to_thread(getattr(self.ledger, method), *args, **kwargs)
+
+    # --- time ------------------------------------------------------------------------
+    async def _read_approved(self, input: PostTimeInput) -> list[TimeEntry]:
+        """All approved, not yet posted entries up to `through` (read fully before writing, so
+        marking entries as posted cannot shift the pages under us)."""
+        entries: list[TimeEntry] = []
+        page = 1
+        while True:
+            batch, more = await self.psa.list_approved_time(
+                input.psa_workspace_id, through=input.through, page=page, per_page=PAGE_SIZE,
+                unposted_only=True, only_ids=input.only_psa_ids)
+            entries += batch
+            activity.heartbeat(f"read {len(entries)} approved entries (page {page})")
+            if not more:
+                return entries
+            page += 1
+
+    @activity.defn
+    async def post_approved_time(self, input: PostTimeInput) -> PostingResult:
+        periods, tasks = await asyncio.gather(self.erp.list_accounting_periods(),
+                                              self.psa.workspace_tasks(input.psa_workspace_id))
+        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
+        entries = await self._read_approved(input)
+        result = PostingResult(examined=len(entries))
+        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
+
+        async def mark(entry_id: str, bill_id: str) -> None:
+            async with marks:
+                await self.psa.mark_time_posted(entry_id, bill_id)
+
+        for start in range(0, len(entries), input.batch_size):
+            chunk = entries[start:start + input.batch_size]
+            valid: list[tuple[TimeEntry, object]] = []
+            for entry in chunk:
+                check = check_time_entry(entry, tasks=task_map, rate_card=input.rate_card, periods=periods,
+                                         bill_time=input.bill_time)
+                if check.ok:
+                    posted_entry = entry if input.bill_time else entry.model_copy(update={"billable": False})
+                    valid.append((posted_entry, check.rate))
+                else:
+                    result.exceptions.append(TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code,
+                                                               message=check.message))
+            posted: list[PostedTime] = []
+            if valid:
+                outcomes = await self.erp.post_time_bills(project_id=input.erp_project_id, entries=valid,
+                                                          currency=input.currency)
+                by_id = {e.psa_id: (e, rate) for e, rate in valid}
+                for outcome in outcomes:
+                    entry, rate = by_id[outcome.psa_id]
+                    if outcome.erp_time_bill_id:
+                        posted.append(PostedTime(psa_id=entry.psa_id, erp_time_bill_id=outcome.erp_time_bill_id,
+                                                 role=entry.role, date_performed=entry.date_performed,
+                                                 minutes=entry.minutes, billable=entry.billable, rate=rate,
+                                                 currency=input.currency))
+                    else:
+                        result.exceptions.append(TimeExceptionInfo(
+                            psa_id=entry.psa_id, reason_code=_erp_reason(outcome.error_field, outcome.message),
+                            message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}"))
+                await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in posted))
+                await self._ledger("record_posted_time", posted, input.opportunity_id)
+                await self._ledger("resolve_exceptions", [p.psa_id for p in posted])
+            result.posted += len(posted)
+            result.posted_minutes += sum(p.minutes for p in posted)
+            result.resolved += [p.psa_id for p in posted if p.psa_id in set(input.open_exception_ids)]
+            activity.heartbeat(f"{start + len(chunk)}/{len(entries)} examined, {result.posted} posted")
+
+        for exc in result.exceptions:
+            await self._ledger("upsert_exception", input.opportunity_id, input.workflow_id, exc.psa_id,
+                               exc.reason_code, exc.message)
+        return result
+
+    # --- invoices --------------------------------------------------------------------
+    @activity.defn
+    async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
+        """Create the period's invoice once (external ID), or return the one already issued.
+        A period with nothing to bill creates nothing and returns None."""
+        invoice = Invoice(external_id=input.external_id, period_start=input.period_start,
+                          period_end=input.period_end, lines=list(input.lines), total=invoice_total(input.lines),
+                          currency=input.currency)
+        billed_psa_ids: list[str] = []
+        if input.bill_unbilled_time:
+            unbilled = await self.erp.list_unbilled_time(input.erp_project_id, through=input.period_end)
+            invoice.lines = time_invoice_lines(unbilled, input.currency)
+            invoice.total = invoice_total(invoice.lines)
+            invoice.time_bill_ids = [u.erp_time_bill_id for u in unbilled]
+            billed_psa_ids = [u.psa_id for u in unbilled]
+        if not invoice.lines:
+            if await self.erp.get_by_external_id("invoice", input.external_id) is None:
+                return None  # nothing to bill, and nothing was billed by an earlier attempt
+        issued = await self.erp.upsert_invoice(invoice, customer_id=input.erp_customer_id,
+                                               project_id=input.erp_project_id)
+        await self._ledger("record_invoice", issued, input.opportunity_id)
+        if billed_psa_ids:
+            await self._ledger("mark_time_invoiced", billed_psa_ids, input.external_id)
+        await self.crm.write_invoice_reference(input.opportunity_id, number=issued.number, amount=issued.total,
+                                               currency=issued.currency, status=issued.status.value)
+        return InvoiceSummary(external_id=input.external_id, erp_id=issued.erp_id, number=issued.number,
+                              period_start=input.period_start, period_end=input.period_end, total=issued.total,
+                              currency=issued.currency, status=issued.status, open_balance=issued.total)
+
+    # --- payments --------------------------------------------------------------------
+    @activity.defn
+    async def refresh_payments(self, input: RefreshPaymentsInput) -> list[PaymentStatus]:
+        if not input.invoice_erp_ids:
+            return []
+        statuses = await self.erp.invoice_payment_status(input.invoice_erp_ids, as_of=input.as_of)
+        for status in statuses:
+            await self._ledger("update_payment", status)
+        paid = sum((s.amount_paid for s in statuses), 0)
+        open_balance = sum((s.open_balance for s in statuses), 0)
+        overdue = max((s.days_overdue for s in statuses), default=0)
+        await self.crm.write_collection_status(input.opportunity_id, amount_paid=paid, open_balance=open_balance,
+                                               days_overdue=overdue)
+        return statuses
+
+    # --- closure ---------------------------------------------------------------------
+    @activity.defn
+    async def close_erp_project(self, input: CloseSystemsInput) -> None:
+        await self.erp.close_project(input.erp_project_id)
+
+    @activity.defn
+    async def close_psa_workspace(self, input: CloseSystemsInput) -> None:
+        await self.psa.close_workspace(input.psa_workspace_id)
+
+    @activity.defn
+    async def write_crm_status(self, input: CrmStatusInput) -> None:
+        await self.crm.write_back_provisioning(input.opportunity_id, erp_customer_id=None, erp_project_id=None,
+                                               psa_workspace_id=None, status=input.status)
+
+    def all(self) -> list:
+        return [self.post_approved_time, self.issue_invoice, self.refresh_payments, self.close_erp_project,
+                self.close_psa_workspace, self.write_crm_status]

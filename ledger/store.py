@@ -1,0 +1,265 @@
+"""`Ledger`: idempotent, thread-safe writes and simple reads over the q2c ledger tables.
+
+Every write is keyed by a natural key and written as one atomic upsert
+(`INSERT ... ON CONFLICT DO UPDATE` on SQLite and PostgreSQL; other dialects fall back to
+insert, and on IntegrityError update), so a retried activity, a replayed exception or two
+workers racing never add a second row. Sync SQLAlchemy: from async code call the methods
+through `asyncio.to_thread`.
+
+    ledger = Ledger.from_url(ledger_url()); ledger.create_all()
+    ledger.record_posted_time(posted, opportunity_id="006...")
+    ledger.upsert_exception(opp, wf_id, psa_id, "PERIOD_CLOSED", "period Jan 2027 is closed")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from connectors.http import CallRecord
+from domain.delivery import Invoice, PaymentStatus, PostedTime
+from ledger.columns import utcnow
+from ledger.config import make_ledger_engine
+from ledger.models import (EXCEPTION_OPEN, EXCEPTION_RESOLVED, SYSTEMS, ApiCall, LedgerInvoice,
+                           LedgerPostedTime, LedgerTable, TimeException, Xref, exception_id)
+
+_ZERO = Decimal("0")
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> "Ledger":
+        return cls(make_ledger_engine(url))
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    def create_all(self) -> None:
+        LedgerTable.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- upsert plumbing ---------------------------------------------------------------
+    def _upsert(self, conn, table: Table, values: dict[str, Any], keys: Sequence[str],
+                set_: dict[str, Any]) -> None:
+        """Insert `values`; if a row with the same `keys` exists, apply `set_` to it instead.
+
+        `set_` values may be SQL expressions over the existing row (e.g. attempts + 1).
+        """
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+            stmt = insert.values(**values).on_conflict_do_update(index_elements=list(keys), set_=set_)
+            conn.execute(stmt)
+            return
+        where = [table.c[k] == values[k] for k in keys]
+        for _ in range(3):
+            result = conn.execute(update(table).where(*where).values(**set_))
+            if result.rowcount:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(table.insert().values(**values))
+                return
+            except IntegrityError:
+                continue  # a concurrent writer inserted it first: update it
+        raise RuntimeError(f"could not upsert into {table.name} for key {[values[k] for k in keys]}")
+
+    # --- cross-references --------------------------------------------------------------
+    def record_xref(self, opportunity_id: str, entity: str, system: str, external_key: str,
+                    system_id: str) -> None:
+        """Remember that `external_key` is `system_id` in `system` (crm|psa|erp) for this entity."""
+        if system not in SYSTEMS:
+            raise ValueError(f"system must be one of {SYSTEMS}, not {system!r}")
+        now = utcnow()
+        table = Xref.__table__
+        with self.engine.begin() as conn:
+            self._upsert(conn, table,
+                         dict(opportunity_id=opportunity_id, entity=entity, system=system,
+                              external_key=external_key, system_id=str(system_id), updated_at=now),
+                         ("entity", "system", "external_key"),
+                         dict(opportunity_id=opportunity_id, system_id=str(system_id), updated_at=now))
+
+    def xref(self, entity: str, system: str, external_key: str) -> str | None:
+        with Session(self.engine) as s:
+            row = s.exec(select(Xref).where(Xref.entity == entity, Xref.system == system,
+                                            Xref.external_key == external_key)).first()
+            return row.system_id if row else None
+
+    def xrefs(self, opportunity_id: str) -> list[Xref]:
+        return self._all(select(Xref).where(Xref.opportunity_id == opportunity_id)
+                         .order_by(Xref.entity, Xref.system, Xref.external_key))
+
+    # --- posted time ----------------------------------------------------------------------
+    def record_posted_time(self, entries: Iterable[PostedTime], opportunity_id: str) -> int:
+        """Record time entries posted to the ERP; a repeat updates (keeps posted_at and invoice)."""
+        table = LedgerPostedTime.__table__
+        count = 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for e in entries:
+                fields = dict(erp_time_bill_id=e.erp_time_bill_id, opportunity_id=opportunity_id,
+                              role=e.role, date_performed=e.date_performed, minutes=e.minutes,
+                              billable=e.billable, rate=e.rate, currency=e.currency)
+                self._upsert(conn, table, dict(psa_id=e.psa_id, posted_at=now, **fields),
+                             ("psa_id",), fields)
+                count += 1
+        return count
+
+    def mark_time_invoiced(self, psa_ids: Iterable[str], invoice_external_id: str) -> int:
+        ids = list(psa_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(update(LedgerPostedTime.__table__)
+                                  .where(LedgerPostedTime.__table__.c.psa_id.in_(ids))
+                                  .values(invoice_external_id=invoice_external_id))
+            return result.rowcount
+
+    def posted_time(self, opportunity_id: str, *, uninvoiced_only: bool = False) -> list[LedgerPostedTime]:
+        stmt = select(LedgerPostedTime).where(LedgerPostedTime.opportunity_id == opportunity_id)
+        if uninvoiced_only:
+            stmt = stmt.where(LedgerPostedTime.invoice_external_id.is_(None))
+        return self._all(stmt.order_by(LedgerPostedTime.date_performed, LedgerPostedTime.psa_id))
+
+    def is_posted(self, psa_id: str) -> bool:
+        with Session(self.engine) as s:
+            return s.exec(select(LedgerPostedTime.id).where(LedgerPostedTime.psa_id == psa_id)).first() is not None
+
+    # --- invoices and payments -------------------------------------------------------------
+    def record_invoice(self, invoice: Invoice, opportunity_id: str) -> None:
+        """Record an invoice by external id. A repeat updates its ERP id/number/period/total but
+        never forgets a known ERP id or number, nor the payment fields (see update_payment)."""
+        t = LedgerInvoice.__table__
+        now = utcnow()
+        with self.engine.begin() as conn:
+            values = dict(external_id=invoice.external_id, erp_id=invoice.erp_id, number=invoice.number,
+                          opportunity_id=opportunity_id, period_start=invoice.period_start,
+                          period_end=invoice.period_end, total=invoice.total, currency=invoice.currency,
+                          status=invoice.status.value, amount_paid=_ZERO, open_balance=invoice.total,
+                          days_overdue=0, updated_at=now)
+            set_ = dict(opportunity_id=opportunity_id, period_start=invoice.period_start,
+                        period_end=invoice.period_end, total=invoice.total, currency=invoice.currency,
+                        updated_at=now)
+            if invoice.erp_id:
+                set_["erp_id"] = invoice.erp_id
+            if invoice.number:
+                set_["number"] = invoice.number
+            self._upsert(conn, t, values, ("external_id",), set_)
+            # Nothing collected yet: the open balance follows the (possibly corrected) total.
+            conn.execute(update(t).where(t.c.external_id == invoice.external_id, t.c.amount_paid == _ZERO)
+                         .values(open_balance=invoice.total))
+
+    def update_payment(self, payment: PaymentStatus) -> bool:
+        """Apply the ERP's collection status to the invoice with that ERP id; False if unknown."""
+        t = LedgerInvoice.__table__
+        values: dict[str, Any] = dict(amount_paid=payment.amount_paid, open_balance=payment.open_balance,
+                                      days_overdue=payment.days_overdue, status=payment.status.value,
+                                      total=payment.total, updated_at=utcnow())
+        if payment.invoice_number:
+            values["number"] = payment.invoice_number
+        with self.engine.begin() as conn:
+            result = conn.execute(update(t).where(t.c.erp_id == payment.invoice_erp_id).values(**values))
+            return result.rowcount > 0
+
+    def invoices(self, opportunity_id: str | None = None) -> list[LedgerInvoice]:
+        stmt = select(LedgerInvoice)
+        if opportunity_id is not None:
+            stmt = stmt.where(LedgerInvoice.opportunity_id == opportunity_id)
+        return self._all(stmt.order_by(LedgerInvoice.period_start, LedgerInvoice.external_id))
+
+    def get_invoice(self, external_id: str) -> LedgerInvoice | None:
+        with Session(self.engine) as s:
+            return s.exec(select(LedgerInvoice).where(LedgerInvoice.external_id == external_id)).first()
+
+    # --- time-entry exceptions (steward queue) -------------------------------------------------
+    def upsert_exception(self, opportunity_id: str, workflow_id: str | None, psa_id: str,
+                         reason_code: str, message: str) -> str:
+        """Open (or re-open) the exception for this PSA entry; a repeat counts one more attempt
+        and refreshes reason, message and last_seen. Returns its id `exc-<psa_id>`."""
+        t = TimeException.__table__
+        exc_id = exception_id(psa_id)
+        now = utcnow()
+        message = (message or "")[:2000]
+        with self.engine.begin() as conn:
+            self._upsert(conn, t,
+                         dict(id=exc_id, opportunity_id=opportunity_id, workflow_id=workflow_id,
+                              psa_id=psa_id, reason_code=reason_code, message=message,
+                              status=EXCEPTION_OPEN, attempts=1, first_seen=now, last_seen=now,
+                              resolved_at=None),
+                         ("id",),
+                         dict(opportunity_id=opportunity_id, workflow_id=workflow_id,
+                              reason_code=reason_code, message=message, status=EXCEPTION_OPEN,
+                              attempts=t.c.attempts + 1, last_seen=now, resolved_at=None))
+        return exc_id
+
+    def resolve_exceptions(self, psa_ids: Iterable[str]) -> int:
+        """Mark the open exceptions of these PSA entries resolved; returns how many were open."""
+        ids = [exception_id(p) for p in psa_ids]
+        if not ids:
+            return 0
+        t = TimeException.__table__
+        with self.engine.begin() as conn:
+            result = conn.execute(update(t).where(t.c.id.in_(ids), t.c.status == EXCEPTION_OPEN)
+                                  .values(status=EXCEPTION_RESOLVED, resolved_at=utcnow()))
+            return result.rowcount
+
+    def list_exceptions(self, opportunity_id: str | None = None,
+                        status: str | None = EXCEPTION_OPEN) -> list[TimeException]:
+        """Exceptions, oldest first; status "open", "resolved", or None/"all" for both."""
+        stmt = select(TimeException)
+        if opportunity_id is not None:
+            stmt = stmt.where(TimeException.opportunity_id == opportunity_id)
+        if status not in (None, "all"):
+            if status not in (EXCEPTION_OPEN, EXCEPTION_RESOLVED):
+                raise ValueError(f"status must be open, resolved or all, not {status!r}")
+            stmt = stmt.where(TimeException.status == status)
+        return self._all(stmt.order_by(TimeException.first_seen, TimeException.id))
+
+    def get_exception(self, exc_id: str) -> TimeException | None:
+        with Session(self.engine) as s:
+            return s.get(TimeException, exc_id)
+
+    # --- audit of vendor calls ------------------------------------------------------------------
+    def record_api_call(self, record: CallRecord, *, at: datetime | None = None,
+                        workflow_id: str | None = None, activity_type: str | None = None,
+                        attempt: int | None = None, actor: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ApiCall.__table__.insert().values(
+                at=at or utcnow(), correlation_id=record.correlation_id, system=record.system,
+                operation=record.operation, method=record.method, url=record.url[:2000],
+                status=record.status, outcome=record.outcome, duration_ms=float(record.duration_ms),
+                error_code=record.error_code, workflow_id=workflow_id, activity_type=activity_type,
+                attempt=attempt, actor=actor))
+
+    def api_calls(self, correlation_id: str | None = None, system: str | None = None, *,
+                  workflow_id: str | None = None, limit: int | None = None) -> list[ApiCall]:
+        stmt = select(ApiCall)
+        if correlation_id is not None:
+            stmt = stmt.where(ApiCall.correlation_id == correlation_id)
+        if system is not None:
+            stmt = stmt.where(ApiCall.system == system)
+        if workflow_id is not None:
+            stmt = stmt.where(ApiCall.workflow_id == workflow_id)
+        stmt = stmt.order_by(ApiCall.at, ApiCall.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self._all(stmt)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _all(self, stmt) -> list:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.exec(stmt).all())

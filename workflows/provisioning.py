@@ -1,0 +1,139 @@
+"""Setup of an engagement: read the CRM, validate, pause for a steward, provision ERP and PSA.
+
+Runs inside EngagementWorkflow (deterministic code only; every call is an activity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.engagement import EngagementActivities
+    from activities.models import (
+        FetchEngagementInput,
+        ProvisionWorkspaceInput,
+        UpsertBillingScheduleInput,
+        UpsertCustomerInput,
+        UpsertProjectInput,
+        ValidateEngagementInput,
+        WriteBackInput,
+    )
+    from domain.engagement import Engagement
+    from domain.stage import EngagementStage
+    from domain.validation import FieldIssue, ValidationReport
+    from workflows.models import EngagementStatus, RecheckInput
+    from workflows.visibility import describe_engagement, set_stage
+
+# Vendor calls: retry transient failures (5xx, 429, timeouts) without limit, with back-off;
+# data rejections are raised non-retryable by the connectors and park the engagement.
+VENDOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                           maximum_interval=timedelta(seconds=30))
+VENDOR_TIMEOUT = timedelta(seconds=60)
+
+
+class ProvisioningRejected(Exception):
+    """A system of record refused our data; a steward must look."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+async def call(fn, arg, summary: str, *, step: str | None = None,
+               timeout: timedelta = VENDOR_TIMEOUT, heartbeat: timedelta | None = None):
+    """Run one activity; with `step`, a non-retryable vendor rejection becomes ProvisioningRejected."""
+    try:
+        return await workflow.execute_activity_method(
+            fn, arg, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
+            retry_policy=VENDOR_RETRY, summary=summary)
+    except ActivityError as err:
+        cause = err.cause
+        if step and isinstance(cause, ApplicationError) and cause.non_retryable:
+            raise ProvisioningRejected(step, cause.message) from err
+        raise
+
+
+class Provisioning:
+    def __init__(self, status: EngagementStatus, recheck_requested: Callable[[], bool],
+                 take_recheck: Callable[[], RecheckInput | None]) -> None:
+        self.status = status
+        self._recheck_requested = recheck_requested
+        self._take_recheck = take_recheck
+
+    async def run(self, opportunity_id: str) -> None:
+        while True:
+            engagement, report = await self._validated_engagement(opportunity_id)
+            try:
+                await self._provision(engagement, report)
+                return
+            except ProvisioningRejected as rejected:
+                await self._await_steward([FieldIssue(field=rejected.step, reason=str(rejected))],
+                                          f"{rejected.step} was rejected: {rejected}")
+
+    async def _validated_engagement(self, opp: str) -> tuple[Engagement, ValidationReport]:
+        while True:
+            set_stage(self.status, EngagementStage.VALIDATING, f"Reading opportunity {opp} from the CRM")
+            engagement = await call(EngagementActivities.fetch_engagement, FetchEngagementInput(opportunity_id=opp),
+                                    f"CRM: read opportunity {opp}, its account and lines")
+            self.status.engagement = engagement
+            describe_engagement(engagement)
+            set_stage(self.status, EngagementStage.VALIDATING,
+                      f"Checking the customer master of {engagement.customer.name}")
+            report = await call(EngagementActivities.validate_engagement,
+                                ValidateEngagementInput(engagement=engagement),
+                                "Validate customer master (legal entity, tax ID, address, currency, terms, template)")
+            if report.ok:
+                self.status.missing_fields = []
+                return engagement, report
+            await self._await_steward(report.issues, "Missing or invalid: " +
+                                      "; ".join(f"{i.field} ({i.reason})" for i in report.issues))
+
+    async def _await_steward(self, issues: list[FieldIssue], details: str) -> None:
+        self.status.missing_fields = issues
+        set_stage(self.status, EngagementStage.AWAITING_STEWARD, details)
+        self._take_recheck()
+        await workflow.wait_condition(self._recheck_requested)
+        self._take_recheck()
+        self.status.rechecks += 1
+
+    async def _provision(self, engagement: Engagement, report: ValidationReport) -> None:
+        assert report.subsidiary is not None and report.template is not None
+        st = self.status
+        opp = engagement.opportunity_id
+        name = engagement.customer.name
+        set_stage(st, EngagementStage.PROVISIONING, f"Creating or linking ERP customer for {name}")
+        st.erp_customer_id = await call(
+            EngagementActivities.upsert_erp_customer,
+            UpsertCustomerInput(customer=engagement.customer, subsidiary=report.subsidiary),
+            f"ERP: upsert customer eid:{engagement.customer.crm_account_id} ({name})", step="erp.customer")
+
+        set_stage(st, EngagementStage.PROVISIONING, f"Creating ERP project for {engagement.opportunity_name}")
+        st.erp_project_id = await call(
+            EngagementActivities.upsert_erp_project,
+            UpsertProjectInput(engagement=engagement, erp_customer_id=st.erp_customer_id,
+                               subsidiary=report.subsidiary),
+            f"ERP: upsert project eid:{opp} under customer {st.erp_customer_id}", step="erp.project")
+
+        st.erp_billing_schedule_id = await call(
+            EngagementActivities.upsert_billing_schedule,
+            UpsertBillingScheduleInput(engagement=engagement, erp_project_id=st.erp_project_id),
+            f"ERP: upsert {engagement.billing_model.value} billing schedule for project {st.erp_project_id}",
+            step="erp.billing_schedule")
+
+        set_stage(st, EngagementStage.PROVISIONING, f"Creating PSA workspace from template '{report.template.name}'")
+        st.psa_workspace = await call(
+            EngagementActivities.provision_psa_workspace,
+            ProvisionWorkspaceInput(engagement=engagement, template=report.template, erp_project_id=st.erp_project_id),
+            f"PSA: workspace, tasks and staffing demand from template '{report.template.name}'", step="psa.workspace")
+
+        set_stage(st, EngagementStage.PROVISIONING, "Writing ERP and PSA identifiers back to the CRM")
+        await call(
+            EngagementActivities.write_back_crm,
+            WriteBackInput(opportunity_id=opp, erp_customer_id=st.erp_customer_id, erp_project_id=st.erp_project_id,
+                           psa_workspace_id=st.psa_workspace.workspace_id, status=EngagementStage.ACTIVE.value),
+            f"CRM: write ERP/PSA IDs and status to opportunity {opp}", step="crm.write_back")
