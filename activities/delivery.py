@@ -21,7 +21,7 @@ from activities.models import (
     RefreshPaymentsInput,
 )
 from domain.billing import check_time_entry, invoice_total, time_invoice_lines
-from domain.delivery import Invoice, PaymentStatus, PostedTime, TimeEntry
+from domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
 from workflows.models import InvoiceSummary, PostingResult, TimeExceptionInfo
 
 if TYPE_CHECKING:
@@ -73,11 +73,16 @@ class DeliveryActivities:
 
     @activity.defn
     async def post_approved_time(self, input: PostTimeInput) -> PostingResult:
-        periods, tasks = await asyncio.gather(self.erp.list_accounting_periods(),
-                                              self.psa.workspace_tasks(input.psa_workspace_id))
-        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
         entries = await self._read_approved(input)
         result = PostingResult(examined=len(entries))
+        if not entries:
+            return result
+        # only the accounting periods the entries fall in (each period is one ERP read)
+        periods, tasks = await asyncio.gather(
+            self.erp.list_accounting_periods(ending_on_or_after=min(e.date_performed for e in entries),
+                                             starting_on_or_before=max(e.date_performed for e in entries)),
+            self.psa.workspace_tasks(input.psa_workspace_id))
+        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
         marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
 
         async def mark(entry_id: str, bill_id: str) -> None:
@@ -149,10 +154,11 @@ class DeliveryActivities:
         if billed_psa_ids:
             await self._ledger("mark_time_invoiced", billed_psa_ids, input.external_id)
         await self.crm.write_invoice_reference(input.opportunity_id, number=issued.number, amount=issued.total,
-                                               currency=issued.currency, status=issued.status.value)
+                                               currency=issued.currency, status=InvoiceStatus.OPEN.value)
+        # collection status comes from refresh_payments, never from the moment of issue
         return InvoiceSummary(external_id=input.external_id, erp_id=issued.erp_id, number=issued.number,
                               period_start=input.period_start, period_end=input.period_end, total=issued.total,
-                              currency=issued.currency, status=issued.status, open_balance=issued.total)
+                              currency=issued.currency, status=InvoiceStatus.OPEN, open_balance=issued.total)
 
     # --- payments --------------------------------------------------------------------
     @activity.defn

@@ -12,6 +12,9 @@ Vendor facts this relies on:
   account-wide concurrency limit answered with 429 CONCURRENCY_LIMIT_EXCEEDED (retryable,
   honouring Retry-After).
 - list endpoints answer IDs only, paged with `limit`/`offset`/`hasMore`.
+
+Delivery-to-cash calls (time bills, invoices, payments, periods, project closure) live in
+connectors/netsuite_finance.py and are mixed in here.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from urllib.parse import quote
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from connectors.http import REJECTED_TYPE, RETRYABLE_TYPE, AuditHook, VendorClient, VendorError, is_not_found
+from connectors.http import RETRYABLE_TYPE, AuditHook, VendorClient, VendorError, is_not_found
+from connectors.netsuite_finance import NetSuiteFinanceMixin
+from connectors.netsuite_finance_mapping import TimeBillResult
 from connectors.netsuite_mapping import (
     RECORD_PATH,
     TOKEN_PATH,
@@ -33,6 +38,7 @@ from connectors.netsuite_mapping import (
     dumps_exact,
     id_from_location,
     loads_exact,
+    mapping_error,
     project_payload,
     quote_q,
     subsidiary_from_record,
@@ -43,15 +49,12 @@ from domain.project import Subsidiary
 from settings import ErpSettings
 
 
-def _mapping_error(operation: str, err: MappingError) -> ApplicationError:
-    return ApplicationError(
-        f"erp {operation}: {err} (fields: {err.field})",
-        {"system": "erp", "operation": operation,
-         "errors": [{"code": "MAPPING", "message": str(err), "fields": [err.field]}]},
-        type=REJECTED_TYPE, non_retryable=True)
+_mapping_error = mapping_error
+
+__all__ = ["NetSuiteClient", "TimeBillResult"]
 
 
-class NetSuiteClient(VendorClient):
+class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
     system = "erp"
 
     def __init__(self, settings: ErpSettings, *, timeout: float = 15.0,

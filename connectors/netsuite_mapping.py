@@ -22,6 +22,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from temporalio.exceptions import ApplicationError
+
+from connectors.http import REJECTED_TYPE
 from domain.customer import Customer
 from domain.engagement import BillingModel, Engagement
 from domain.project import Subsidiary
@@ -44,6 +47,15 @@ class MappingError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def mapping_error(operation: str, err: MappingError) -> ApplicationError:
+    """A MappingError as the non-retryable ApplicationError a workflow sees."""
+    return ApplicationError(
+        f"erp {operation}: {err} (fields: {err.field})",
+        {"system": "erp", "operation": operation,
+         "errors": [{"code": "MAPPING", "message": str(err), "fields": [err.field]}]},
+        type=REJECTED_TYPE, non_retryable=True)
 
 
 # --- exact JSON -------------------------------------------------------------------------

@@ -39,25 +39,32 @@ async def create_account(crm: SalesforceClient, *, name: str | None = None, regi
 async def create_deal(crm: SalesforceClient, *, billing_model: str = "Time and Materials",
                       region: str = "NA", tax_id: str | None = "12-3456789",
                       account_name: str | None = None, account_id: str | None = None,
-                      service_line: str = "Data & Analytics", stage: str = "Closed Won") -> Deal:
+                      service_line: str = "Data & Analytics", stage: str = "Closed Won",
+                      start: str = "2026-12-01", end: str = "2027-05-31",
+                      rate_lines: list[tuple[str, int, str, str | None]] | None = None,
+                      retainer_months: int = 6) -> Deal:
     """An account (unless given) and an opportunity with lines for its billing model."""
     currency = REGIONS[region]["CurrencyIsoCode"]
     account_id = account_id or await create_account(crm, name=account_name, region=region, tax_id=tax_id)
     name = f"{billing_model} deal {uuid.uuid4().hex[:6]}"
     opp = {"Name": name, "AccountId": account_id, "StageName": "Negotiation/Review",
            "CloseDate": "2026-11-20", "CurrencyIsoCode": currency, "Service_Line__c": service_line,
-           "Billing_Model__c": billing_model, "Start_Date__c": "2026-12-01", "End_Date__c": "2027-05-31"}
+           "Billing_Model__c": billing_model, "Start_Date__c": start, "End_Date__c": end}
+    effective: dict[int, str] = {}
     if billing_model == "Time and Materials":
         opp["Amount"] = 120000
         lines = [("Rate", "Engagement Manager", 100, 250), ("Rate", "Senior Consultant", 300, 185),
                  ("Rate", "Consultant", 200, 150)]
+        if rate_lines:  # (role, hours, rate, effective_from)
+            lines = [("Rate", role, hours, rate) for role, hours, rate, _ in rate_lines]
+            effective = {i: eff for i, (_, _, _, eff) in enumerate(rate_lines) if eff}
     elif billing_model == "Fixed Fee":
         opp["Amount"] = 80000
         lines = [("Milestone", None, 1, 20000), ("Milestone", None, 1, 45000), ("Milestone", None, 1, 15000)]
     else:
-        opp["Amount"] = 51000
+        opp["Amount"] = 8500 * retainer_months
         opp["Retainer_Amount__c"] = 8500
-        lines = [("Retainer", None, 6, 8500)]
+        lines = [("Retainer", None, retainer_months, 8500)]
     opportunity_id = await crm.create_record("Opportunity", opp)
     for i, (kind, role, qty, price) in enumerate(lines):
         line = {"OpportunityId": opportunity_id, "Name": role or f"{kind} {i + 1}", "Line_Type__c": kind,
@@ -66,6 +73,8 @@ async def create_deal(crm: SalesforceClient, *, billing_model: str = "Time and M
             line["Role__c"] = role
         if kind == "Milestone":
             line["Milestone_Date__c"] = f"2027-0{i + 1}-28"
+        if i in effective:
+            line["Effective_From__c"] = effective[i]
         await crm.create_record("OpportunityLineItem", line)
     if stage != "Negotiation/Review":
         await crm.set_opportunity_stage(opportunity_id, stage)

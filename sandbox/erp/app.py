@@ -7,7 +7,9 @@ beyond which NetSuite answers 429 CONCURRENCY_LIMIT_EXCEEDED) and the sandbox ad
 - `GET/PUT /__sandbox/faults` (PUT replaces the whole FaultConfig: include
   `concurrency_limit` to keep a limit), `POST /__sandbox/reset` (faults back to the
   defaults of this app, data back to the seed), `POST /__sandbox/tokens/revoke`;
-- `GET /__sandbox/records/{type}`: every record of a type, rendered in full (tests).
+- `GET /__sandbox/records/{type}`: every record of a type, rendered in full (tests);
+- finance controls (close/reopen accounting periods, simulate a customer payment): see
+  sandbox/erp/finance_admin.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sandbox.common.faults import ADMIN_PREFIX, FaultConfig, FaultInjectionMiddl
 from sandbox.common.tokens import TokenStore
 from sandbox.erp.auth import TOKEN_PATH, token_router
 from sandbox.erp.errors import NetSuiteError, error_response, render_fault
+from sandbox.erp.finance_admin import finance_admin_router
 from sandbox.erp.jsonio import dumps_exact
 from sandbox.erp.render import render
 from sandbox.erp.routes import SINGLE, _record_type, record_router
@@ -72,6 +75,7 @@ def create_app(db_url: str, *, seed: bool = True, account_id: str = settings.DEM
     app.include_router(token_router(tokens, client_id, client_secret))
     app.include_router(record_router(store, tokens))
     app.include_router(admin_router(faults, reset=reset, revoke_tokens=tokens.revoke_all))
+    app.include_router(finance_admin_router(store))
 
     @app.get(ADMIN_PREFIX + "/records/{record_type}")
     def sandbox_records(request: Request, record_type: str) -> Response:

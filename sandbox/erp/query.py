@@ -4,10 +4,13 @@
     q=companyName START_WITH "Acme" AND subsidiary ANY_OF [1, 2]
     q=parent ANY_OF 101
     q=custentity_contract_value GREATER 1000
+    q=customer ANY_OF [5002] AND isBilled IS false AND tranDate ON_OR_BEFORE "2027-01-31"
 
 Conditions are `field OPERATOR value`, joined by AND / OR (AND binds tighter). Operators:
 IS, IS_NOT, ANY_OF, NONE_OF, START_WITH, CONTAIN, EQUAL, GREATER, GREATER_OR_EQUAL, LESS,
-LESS_OR_EQUAL, EMPTY, EMPTY_NOT. Text comparisons ignore case, as NetSuite's do. A reference
+LESS_OR_EQUAL, EMPTY, EMPTY_NOT, and for dates ON, BEFORE, AFTER, ON_OR_BEFORE, ON_OR_AFTER
+(values as YYYY-MM-DD or NetSuite's M/D/YYYY). Booleans compare with IS true / IS false.
+Text comparisons ignore case, as NetSuite's do. A reference
 field compares by the referenced record's internal ID. A malformed query is 400
 INVALID_PARAMETER.
 """
@@ -24,6 +27,9 @@ _TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|(\[)|(\])|(,)|([^\s\[\],"]+))')
 UNARY = {"EMPTY", "EMPTY_NOT"}
 OPERATORS = {"IS", "IS_NOT", "ANY_OF", "NONE_OF", "START_WITH", "CONTAIN", "EQUAL", "GREATER",
              "GREATER_OR_EQUAL", "LESS", "LESS_OR_EQUAL"} | UNARY
+DATE_OPERATORS = {"ON", "BEFORE", "AFTER", "ON_OR_BEFORE", "ON_OR_AFTER"}
+OPERATORS |= DATE_OPERATORS
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 
 Predicate = Callable[[dict], bool]
 
@@ -71,35 +77,65 @@ def _num(text: str | None) -> Decimal | None:
         return None
 
 
-def _condition(field: str, op: str, values: list[str]) -> Predicate:
-    wanted = [v.lower() for v in values]
+def _iso_date(text: str) -> str:
+    m = _US_DATE.match(text)
+    if m:
+        return f"{m.group(3)}-{int(m.group(1)):02d}-{int(m.group(2)):02d}"
+    if not re.match(r"^\d{4}-\d{2}-\d{2}$", text):
+        raise _bad(f"Invalid date '{text}'.")
+    return text
+
+
+def _date_condition(field: str, op: str, value: str) -> Predicate:
+    wanted = _iso_date(value)
 
     def test(record: dict) -> bool:
-        actual = _scalar(record.get(field))
-        low = actual.lower() if actual is not None else None
-        if op == "EMPTY":
-            return actual is None
-        if op == "EMPTY_NOT":
-            return actual is not None
-        if op == "IS":
-            return low == wanted[0]
-        if op == "IS_NOT":
-            return low != wanted[0]
-        if op == "ANY_OF":
-            return low in wanted
-        if op == "NONE_OF":
-            return low not in wanted
-        if op == "START_WITH":
-            return low is not None and low.startswith(wanted[0])
-        if op == "CONTAIN":
-            return low is not None and wanted[0] in low
-        a, b = _num(actual), _num(values[0])
-        if a is None or b is None:
+        actual = record.get(field)
+        if not isinstance(actual, str):
             return False
-        return {"EQUAL": a == b, "GREATER": a > b, "GREATER_OR_EQUAL": a >= b,
-                "LESS": a < b, "LESS_OR_EQUAL": a <= b}[op]
+        return {"ON": actual == wanted, "BEFORE": actual < wanted, "AFTER": actual > wanted,
+                "ON_OR_BEFORE": actual <= wanted, "ON_OR_AFTER": actual >= wanted}[op]
 
     return test
+
+
+def _condition(field: str, op: str, values: list[str]) -> Predicate:
+    if op in DATE_OPERATORS:
+        return _date_condition(field, op, values[0])
+    wanted = [v.lower() for v in values]
+    as_bool = [{"true": "t", "false": "f"}.get(w, w) for w in wanted]
+
+    def test(record: dict) -> bool:
+        raw = record.get(field)
+        actual = _scalar(raw)
+        return _compare(op, actual, as_bool if isinstance(raw, bool) else wanted, values)
+
+    return test
+
+
+def _compare(op: str, actual: str | None, wanted: list[str], values: list[str]) -> bool:
+    low = actual.lower() if actual is not None else None
+    if op == "EMPTY":
+        return actual is None
+    if op == "EMPTY_NOT":
+        return actual is not None
+    if op == "IS":
+        return low == wanted[0]
+    if op == "IS_NOT":
+        return low != wanted[0]
+    if op == "ANY_OF":
+        return low in wanted
+    if op == "NONE_OF":
+        return low not in wanted
+    if op == "START_WITH":
+        return low is not None and low.startswith(wanted[0])
+    if op == "CONTAIN":
+        return low is not None and wanted[0] in low
+    a, b = _num(actual), _num(values[0])
+    if a is None or b is None:
+        return False
+    return {"EQUAL": a == b, "GREATER": a > b, "GREATER_OR_EQUAL": a >= b,
+            "LESS": a < b, "LESS_OR_EQUAL": a <= b}[op]
 
 
 def parse_query(q: str) -> Predicate:

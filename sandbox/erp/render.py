@@ -12,8 +12,16 @@ from sandbox.erp.store import RecordStore
 RECORD_PATH = "/services/rest/record/v1"
 REF_FIELDS = {"subsidiary": "subsidiary", "currency": "currency", "terms": "term",
               "parent": "customer", "project": "job"}
+# Per record type overrides (a timeBill's `customer` is the project, i.e. a job).
+RECORD_REF_FIELDS = {
+    "timeBill": {"customer": "job", "invoice": "invoice", "postingPeriod": "accountingPeriod"},
+    "invoice": {"entity": "customer", "job": "job", "postingPeriod": "accountingPeriod"},
+    "customerPayment": {"customer": "customer", "postingPeriod": "accountingPeriod"},
+}
+SUBLISTS = ("milestone", "item", "apply")
 REF_NAME_FIELD = {"subsidiary": "name", "currency": "name", "term": "name",
-                  "customer": "companyName", "job": "companyName", "billingSchedule": "name"}
+                  "customer": "companyName", "job": "companyName", "billingSchedule": "name",
+                  "accountingPeriod": "periodName", "invoice": "tranId"}
 COUNTRIES = {"US": "United States", "GB": "United Kingdom", "DE": "Germany", "FR": "France",
              "CA": "Canada", "AU": "Australia", "IE": "Ireland", "NL": "Netherlands",
              "CH": "Switzerland", "AT": "Austria", "ES": "Spain", "IT": "Italy", "SE": "Sweden"}
@@ -47,8 +55,9 @@ def _default_address(record: dict) -> str | None:
 
 def render(record_type: str, record: dict, store: RecordStore, base: str) -> dict:
     out: dict = {"links": self_links(record_url(base, record_type, record["id"]))}
+    refs = {**REF_FIELDS, **RECORD_REF_FIELDS.get(record_type, {})}
     for key, value in record.items():
-        target = REF_FIELDS.get(key)
+        target = refs.get(key)
         if target and isinstance(value, dict):
             ref = store.get(target, value["id"])
             out[key] = {"links": self_links(record_url(base, target, value["id"])),
@@ -64,7 +73,7 @@ def render(record_type: str, record: dict, store: RecordStore, base: str) -> dic
                     addr["country"] = _country(addr["country"])
                 items.append({**line, "addressBookAddress": addr})
             out[key] = {"links": [], "items": items, "totalResults": len(items)}
-        elif key == "milestone":
+        elif key in SUBLISTS and isinstance(value, dict):
             items = value.get("items", [])
             out[key] = {"links": [], "items": items, "totalResults": len(items)}
         else:

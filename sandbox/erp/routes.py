@@ -8,6 +8,9 @@
 - `PUT /{type}/eid:{externalId}` -> upsert: creates, or replaces the record's fields; 204 +
   `Location`. PUT by internal ID is not offered (NetSuite's PUT is the external-ID upsert).
 - A POST/PATCH that would give a second record the same externalId: 400 DUP_RCRD.
+- Finance records (sandbox/erp/finance.py): writing a billed timeBill, an issued invoice or a
+  recorded payment again with identical values is a 204 no-op, with changed values a 400;
+  creating an invoice marks its timeBills billed, a payment updates the invoices it applies to.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.common.tokens import TokenStore
+from sandbox.erp import finance
 from sandbox.erp.auth import check_bearer
 from sandbox.erp.errors import NetSuiteError
 from sandbox.erp.jsonio import dumps_exact, loads_exact
@@ -137,7 +141,9 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
                 if eid is not None and store.get_by_eid(record_type, eid):
                     raise _dup(record_type, eid)
                 fields = validate(record_type, body, store)
-                return store.create(record_type, fields, external_id=eid)
+                record_id = store.create(record_type, fields, external_id=eid)
+                finance.after_write(record_type, record_id, fields, store, created=True)
+                return record_id
 
         return _created(_base(request), record_type, await run_in_threadpool(create))
 
@@ -159,11 +165,16 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
 
         def upsert() -> int:
             with store.lock:
-                fields = validate(record_type, body, store)
                 existing = store.get_by_eid(record_type, eid)
+                if existing is not None and finance.unchanged_or_locked(record_type, existing, body, store):
+                    return int(existing["id"])
+                fields = validate(record_type, body, store, existing)
                 if existing is None:
-                    return store.create(record_type, fields, external_id=eid)
+                    record_id = store.create(record_type, fields, external_id=eid)
+                    finance.after_write(record_type, record_id, fields, store, created=True)
+                    return record_id
                 store.replace(record_type, int(existing["id"]), fields, eid)
+                finance.after_write(record_type, int(existing["id"]), fields, store, created=False)
                 return int(existing["id"])
 
         return _created(_base(request), record_type, await run_in_threadpool(upsert))
@@ -188,8 +199,11 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
                         raise _dup(record_type, eid)
                 merged = {k: v for k, v in existing.items() if k != "externalId"}
                 merged.update(body)
-                fields = validate(record_type, merged, store)
+                if finance.unchanged_or_locked(record_type, existing, merged, store):
+                    return int(existing["id"])
+                fields = validate(record_type, merged, store, existing)
                 store.replace(record_type, int(existing["id"]), fields, eid)
+                finance.after_write(record_type, int(existing["id"]), fields, store, created=False)
                 return int(existing["id"])
 
         return _created(_base(request), record_type, await run_in_threadpool(update))

@@ -10,12 +10,15 @@ Fixed IDs others can rely on:
   externalId: matching a CRM account to it by name would be wrong), customer 102
   "Globex Legacy Ltd" (externalId "LEGACY-0042" from an earlier integration), and job 5001,
   a legacy project of Acme's.
+- accountingPeriod 1..72: Jan 2025 ... Dec 2030 (see periods.py), closed before Nov 2026;
+  seeded on their own, so an older database gains them on its next start.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from sandbox.erp.periods import seed_periods
 from sandbox.erp.store import RecordStore
 
 SUBSIDIARIES = [
@@ -46,6 +49,7 @@ def seed(store: RecordStore) -> bool:
     """Insert the demo data if the store is empty; return whether anything was inserted."""
     with store.lock:
         if not store.is_empty():
+            seed_periods(store)
             return False
         for cid, name, symbol, base, rate in CURRENCIES:
             store.create("currency", {"name": name, "symbol": symbol, "isBaseCurrency": base,
@@ -81,4 +85,5 @@ def seed(store: RecordStore) -> bool:
             "jobBillingType": "TM", "custentity_contract_value": Decimal("120000.00"),
             "isInactive": False,
         }, record_id=LEGACY_JOB_ID)
+        seed_periods(store)
         return True

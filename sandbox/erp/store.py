@@ -2,7 +2,8 @@
 
 Internal IDs are per record type and start at a type-specific base so that IDs of
 different types never look alike in tests (customer 101..., job 5001..., billing
-schedule 301...). (In real NetSuite customers and jobs share the entity ID space; the
+schedule 301..., accounting period 1..72, timeBill 7001...,
+invoice 9001..., customerPayment 12001...). (In real NetSuite customers and jobs share the entity ID space; the
 point here is only that an ID of the wrong type is never accepted by accident.)
 External IDs are unique per record type (a DB constraint as well as a check).
 All writes happen under one lock so that concurrent upserts of the same external ID
@@ -21,7 +22,8 @@ from sqlmodel import Field, Session, SQLModel, select
 from sandbox.erp.jsonio import dumps_exact, loads_exact
 
 ID_BASE = {"subsidiary": 0, "currency": 0, "term": 0, "customer": 100, "job": 5000,
-           "billingSchedule": 300}
+           "billingSchedule": 300, "accountingPeriod": 0, "timeBill": 7000, "invoice": 9000,
+           "customerPayment": 12000}
 
 
 class ErpRecord(SQLModel, table=True):

@@ -17,6 +17,10 @@ Rules (what NetSuite enforces, reduced to what q2c touches):
   FIXED_BID_MILESTONE | FIXED_BID_INTERVAL, compatible with the job's billing type;
   milestone lines {name, amount > 0, milestoneDate} whose total may not exceed the job's
   custentity_contract_value; an interval needs recurrenceAmount > 0 and recurrenceCount >= 1.
+- job status: `entityStatus` (see JOB_STATUSES; default IN_PROGRESS, kept by an upsert that
+  does not name it); `PATCH job/{id} {"entityStatus": {"id": "CLOSED"}}` closes a project.
+- finance records (timeBill, invoice, customerPayment) and accountingPeriod: see
+  sandbox/erp/finance.py and sandbox/erp/periods.py.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import Any
 from sandbox.erp.errors import NetSuiteError, invalid, missing
 from sandbox.erp.store import RecordStore
 
-READ_ONLY_TYPES = ("subsidiary", "currency", "term")
-WRITABLE_TYPES = ("customer", "job", "billingSchedule")
+READ_ONLY_TYPES = ("subsidiary", "currency", "term", "accountingPeriod")
+WRITABLE_TYPES = ("customer", "job", "billingSchedule", "timeBill", "invoice", "customerPayment")
 RECORD_TYPES = READ_ONLY_TYPES + WRITABLE_TYPES
 
 # Fields a request may carry but that are never stored from the request.
@@ -41,11 +45,24 @@ ALLOWED = {
                  "email", "phone", "isInactive", "addressBook", "comments"},
     "job": {"companyName", "entityId", "parent", "subsidiary", "currency", "startDate",
             "projectedEndDate", "jobBillingType", "custentity_contract_value", "isInactive",
-            "comments"},
+            "comments", "entityStatus"},
     "billingSchedule": {"name", "project", "scheduleType", "frequency", "milestone",
                         "recurrenceAmount", "recurrenceCount", "isInactive", "comments"},
+    "timeBill": {"customer", "employee", "tranDate", "hours", "isBillable", "rate", "memo",
+                 "postingPeriod"},
+    "invoice": {"entity", "job", "tranDate", "dueDate", "currency", "item", "memo", "otherRefNum",
+                "postingPeriod"},
+    "customerPayment": {"customer", "payment", "tranDate", "currency", "apply", "memo",
+                        "postingPeriod"},
 }
-CUSTOM_PREFIX = {"customer": "custentity_", "job": "custentity_", "billingSchedule": "custrecord_"}
+CUSTOM_PREFIX = {"customer": "custentity_", "job": "custentity_", "billingSchedule": "custrecord_",
+                 "timeBill": "custcol_", "invoice": "custbody_", "customerPayment": "custbody_"}
+# Project (job) statuses, modelled on NetSuite's default project status list (internal IDs
+# 1..5 are accepted as aliases of the text IDs the sandbox stores and renders).
+JOB_STATUSES = {"CLOSED": "Closed", "IN_PROGRESS": "In Progress", "NOT_AWARDED": "Not Awarded",
+                "PENDING": "Pending", "AWARDED": "Awarded"}
+JOB_STATUS_ALIASES = {"1": "CLOSED", "2": "IN_PROGRESS", "3": "NOT_AWARDED", "4": "PENDING",
+                      "5": "AWARDED"}
 REF_TARGETS = {"subsidiary": "subsidiary", "currency": "currency", "terms": "term",
                "parent": "customer", "project": "job"}
 
@@ -66,12 +83,21 @@ def check_fields(record_type: str, body: dict) -> None:
                                 "Reason: NOT_FOUND - Field is not defined on this record.", name)
 
 
-def validate(record_type: str, fields: dict, store: RecordStore) -> dict:
+def validate(record_type: str, fields: dict, store: RecordStore, existing: dict | None = None) -> dict:
+    """Normalized fields to store. `existing` is the stored record being replaced (upsert or
+    PATCH), whose system-managed fields (billing state, invoice number, payments) carry over."""
+    from sandbox.erp import finance
+
     out = {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS}
     if "isInactive" in out and not isinstance(out["isInactive"], bool):
         raise invalid("isInactive", out["isInactive"], "Expected true or false")
-    return {"customer": _customer, "job": _job, "billingSchedule": _billing_schedule}[record_type](
-        out, store)
+    if record_type == "job":
+        if existing is not None and out.get("entityStatus") in (None, ""):
+            out["entityStatus"] = existing.get("entityStatus")
+        return _job(out, store)
+    if record_type in finance.VALIDATORS:
+        return finance.VALIDATORS[record_type](out, store, existing)
+    return {"customer": _customer, "billingSchedule": _billing_schedule}[record_type](out, store)
 
 
 # --- field helpers ------------------------------------------------------------------------
@@ -223,7 +249,17 @@ def _job(out: dict, store: RecordStore) -> dict:
                                                   "custentity_contract_value")
     for name in ("entityId", "comments"):
         _text(out, name, name)
+    status = out.get("entityStatus")
+    key = status.get("id") if isinstance(status, dict) else status
+    key = JOB_STATUS_ALIASES.get(str(key), key) if key not in (None, "") else "IN_PROGRESS"
+    if key not in JOB_STATUSES:
+        raise invalid("entityStatus", key, f"Allowed: {', '.join(JOB_STATUSES)}")
+    out["entityStatus"] = {"id": key, "refName": JOB_STATUSES[key]}
     return out
+
+
+def job_is_open(job: dict) -> bool:
+    return (job.get("entityStatus") or {}).get("id", "IN_PROGRESS") != "CLOSED"
 
 
 def _billing_schedule(out: dict, store: RecordStore) -> dict:
