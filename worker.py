@@ -65,14 +65,15 @@ async def engagement_activities(settings: Settings, ledger: Ledger | None = None
             ledger.dispose()
 
 
-def build_worker(client: Client, settings: Settings, activities: Activities) -> Worker:
+def build_worker(client: Client, settings: Settings, activities: Activities,
+                 graceful_shutdown: timedelta = timedelta(seconds=10)) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[EngagementWorkflow],
         activities=activities.all(),
         max_concurrent_activities=50,
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=graceful_shutdown,
     )
 
 

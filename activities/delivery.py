@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from temporalio import activity
+from decimal import Decimal
 
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.retry import ATTEMPTS, backoff, with_transient_retries
 from activities.models import (
     CloseSystemsInput,
     CrmStatusInput,
@@ -62,14 +66,54 @@ class DeliveryActivities:
         entries: list[TimeEntry] = []
         page = 1
         while True:
-            batch, more = await self.psa.list_approved_time(
+            batch, more = await with_transient_retries(lambda: self.psa.list_approved_time(
                 input.psa_workspace_id, through=input.through, page=page, per_page=PAGE_SIZE,
-                unposted_only=True, only_ids=input.only_psa_ids)
+                unposted_only=True, only_ids=input.only_psa_ids))
             entries += batch
             activity.heartbeat(f"read {len(entries)} approved entries (page {page})")
             if not more:
                 return entries
             page += 1
+
+    async def _post_chunk(self, input: PostTimeInput, valid: list[tuple[TimeEntry, Decimal | None]],
+                          result: PostingResult) -> list[PostedTime]:
+        """Post one chunk to the ERP and mark each posted entry in the PSA, retrying transient
+        failures entry by entry; what is posted and marked stays done even if the attempt fails."""
+        pending = {e.psa_id: (e, rate) for e, rate in valid}
+        posted: list[PostedTime] = []
+        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
+
+        async def mark(entry_id: str, bill_id: str) -> None:
+            async with marks:
+                await with_transient_retries(lambda: self.psa.mark_time_posted(entry_id, bill_id))
+
+        for attempt in range(ATTEMPTS):
+            outcomes = await self.erp.post_time_bills(project_id=input.erp_project_id, entries=list(pending.values()),
+                                                      currency=input.currency, transient_as_results=True)
+            done: list[PostedTime] = []
+            for outcome in outcomes:
+                entry, rate = pending[outcome.psa_id]
+                if outcome.erp_time_bill_id:
+                    done.append(PostedTime(psa_id=entry.psa_id, erp_time_bill_id=outcome.erp_time_bill_id,
+                                           role=entry.role, date_performed=entry.date_performed,
+                                           minutes=entry.minutes, billable=entry.billable, rate=rate,
+                                           currency=input.currency))
+                elif not outcome.retryable:
+                    result.exceptions.append(TimeExceptionInfo(
+                        psa_id=entry.psa_id, reason_code=_erp_reason(outcome.error_field, outcome.message),
+                        message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}"))
+                if not outcome.retryable:
+                    pending.pop(outcome.psa_id)
+            await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
+            await self._ledger("record_posted_time", done, input.opportunity_id)
+            await self._ledger("resolve_exceptions", [p.psa_id for p in done])
+            posted += done
+            if not pending:
+                return posted
+            activity.heartbeat(f"{len(pending)} entries to post again after transient ERP failures")
+            await asyncio.sleep(backoff(attempt))
+        raise ApplicationError(f"ERP kept failing transiently for {len(pending)} time entries; retrying the batch",
+                               type="VendorUnavailable")
 
     @activity.defn
     async def post_approved_time(self, input: PostTimeInput) -> PostingResult:
@@ -78,20 +122,16 @@ class DeliveryActivities:
         if not entries:
             return result
         # only the accounting periods the entries fall in (each period is one ERP read)
-        periods, tasks = await asyncio.gather(
-            self.erp.list_accounting_periods(ending_on_or_after=min(e.date_performed for e in entries),
-                                             starting_on_or_before=max(e.date_performed for e in entries)),
-            self.psa.workspace_tasks(input.psa_workspace_id))
+        first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
+        periods = await with_transient_retries(
+            lambda: self.erp.list_accounting_periods(ending_on_or_after=first, starting_on_or_before=last))
+        tasks = await with_transient_retries(lambda: self.psa.workspace_tasks(input.psa_workspace_id))
         task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
-        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
-
-        async def mark(entry_id: str, bill_id: str) -> None:
-            async with marks:
-                await self.psa.mark_time_posted(entry_id, bill_id)
+        open_exceptions = set(input.open_exception_ids)
 
         for start in range(0, len(entries), input.batch_size):
             chunk = entries[start:start + input.batch_size]
-            valid: list[tuple[TimeEntry, object]] = []
+            valid: list[tuple[TimeEntry, Decimal | None]] = []
             for entry in chunk:
                 check = check_time_entry(entry, tasks=task_map, rate_card=input.rate_card, periods=periods,
                                          bill_time=input.bill_time)
@@ -101,28 +141,10 @@ class DeliveryActivities:
                 else:
                     result.exceptions.append(TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code,
                                                                message=check.message))
-            posted: list[PostedTime] = []
-            if valid:
-                outcomes = await self.erp.post_time_bills(project_id=input.erp_project_id, entries=valid,
-                                                          currency=input.currency)
-                by_id = {e.psa_id: (e, rate) for e, rate in valid}
-                for outcome in outcomes:
-                    entry, rate = by_id[outcome.psa_id]
-                    if outcome.erp_time_bill_id:
-                        posted.append(PostedTime(psa_id=entry.psa_id, erp_time_bill_id=outcome.erp_time_bill_id,
-                                                 role=entry.role, date_performed=entry.date_performed,
-                                                 minutes=entry.minutes, billable=entry.billable, rate=rate,
-                                                 currency=input.currency))
-                    else:
-                        result.exceptions.append(TimeExceptionInfo(
-                            psa_id=entry.psa_id, reason_code=_erp_reason(outcome.error_field, outcome.message),
-                            message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}"))
-                await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in posted))
-                await self._ledger("record_posted_time", posted, input.opportunity_id)
-                await self._ledger("resolve_exceptions", [p.psa_id for p in posted])
+            posted = await self._post_chunk(input, valid, result) if valid else []
             result.posted += len(posted)
             result.posted_minutes += sum(p.minutes for p in posted)
-            result.resolved += [p.psa_id for p in posted if p.psa_id in set(input.open_exception_ids)]
+            result.resolved += [p.psa_id for p in posted if p.psa_id in open_exceptions]
             activity.heartbeat(f"{start + len(chunk)}/{len(entries)} examined, {result.posted} posted")
 
         for exc in result.exceptions:

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,10 @@ RATE_LIMITED_TYPE = "VendorRateLimited"
 REJECTED_TYPE = "VendorRejected"
 AUTH_TYPE = "VendorAuthFailed"
 NOT_FOUND_TYPE = "VendorNotFound"
+
+READ_RETRIES = 3
+READ_RETRY_BASE_SECONDS = 0.1
+READ_RETRY_MAX_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,10 @@ class VendorClient:
 
     def __init__(self, base_url: str, *, timeout: float = 15.0,
                  audit: AuditHook | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 read_retries: int = READ_RETRIES) -> None:
         self.base_url = base_url.rstrip("/")
+        self.read_retries = read_retries
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout),
                                          transport=transport)
         self._token: str | None = None
@@ -91,17 +99,38 @@ class VendorClient:
             self.token_fetches += 1
         return {"Authorization": f"Bearer {self._token}"}
 
-    async def request(self, method: str, path: str, *, operation: str,
-                      json: Any = None, params: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None,
-                      ok_statuses: tuple[int, ...] = (200, 201, 204),
-                      correlation_id: str | None = None,
-                      content: bytes | None = None) -> httpx.Response:
+    async def request(self, method: str, path: str, *, operation: str, retries: int | None = None,
+                      **kwargs: Any) -> httpx.Response:
         """Send one authenticated request; raise ApplicationError unless status is ok.
 
-        `content` sends a pre-encoded body (e.g. JSON with exact Decimal numbers, which
-        httpx's `json=` cannot write); set its Content-Type in `headers`.
+        Reads (GET) are retried in place a few times on transient failures (5xx, 429,
+        timeouts) with a short back-off, so one flaky read does not fail a whole batch;
+        writes are retried by their caller (the activity), keyed by external IDs.
         """
+        retries = (self.read_retries if method == "GET" else 0) if retries is None else retries
+        for attempt in range(retries + 1):
+            try:
+                return await self._request_once(method, path, operation=operation, **kwargs)
+            except ApplicationError as err:
+                if err.non_retryable or attempt == retries:
+                    raise
+                delay = READ_RETRY_BASE_SECONDS * 2 ** attempt * (1 + random.random())  # jitter
+                if err.next_retry_delay is not None:
+                    asked = err.next_retry_delay.total_seconds()
+                    if asked > READ_RETRY_MAX_SECONDS:
+                        raise  # a long wait (e.g. a daily API limit) is Temporal's to schedule
+                    delay = max(delay, asked)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _request_once(self, method: str, path: str, *, operation: str,
+                            json: Any = None, params: dict[str, Any] | None = None,
+                            headers: dict[str, str] | None = None,
+                            ok_statuses: tuple[int, ...] = (200, 201, 204),
+                            correlation_id: str | None = None,
+                            content: bytes | None = None) -> httpx.Response:
+        """One attempt. `content` sends a pre-encoded body (e.g. JSON with exact Decimal
+        numbers, which httpx's `json=` cannot write); set its Content-Type in `headers`."""
         correlation_id = correlation_id or str(uuid.uuid4())
         refreshed = False
         while True:

@@ -37,7 +37,7 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from connectors import kantata_mapping as m
-from connectors.http import REJECTED_TYPE, AuditHook, VendorClient, VendorError
+from connectors.http import READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError
 from domain.delivery import TimeEntry
 from domain.engagement import Engagement
 from domain.project import ProjectTemplate, PsaWorkspace, ResourceDemand, Task
@@ -54,11 +54,12 @@ class KantataClient(VendorClient):
 
     def __init__(self, settings: PsaSettings, *, timeout: float = 15.0,
                  audit: AuditHook | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, read_retries: int = READ_RETRIES) -> None:
         base = settings.base_url.rstrip("/")
         # Accept both "https://api.mavenlink.com" and "https://api.mavenlink.com/api/v1".
         self._prefix = "" if base.endswith(API_PREFIX) else API_PREFIX
-        super().__init__(base, timeout=timeout, audit=audit, transport=transport)
+        super().__init__(base, timeout=timeout, audit=audit, transport=transport,
+                         read_retries=read_retries)
         self.settings = settings
         self._role_names: dict[str, str] = {}  # role id -> name, filled on first need
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from connectors.http import RETRYABLE_TYPE, AuditHook, VendorClient, VendorError, is_not_found
+from connectors.http import READ_RETRIES, RETRYABLE_TYPE, AuditHook, VendorClient, VendorError, is_not_found
 from connectors.netsuite_finance import NetSuiteFinanceMixin
 from connectors.netsuite_finance_mapping import TimeBillResult
 from connectors.netsuite_mapping import (
@@ -59,8 +59,9 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
 
     def __init__(self, settings: ErpSettings, *, timeout: float = 15.0,
                  audit: AuditHook | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(settings.base_url, timeout=timeout, audit=audit, transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None, read_retries: int = READ_RETRIES) -> None:
+        super().__init__(settings.base_url, timeout=timeout, audit=audit, transport=transport,
+                         read_retries=read_retries)
         self.settings = settings
         self._currency_ids: dict[str, str] = {}
         self._currency_codes: dict[str, str] = {}

@@ -93,11 +93,14 @@ class NetSuiteFinanceMixin:
         return sorted(periods, key=lambda p: p.start_date)
 
     async def post_time_bills(self, *, project_id: str, entries: list[tuple[TimeEntry, Decimal | None]],
-                              currency: str, max_concurrency: int = 3) -> list[TimeBillResult]:
+                              currency: str, max_concurrency: int = 3,
+                              transient_as_results: bool = False) -> list[TimeBillResult]:
         """Upsert one timeBill per entry (`PUT timeBill/eid:psa-<id>`), at most
         `max_concurrency` at a time. A data rejection (4xx) is returned as a result with the
         vendor's code, field and message; retryable failures (429, 5xx, timeouts) and auth
-        failures are raised, after every other request of the batch has finished."""
+        failures are raised, after every other request of the batch has finished — or, with
+        `transient_as_results`, returned as results marked `retryable` so the caller keeps
+        what succeeded."""
 
         async def post(entry: TimeEntry, rate: Decimal | None) -> TimeBillResult:
             payload = time_bill_payload(entry, rate, project_id, currency)
@@ -107,6 +110,10 @@ class NetSuiteFinanceMixin:
             except ApplicationError as err:
                 if err.type == REJECTED_TYPE and err.non_retryable:
                     return _rejection(entry.psa_id, err)
+                if transient_as_results and not err.non_retryable:
+                    # the caller keeps what succeeded and posts this one again
+                    return TimeBillResult(psa_id=entry.psa_id, error_code=err.type, message=err.message,
+                                          retryable=True)
                 raise
             return TimeBillResult(psa_id=entry.psa_id, erp_time_bill_id=bill_id)
 

@@ -42,6 +42,7 @@ class TimeBillResult(BaseModel):
     error_code: str | None = None
     error_field: str | None = None
     message: str | None = None
+    retryable: bool = False  # a transient failure (429, 5xx, timeout): post it again later
 
     @property
     def ok(self) -> bool:

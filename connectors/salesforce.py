@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from connectors.http import (AUTH_TYPE, REJECTED_TYPE, RETRYABLE_TYPE, AuditHook, VendorClient,
+from connectors.http import (AUTH_TYPE, READ_RETRIES, REJECTED_TYPE, RETRYABLE_TYPE, AuditHook, VendorClient,
                              VendorError)
 from connectors.salesforce_mapping import (CrmMappingError, parse_limit_info, soql_quote,
                                            to_engagement)
@@ -61,8 +61,9 @@ class SalesforceClient(VendorClient):
 
     def __init__(self, settings: CrmSettings, *, timeout: float = 15.0,
                  audit: AuditHook | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(settings.base_url, timeout=timeout, audit=audit, transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None, read_retries: int = READ_RETRIES) -> None:
+        super().__init__(settings.base_url, timeout=timeout, audit=audit, transport=transport,
+                         read_retries=read_retries)
         self.settings = settings
         self.api_path = f"/services/data/{settings.api_version}"
         self.last_limit_info: dict[str, tuple[int, int]] | None = None

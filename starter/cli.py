@@ -254,6 +254,15 @@ def recheck_cmd(opportunity_id: str = typer.Argument(...),
     typer.echo(f"recheck sent to {wf_id}")
 
 
+def _mount_subcommands() -> None:
+    from starter.exceptions_cli import exceptions_app
+
+    app.add_typer(exceptions_app, name="exceptions")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """The `q2c` entry point: run the command, then exit without racing the SDK's threads."""
     from workflows.client import exit_process

@@ -80,3 +80,70 @@ def list_cmd(opportunity: Optional[str] = typer.Option(None, "--opportunity", "-
         typer.echo(json.dumps([exception_to_json(r) for r in rows], indent=2))
     else:
         typer.echo(format_exceptions(rows))
+
+
+# --- replay (needs the workflow: runs through the engagement's `replay_exceptions` update) ----
+
+async def replay(client, opportunity_id: str, psa_ids: list[str], *, requested_by: str = "cli"):
+    """Ask the engagement to post parked entries again; returns its PostingResult.
+
+    The workflow's validator rejects ids that are not open exceptions (so a second replay of the
+    same entries posts nothing), and every posting is keyed by the PSA entry id in the ERP."""
+    from starter.start import workflow_id_for
+    from workflows.models import PostingResult, ReplayExceptionsInput
+
+    handle = client.get_workflow_handle(workflow_id_for(opportunity_id))
+    return await handle.execute_update("replay_exceptions",
+                                       ReplayExceptionsInput(psa_ids=psa_ids, requested_by=requested_by),
+                                       result_type=PostingResult)
+
+
+def format_replay(opportunity_id: str, result) -> str:
+    lines = [f"{opportunity_id}: examined {result.examined}, posted {result.posted} "
+             f"({result.posted_minutes / 60:.2f} h), still parked {len(result.exceptions)}"]
+    lines += [f"  {x.psa_id}: {x.reason_code}: {x.message}" for x in result.exceptions]
+    return "\n".join(lines)
+
+
+@exceptions_app.command("replay")
+def replay_cmd(exception_ids: list[str] = typer.Argument(None, help="exception ids (exc-<entry>) to replay"),
+               all_open: bool = typer.Option(False, "--all", help="every open exception of --opportunity"),
+               opportunity: Optional[str] = typer.Option(None, "--opportunity", "-o"),
+               requested_by: str = typer.Option("cli", "--by", help="who asks (kept in the history)")) -> None:
+    """Post parked time entries once their cause is fixed (period reopened, task mapped, rate added)."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from starter.cli import _run
+
+    ledger = open_ledger()
+    try:
+        if all_open:
+            if not opportunity:
+                typer.echo("error: --all needs --opportunity", err=True)
+                raise typer.Exit(2)
+            batches = {opportunity.strip(): []}
+        else:
+            if not exception_ids:
+                typer.echo("error: name exception ids, or use --all --opportunity ID", err=True)
+                raise typer.Exit(2)
+            batches: dict[str, list[str]] = {}
+            for exc_id in exception_ids:
+                row = ledger.get_exception(exc_id)
+                if row is None:
+                    typer.echo(f"error: no exception {exc_id}", err=True)
+                    raise typer.Exit(1)
+                batches.setdefault(row.opportunity_id, []).append(row.psa_id)
+    finally:
+        ledger.dispose()
+
+    async def run_all(client, _settings):
+        out = []
+        for opp, ids in batches.items():
+            try:
+                out.append(format_replay(opp, await replay(client, opp, ids, requested_by=requested_by)))
+            except WorkflowUpdateFailedError as err:
+                out.append(f"{opp}: replay rejected: {err.cause}")
+        return out
+
+    for line in _run(run_all):
+        typer.echo(line)

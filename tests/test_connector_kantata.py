@@ -121,7 +121,8 @@ async def test_wrong_token_is_non_retryable_auth_error(psa_sandbox):
         assert client.token_fetches == 2  # fetched once, refreshed once, then given up
 
 
-async def test_rate_limit_and_outage_are_retryable(psa_sandbox, psa_client):
+async def test_rate_limit_and_outage_are_retryable(psa_sandbox):
+    psa_client = KantataClient(psa_settings(psa_sandbox.url), read_retries=0)
     try:
         psa_sandbox.set_faults(rate_429=1.0, retry_after_seconds=3)
         with pytest.raises(ApplicationError) as err:
@@ -134,6 +135,7 @@ async def test_rate_limit_and_outage_are_retryable(psa_sandbox, psa_client):
         assert err.value.type == RETRYABLE_TYPE and not err.value.non_retryable
     finally:
         psa_sandbox.reset_faults()
+        await psa_client.aclose()
 
 
 async def test_validation_is_non_retryable_and_names_field(psa_client):
