@@ -25,6 +25,10 @@ from settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The demo runs each month of an engagement in 30 s and checks payments every 10 s, so
+# invoicing and collecting can be watched; set these variables to run real calendar months.
+DEMO_DEFAULTS = {"Q2C_PERIOD_SECONDS": "30", "Q2C_PAYMENT_POLL_SECONDS": "10"}
+
 
 @dataclass
 class Service:
@@ -63,6 +67,7 @@ def services(settings: Settings) -> list[Service]:
         Service("erp-sandbox", [py, "-m", "sandbox.erp"], settings.erp_port, "/__sandbox/health"),
         Service("webhook", [py, "-m", "starter.webhook"], settings.webhook_port, "/healthz"),
         Service("worker", [py, str(ROOT / "worker.py")], 0),
+        Service("simulator", [py, "-m", "stack.simulator"], 0),
     ]
 
 
@@ -93,7 +98,7 @@ def start_all(settings: Settings, log_dir: Path) -> list[Service]:
         names = ", ".join(f"{s.name} ({s.port})" for s in busy)
         raise SystemExit(f"ports already in use: {names}. Is another `make up` running? "
                          "Stop it, or set the Q2C_*_PORT / TEMPORAL_ADDRESS variables.")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**DEMO_DEFAULTS, **os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     started: list[Service] = []
     try:
         for svc in services(settings):
@@ -132,12 +137,16 @@ q2c is up.
   PSA sandbox       {settings.psa.base_url}  (Kantata API v1, bearer {settings.psa.token})
   ERP sandbox       {settings.erp.base_url}  (NetSuite REST, account {settings.erp.account_id})
   Logs              {settings.state_dir / 'logs'}
-  CLI               .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>
+  CLI               .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>   |   .venv/bin/q2c exceptions list
+  Demo calendar     one engagement month every {settings.period_seconds or 'calendar month'} s; the simulator books
+                    time, accepts milestones and pays invoices (log: simulator.log)
 Ctrl-C stops everything; the next `make up` resumes with histories kept.
 """, flush=True)
 
 
 def main() -> None:
+    for key, value in DEMO_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,20 @@ def format_status(status: EngagementStatus) -> str:
         lines.append(f"Rechecks:     {status.rechecks}")
     if status.active_since:
         lines.append(f"Active since: {status.active_since.isoformat()}")
+    t = status.totals
+    if t.posted_entries or status.invoices:
+        lines.append(f"Time posted:  {t.posted_entries} entries, {t.posted_minutes / 60:.2f} h "
+                     f"(next billing period #{status.next_period_index})")
+        lines.append(f"Billed:       {t.billed} {t.currency or ''}   collected: {t.collected} {t.currency or ''}")
+    if status.invoices:
+        lines.append("Invoices:")
+        lines.extend(f"  {i.number or '-':<10} {i.period_start} to {i.period_end}  {i.total} {i.currency}  "
+                     f"{i.status.value}  open {i.open_balance}" + (f"  {i.days_overdue} days overdue"
+                                                                   if i.days_overdue else "")
+                     for i in status.invoices)
+    if status.open_exceptions:
+        lines.append(f"Time exceptions ({len(status.open_exceptions)} open; q2c exceptions list):")
+        lines.extend(f"  {x.psa_id}: {x.reason_code}: {x.message}" for x in status.open_exceptions[:10])
     return "\n".join(lines)
 
 

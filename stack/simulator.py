@@ -1,0 +1,148 @@
+"""The demo's outside world, for `make up` only: consultants book approved time in the PSA,
+clients accept fixed-fee milestones, and customers pay their invoices (some in two parts).
+
+It acts only through the systems' own surfaces (the PSA's and ERP's sandbox APIs, the
+engagement's `accept_milestone` Update), never through q2c's internals, so what the demo shows
+is what q2c does with real-world input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from datetime import date, timedelta
+from decimal import Decimal
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from connectors.kantata import KantataClient
+from connectors.netsuite import NetSuiteClient
+from domain.delivery import InvoiceStatus
+from domain.engagement import BillingModel
+from domain.stage import EngagementStage
+from settings import Settings, load_settings
+from workflows.client import connect, exit_process
+from workflows.models import AcceptMilestoneInput, EngagementStatus
+
+log = logging.getLogger("q2c.simulator")
+TICK_SECONDS = 3.0
+PAY_AFTER_SECONDS = 6.0  # customers take a moment to pay
+MILESTONE_EVERY_SECONDS = 40.0
+
+
+class World:
+    def __init__(self, settings: Settings, client: Client, psa: KantataClient, erp: NetSuiteClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.psa = psa
+        self.erp = erp
+        self.time_booked: set[str] = set()
+        self.invoice_seen: dict[str, float] = {}
+        self.last_milestone: dict[str, float] = {}
+
+    async def engagements(self) -> list[EngagementStatus]:
+        out = []
+        async for wf in self.client.list_workflows(
+                "WorkflowType = 'EngagementWorkflow' AND ExecutionStatus = 'Running'"):
+            try:
+                out.append(await self.client.get_workflow_handle(wf.id).query(
+                    "status", result_type=EngagementStatus, rpc_timeout=timedelta(seconds=5)))
+            except RPCError:
+                continue
+        return out
+
+    async def tick(self) -> None:
+        for st in await self.engagements():
+            if st.stage not in (EngagementStage.ACTIVE, EngagementStage.COLLECTING) or st.engagement is None:
+                continue
+            if st.engagement.billing_model is BillingModel.TIME_AND_MATERIALS:
+                await self.book_time(st)
+            if st.engagement.billing_model is BillingModel.FIXED_FEE:
+                await self.accept_next_milestone(st)
+            await self.pay(st)
+
+    async def book_time(self, st: EngagementStatus) -> None:
+        ws = st.psa_workspace.workspace_id
+        if ws in self.time_booked:
+            return
+        existing, _ = await self.psa.list_approved_time(ws, through=date(9999, 12, 31), per_page=1,
+                                                        unposted_only=False)
+        if not existing:
+            e = st.engagement
+            start = e.start_date
+            while start <= e.end_date:  # the generator takes up to two years at a time
+                end = min(e.end_date, start + timedelta(days=700))
+                made = await self.psa.generate_time(ws, start=start, end=end, entries_per_week=4,
+                                                    seed=int(ws) if ws.isdigit() else 1)
+                log.info("booked %s approved entries for %s (%s to %s)", made.get("count"),
+                         e.opportunity_name, start, end)
+                start = end + timedelta(days=1)
+        self.time_booked.add(ws)
+
+    async def accept_next_milestone(self, st: EngagementStatus) -> None:
+        if time.monotonic() - self.last_milestone.get(st.opportunity_id, 0) < MILESTONE_EVERY_SECONDS:
+            return
+        pending = [m for m in st.engagement.milestones if not m.accepted]
+        if not pending:
+            return
+        self.last_milestone[st.opportunity_id] = time.monotonic()
+        try:
+            await self.client.get_workflow_handle(f"engagement-{st.opportunity_id}").execute_update(
+                "accept_milestone", AcceptMilestoneInput(milestone_key=pending[0].key, accepted_by="client (demo)"))
+            log.info("client accepted milestone %s of %s", pending[0].name, st.engagement.opportunity_name)
+        except WorkflowUpdateFailedError as err:
+            log.info("milestone not accepted: %s", err.cause)
+
+    async def pay(self, st: EngagementStatus) -> None:
+        now = time.monotonic()
+        for inv in st.invoices:
+            if inv.status is InvoiceStatus.PAID_IN_FULL or inv.erp_id is None:
+                continue
+            seen = self.invoice_seen.setdefault(inv.erp_id, now)
+            if now - seen < PAY_AFTER_SECONDS:
+                continue
+            # every third invoice is paid in two halves, to show partial payments
+            half = int(inv.erp_id) % 3 == 0 and inv.amount_paid == 0
+            amount = (inv.total / 2).quantize(Decimal("0.01")) if half else None
+            try:
+                await self.erp.record_payment(inv.erp_id, amount, inv.period_end)
+                log.info("customer paid %s %s on invoice %s", amount or "the balance", inv.currency, inv.number)
+            except Exception as err:  # the demo goes on; the next tick tries again
+                log.warning("payment of invoice %s failed: %s", inv.number, err)
+            self.invoice_seen[inv.erp_id] = now
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect(settings)
+    async with KantataClient(settings.psa) as psa, NetSuiteClient(settings.erp) as erp:
+        world = World(settings, client, psa, erp)
+        while not stop.is_set():
+            try:
+                await world.tick()
+            except Exception:
+                log.exception("simulator tick failed; going on")
+            try:
+                await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = asyncio.Event()
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(load_settings(), stop)
+
+    asyncio.run(_main())
+    exit_process(0)
+
+
+if __name__ == "__main__":
+    main()
