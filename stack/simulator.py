@@ -104,9 +104,12 @@ class World:
             seen = self.invoice_seen.setdefault(inv.erp_id, now)
             if now - seen < PAY_AFTER_SECONDS:
                 continue
+            (actual,) = await self.erp.invoice_payment_status([inv.erp_id], as_of=inv.period_end)
+            if actual.open_balance <= 0:
+                continue  # paid already; q2c will see it at its next payment check
             # every third invoice is paid in two halves, to show partial payments
-            half = int(inv.erp_id) % 3 == 0 and inv.amount_paid == 0
-            amount = (inv.total / 2).quantize(Decimal("0.01")) if half else None
+            half = int(inv.erp_id) % 3 == 0 and actual.amount_paid == 0
+            amount = (actual.total / 2).quantize(Decimal("0.01")) if half else None
             try:
                 await self.erp.record_payment(inv.erp_id, amount, inv.period_end)
                 log.info("customer paid %s %s on invoice %s", amount or "the balance", inv.currency, inv.number)

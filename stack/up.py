@@ -50,6 +50,20 @@ def _temporal_host_port(settings: Settings) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def search_attribute_flags() -> list[str]:
+    """Our search attributes, registered by the dev server as it starts (the worker also
+    registers them on any server that lacks them)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+
+    from workflows.search_attributes import ALL_KEYS
+
+    flags = []
+    for key in ALL_KEYS:
+        kind = IndexedValueType.Name(IndexedValueType.ValueType(int(key.indexed_value_type)))
+        flags += ["--search-attribute", f"{key.name}={kind.removeprefix('INDEXED_VALUE_TYPE_').capitalize()}"]
+    return flags
+
+
 def services(settings: Settings) -> list[Service]:
     py = sys.executable
     bindir = Path(py).parent
@@ -60,7 +74,8 @@ def services(settings: Settings) -> list[Service]:
         Service("temporal", [temporal, "server", "start-dev",
                              "--db-filename", str(settings.state_dir / "temporal.db"),
                              "--ip", host, "--port", str(tport), "--ui-port", str(ui_port),
-                             "--namespace", settings.temporal_namespace, "--log-level", "warn"],
+                             "--namespace", settings.temporal_namespace, "--log-level", "warn",
+                             *search_attribute_flags()],
                 tport),
         Service("crm-sandbox", [py, "-m", "sandbox.crm"], settings.crm_port, "/__sandbox/health"),
         Service("psa-sandbox", [py, "-m", "sandbox.psa"], settings.psa_port, "/__sandbox/health"),

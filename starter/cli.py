@@ -92,7 +92,8 @@ async def get_status(client: Client, opportunity_id: str, *,
 
 def stage_query(stage: str | None = None) -> str:
     """Visibility query for engagements, optionally in one stage."""
-    query = f"WorkflowType = '{ENGAGEMENT_WORKFLOW_TYPE}'"
+    # one row per engagement: earlier runs of a long engagement ended in continue-as-new
+    query = f"WorkflowType = '{ENGAGEMENT_WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
     if stage:
         query += f" AND {ENGAGEMENT_STAGE.name} = '{parse_stage(stage).value}'"
     return query

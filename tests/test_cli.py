@@ -113,9 +113,9 @@ async def test_recheck_sends_signal(dev_env):
 
 
 def test_stage_query_and_parse():
-    assert cli.stage_query() == "WorkflowType = 'EngagementWorkflow'"
-    assert cli.stage_query("awaiting_steward") == \
-        "WorkflowType = 'EngagementWorkflow' AND EngagementStage = 'AwaitingSteward'"
+    latest = "WorkflowType = 'EngagementWorkflow' AND ExecutionStatus != 'ContinuedAsNew'"
+    assert cli.stage_query() == latest
+    assert cli.stage_query("awaiting_steward") == f"{latest} AND EngagementStage = 'AwaitingSteward'"
     with pytest.raises(ValueError):
         cli.parse_stage("x' OR 1=1")
 
