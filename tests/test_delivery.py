@@ -201,3 +201,12 @@ async def test_three_year_engagement_keeps_every_run_small(fresh_ts_stack, crm_c
     assert histories[-1].events[-1].HasField("workflow_execution_completed_event_attributes")
     sizes = [len(h.events) for h in histories]
     assert max(sizes) < 2000, sizes
+
+
+async def test_period_with_nothing_to_bill_creates_no_invoice(fresh_ts_stack, crm_client):
+    deal = await create_deal(crm_client, start="2027-01-01", end="2027-02-28")
+    status = await _start(fresh_ts_stack, deal.opportunity_id)
+    summary = await _run_to_close(fresh_ts_stack, deal.opportunity_id, status.erp_customer_id)
+    assert summary.stage is EngagementStage.CLOSED
+    assert summary.invoices == 0 and summary.billed == {}
+    assert invoices_of(fresh_ts_stack.erp, deal.opportunity_id) == {}
