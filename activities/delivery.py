@@ -144,6 +144,9 @@ class DeliveryActivities:
             posted = await self._post_chunk(input, valid, result) if valid else []
             result.posted += len(posted)
             result.posted_minutes += sum(p.minutes for p in posted)
+            if posted:
+                latest = max(p.date_performed for p in posted)
+                result.last_date = max(result.last_date, latest) if result.last_date else latest
             result.resolved += [p.psa_id for p in posted if p.psa_id in open_exceptions]
             activity.heartbeat(f"{start + len(chunk)}/{len(entries)} examined, {result.posted} posted")
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.models import (
+    ApplyAmendmentInput,
+    WriteCustomerInput,
     FetchEngagementInput,
     ProvisionWorkspaceInput,
     UpsertBillingScheduleInput,
@@ -68,7 +70,22 @@ class EngagementActivities:
             erp_project_id=input.erp_project_id, psa_workspace_id=input.psa_workspace_id,
             status=input.status)
 
+    @activity.defn
+    async def write_customer_to_crm(self, input: WriteCustomerInput) -> None:
+        """A steward's accepted fix goes back to the CRM, which owns the account."""
+        await self.crm.write_customer_master(input.account_id, input.patch)
+
+    @activity.defn
+    async def apply_amendment(self, input: ApplyAmendmentInput) -> None:
+        """A change order reaches the ERP (project and billing schedule), the PSA (budget, dates)
+        and the CRM (current contract version). Every write is an upsert: safe to retry."""
+        e = input.engagement
+        await self.erp.upsert_project(e, input.erp_customer_id, input.subsidiary)
+        await self.erp.upsert_billing_schedule(e, input.erp_project_id)
+        await self.psa.update_workspace(input.psa_workspace_id, e)
+        await self.crm.write_contract_version(input.opportunity_id, input.version)
+
     def all(self) -> list:
-        return [self.fetch_engagement, self.validate_engagement, self.upsert_erp_customer,
+        return [self.write_customer_to_crm, self.apply_amendment, self.fetch_engagement, self.validate_engagement, self.upsert_erp_customer,
                 self.upsert_erp_project, self.upsert_billing_schedule,
                 self.provision_psa_workspace, self.write_back_crm]

@@ -93,3 +93,20 @@ class CloseSystemsInput(BaseModel):
 class CrmStatusInput(BaseModel):
     opportunity_id: str
     status: str
+
+
+# --- stewardship and change orders -----------------------------------------------------------
+
+class WriteCustomerInput(BaseModel):
+    account_id: str
+    patch: dict[str, str]
+
+
+class ApplyAmendmentInput(BaseModel):
+    opportunity_id: str
+    engagement: Engagement
+    erp_customer_id: str
+    erp_project_id: str
+    subsidiary: Subsidiary
+    psa_workspace_id: str
+    version: int

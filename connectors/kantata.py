@@ -119,6 +119,15 @@ class KantataClient(VendorClient):
         return m.roles_by_name(await self._list_all("roles.json", "list_roles"))
 
     # --- workspaces --------------------------------------------------------------------------
+    async def update_workspace(self, workspace_id: str, engagement: Engagement) -> None:
+        """A change order reaches the PSA: the workspace's budget and due date follow the contract."""
+        body = {"workspace": {"budget_in_cents": m.to_cents(engagement.contract_value.amount, engagement.currency),
+                              "currency": engagement.currency}}
+        if engagement.end_date:
+            body["workspace"]["due_date"] = engagement.end_date.isoformat()
+        await self.request("PUT", self._path(f"workspaces/{workspace_id}.json"), operation="update_workspace",
+                           json=body)
+
     async def get_workspace(self, workspace_id: str) -> dict[str, Any]:
         """The Kantata workspace object, with its `stories`, `resource_requests` and
         `external_references` as lists (404 -> ApplicationError VendorNotFound)."""

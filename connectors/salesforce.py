@@ -56,6 +56,14 @@ def _encodable(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# canonical customer field -> Salesforce Account field
+ACCOUNT_FIELDS = {
+    "legal_name": "Legal_Name__c", "tax_id": "Tax_Id__c", "region": "Region__c", "currency": "CurrencyIsoCode",
+    "payment_terms": "Payment_Terms__c", "billing_street": "BillingStreet", "billing_city": "BillingCity",
+    "billing_state": "BillingState", "billing_postal_code": "BillingPostalCode", "billing_country": "BillingCountry",
+}
+
+
 class SalesforceClient(VendorClient):
     system = "crm"
 
@@ -210,6 +218,15 @@ class SalesforceClient(VendorClient):
         await self.update_record("Opportunity", opportunity_id, {
             "Amount_Paid__c": str(amount_paid), "Open_Balance__c": str(open_balance),
             "Days_Overdue__c": days_overdue})
+
+    async def write_customer_master(self, account_id: str, patch: dict[str, str]) -> None:
+        """A steward's customer-master fix, written back to the CRM account (canonical names in)."""
+        fields = {ACCOUNT_FIELDS[k]: v for k, v in patch.items() if k in ACCOUNT_FIELDS and v is not None}
+        if fields:
+            await self.update_record("Account", account_id, fields)
+
+    async def write_contract_version(self, opportunity_id: str, version: int) -> None:
+        await self.update_record("Opportunity", opportunity_id, {"Q2C_Contract_Version__c": version})
 
     async def set_opportunity_stage(self, opportunity_id: str, stage: str) -> None:
         await self.update_record("Opportunity", opportunity_id, {"StageName": stage})

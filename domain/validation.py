@@ -30,6 +30,7 @@ class ValidationReport(BaseModel):
     issues: list[FieldIssue] = Field(default_factory=list)
     subsidiary: Subsidiary | None = None
     template: ProjectTemplate | None = None
+    subsidiaries: list[Subsidiary] = Field(default_factory=list)  # what a steward's fix is checked against
 
     @property
     def ok(self) -> bool:
@@ -99,7 +100,7 @@ def validate_engagement(engagement: Engagement, subsidiaries: list[Subsidiary],
                                      reason=f"no PSA project template for service line '{engagement.service_line}'"))
 
     issues += _billing_issues(engagement)
-    return ValidationReport(issues=issues, subsidiary=subsidiary, template=template)
+    return ValidationReport(issues=issues, subsidiary=subsidiary, template=template, subsidiaries=subsidiaries)
 
 
 def _billing_issues(e: Engagement) -> list[FieldIssue]:

@@ -17,7 +17,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities
+    from activities.engagement import EngagementActivities
     from activities.models import (
+        ApplyAmendmentInput,
         CloseSystemsInput,
         CrmStatusInput,
         IssueInvoiceInput,
@@ -27,9 +29,12 @@ with workflow.unsafe.imports_passed_through():
     from domain.billing import BillingPeriod, billing_periods, line_amount
     from domain.delivery import InvoiceLine, InvoiceStatus
     from domain.engagement import BillingModel, Engagement
+    from domain.stewardship import apply_amendment
     from domain.stage import EngagementStage
     from workflows.models import (
         AcceptMilestoneInput,
+        Amendment,
+        ContractVersion,
         DeliveryConfig,
         EngagementInput,
         EngagementStatus,
@@ -159,6 +164,8 @@ class Delivery:
                 timeout=POSTING_TIMEOUT, heartbeat=POSTING_HEARTBEAT)
             st.totals.posted_minutes += result.posted_minutes
             st.totals.posted_entries += result.posted
+            if result.last_date and (st.last_posted_date is None or result.last_date > st.last_posted_date):
+                st.last_posted_date = result.last_date
             self._apply_exceptions(result)
             if result.posted and st.stage is EngagementStage.COLLECTING:
                 self._unbilled_after_final = True
@@ -206,6 +213,32 @@ class Delivery:
         summary = await self.issue(f"inv-{self.opp}-ms-{milestone.key}", on, on, lines=[line])
         milestone.invoiced = summary is not None
         return summary
+
+    # --- change orders ----------------------------------------------------------------
+    def record_version(self, reason: str, requested_by: str) -> ContractVersion:
+        e = self.engagement
+        version = ContractVersion(version=len(self.status.contract_versions) + 1, contract_value=e.contract_value.amount,
+                                  end_date=e.end_date, rate_card=[r.model_dump(mode="json") for r in e.rate_card],
+                                  milestones=[m.model_dump(mode="json") for m in e.milestones], reason=reason,
+                                  requested_by=requested_by, at=workflow.now())
+        self.status.contract_versions.append(version)
+        return version
+
+    async def amend(self, amendment: Amendment) -> ContractVersion:
+        st = self.status
+        number = len(st.contract_versions) + 1
+        changed = apply_amendment(self.engagement, amendment, version=number)
+        await call(EngagementActivities.apply_amendment,
+                   ApplyAmendmentInput(opportunity_id=self.opp, engagement=changed, erp_customer_id=st.erp_customer_id,
+                                       erp_project_id=st.erp_project_id, subsidiary=st.subsidiary,
+                                       psa_workspace_id=st.psa_workspace.workspace_id, version=number),
+                   f"Change order v{number}: ERP project and billing schedule, PSA budget and dates, CRM version")
+        # milestone flags (accepted/invoiced) may have changed while the activity ran
+        flags = {m.key: (m.accepted, m.invoiced) for m in self.engagement.milestones}
+        for m in changed.milestones:
+            m.accepted, m.invoiced = flags.get(m.key, (m.accepted, m.invoiced))
+        st.engagement = changed
+        return self.record_version(amendment.reason, amendment.requested_by)
 
     # --- payments ---------------------------------------------------------------------
     def _open_invoices(self) -> list[InvoiceSummary]:
@@ -280,12 +313,13 @@ class Delivery:
         set_details(st, "Everything posted, invoiced and paid: closing the ERP project and the PSA workspace")
         await call(DeliveryActivities.close_erp_project, ids, f"ERP: close project {st.erp_project_id}")
         await call(DeliveryActivities.close_psa_workspace, ids, f"PSA: close workspace {ids.psa_workspace_id}")
+        final = EngagementStage.CANCELLED if st.cancelled else EngagementStage.CLOSED
         await call(DeliveryActivities.write_crm_status,
-                   CrmStatusInput(opportunity_id=self.opp, status=EngagementStage.CLOSED.value),
-                   f"CRM: status Closed on opportunity {self.opp}")
+                   CrmStatusInput(opportunity_id=self.opp, status=final.value),
+                   f"CRM: status {final.value} on opportunity {self.opp}")
         summary = self.summary()
-        set_stage(st, EngagementStage.CLOSED,
-                  f"Closed: {summary.hours} h posted, billed {summary.billed}, collected {summary.collected}")
+        set_stage(st, final, f"{final.value}: {summary.hours} h posted, billed {summary.billed}, "
+                             f"collected {summary.collected}" + (f" ({st.cancelled.reason})" if st.cancelled else ""))
 
     def summary(self) -> EngagementSummary:
         billed: dict[str, Decimal] = {}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import Enum
 
 from pydantic import BaseModel, Field
 
 from domain.delivery import InvoiceStatus
 from domain.engagement import Engagement
-from domain.project import PsaWorkspace
+from domain.project import PsaWorkspace, Subsidiary
 from domain.stage import EngagementStage
 from domain.validation import FieldIssue
 
@@ -76,6 +77,7 @@ class PostingResult(BaseModel):
     posted_minutes: int = 0
     exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
     resolved: list[str] = Field(default_factory=list)  # psa ids that were exceptions and are now posted
+    last_date: date | None = None  # the latest date_performed posted
 
 
 class InvoiceSummary(BaseModel):
@@ -113,6 +115,7 @@ class EngagementStatus(BaseModel):
     erp_project_id: str | None = None
     erp_billing_schedule_id: str | None = None
     psa_workspace: PsaWorkspace | None = None
+    subsidiary: Subsidiary | None = None
     rechecks: int = 0
     active_since: datetime | None = None
     # delivery to cash
@@ -123,6 +126,10 @@ class EngagementStatus(BaseModel):
     close_requested: CloseInput | None = None
     final_invoices: int = 0
     runs: int = 1  # how many runs (continue-as-new) this engagement has had
+    pause: "PauseReason | None" = None
+    contract_versions: list["ContractVersion"] = Field(default_factory=list)
+    cancelled: "CancelInput | None" = None
+    last_posted_date: date | None = None
 
     def invoice(self, external_id: str) -> InvoiceSummary | None:
         return next((i for i in self.invoices if i.external_id == external_id), None)
@@ -139,4 +146,90 @@ class EngagementSummary(BaseModel):
     invoices: int
 
 
+
+
+# --- stewardship and change orders ----------------------------------------------------------
+
+class PauseKind(str, Enum):
+    CUSTOMER_MASTER_INCOMPLETE = "customer_master_incomplete"
+    NO_PROJECT_TEMPLATE = "no_project_template"
+    ERP_REJECTED = "erp_rejected"
+    PSA_MAPPING_MISSING = "psa_mapping_missing"
+    DEAL_NOT_READY = "deal_not_ready"
+
+
+class StewardQueue(str, Enum):
+    MASTER_DATA = "master-data"
+    FINANCE_OPS = "finance-ops"
+    PMO = "pmo"
+
+
+class PauseReason(BaseModel):
+    """Why an engagement waits for a steward: what, which fields, whose queue."""
+
+    kind: PauseKind
+    queue: StewardQueue
+    fields: list[FieldIssue] = Field(default_factory=list)
+    message: str
+    since: datetime | None = None
+
+
+class CustomerPatch(BaseModel):
+    """`provide_customer_data`: customer-master fields a steward supplies (only the ones given
+    change). Field names are the canonical ones (`customer.<name>` in pause reasons)."""
+
+    legal_name: str | None = None
+    tax_id: str | None = None
+    region: str | None = None
+    currency: str | None = None
+    payment_terms: str | None = None
+    billing_street: str | None = None
+    billing_city: str | None = None
+    billing_state: str | None = None
+    billing_postal_code: str | None = None
+    billing_country: str | None = None
+    provided_by: str = "steward"
+
+
+class MilestoneChange(BaseModel):
+    key: str | None = None  # an existing milestone to replace; None adds a new one
+    name: str
+    amount: Decimal
+    due_date: date | None = None
+
+
+class RateChange(BaseModel):
+    role: str
+    rate: Decimal
+    effective_from: date
+
+
+class Amendment(BaseModel):
+    """`amend_contract`: a change order. Only the given parts change."""
+
+    contract_value: Decimal | None = None
+    end_date: date | None = None
+    milestones: list[MilestoneChange] = Field(default_factory=list)
+    rates: list[RateChange] = Field(default_factory=list)
+    reason: str = ""
+    requested_by: str = "steward"
+
+
+class ContractVersion(BaseModel):
+    version: int
+    contract_value: Decimal
+    end_date: date | None
+    rate_card: list = Field(default_factory=list)
+    milestones: list = Field(default_factory=list)
+    reason: str = ""
+    requested_by: str = ""
+    at: datetime | None = None
+
+
+class CancelInput(BaseModel):
+    reason: str
+    requested_by: str = "steward"
+
+
+EngagementStatus.model_rebuild()
 EngagementInput.model_rebuild()

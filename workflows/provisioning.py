@@ -25,15 +25,21 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.engagement import Engagement
     from domain.stage import EngagementStage
+    from domain.project import Subsidiary
+    from domain.stewardship import pause_kind_and_queue, rejection_kind_and_queue
     from domain.validation import FieldIssue, ValidationReport
-    from workflows.models import EngagementStatus, RecheckInput
-    from workflows.visibility import describe_engagement, set_stage
+    from workflows.models import EngagementStatus, PauseKind, PauseReason, RecheckInput, StewardQueue
+    from workflows.visibility import describe_engagement, set_stage, set_steward_queue
 
 # Vendor calls: retry transient failures (5xx, 429, timeouts) without limit, with back-off;
 # data rejections are raised non-retryable by the connectors and park the engagement.
 VENDOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                            maximum_interval=timedelta(seconds=30))
 VENDOR_TIMEOUT = timedelta(seconds=60)
+
+
+class EngagementCancelled(Exception):
+    """A steward cancelled the engagement while it waited."""
 
 
 class ProvisioningRejected(Exception):
@@ -64,6 +70,7 @@ class Provisioning:
         self.status = status
         self._recheck_requested = recheck_requested
         self._take_recheck = take_recheck
+        self.subsidiaries: list[Subsidiary] = []  # the ERP's legal entities, for checking a steward's fix
 
     async def run(self, opportunity_id: str) -> None:
         while True:
@@ -72,8 +79,9 @@ class Provisioning:
                 await self._provision(engagement, report)
                 return
             except ProvisioningRejected as rejected:
+                kind, queue = rejection_kind_and_queue(rejected.step)
                 await self._await_steward([FieldIssue(field=rejected.step, reason=str(rejected))],
-                                          f"{rejected.step} was rejected: {rejected}")
+                                          f"{rejected.step} was rejected: {rejected}", kind, queue)
 
     async def _validated_engagement(self, opp: str) -> tuple[Engagement, ValidationReport]:
         while True:
@@ -87,19 +95,30 @@ class Provisioning:
             report = await call(EngagementActivities.validate_engagement,
                                 ValidateEngagementInput(engagement=engagement),
                                 "Validate customer master (legal entity, tax ID, address, currency, terms, template)")
+            self.subsidiaries = report.subsidiaries
             if report.ok:
                 self.status.missing_fields = []
+                self.status.subsidiary = report.subsidiary
                 return engagement, report
+            kind, queue = pause_kind_and_queue(report.issues)
             await self._await_steward(report.issues, "Missing or invalid: " +
-                                      "; ".join(f"{i.field} ({i.reason})" for i in report.issues))
+                                      "; ".join(f"{i.field} ({i.reason})" for i in report.issues), kind, queue)
 
-    async def _await_steward(self, issues: list[FieldIssue], details: str) -> None:
-        self.status.missing_fields = issues
-        set_stage(self.status, EngagementStage.AWAITING_STEWARD, details)
+    async def _await_steward(self, issues: list[FieldIssue], details: str, kind: str, queue: str) -> None:
+        st = self.status
+        st.missing_fields = issues
+        st.pause = PauseReason(kind=PauseKind(kind), queue=StewardQueue(queue), fields=issues, message=details,
+                               since=workflow.now())
+        set_stage(st, EngagementStage.AWAITING_STEWARD, f"[{queue}] {details}")
+        set_steward_queue(queue)
         self._take_recheck()
-        await workflow.wait_condition(self._recheck_requested)
+        await workflow.wait_condition(lambda: self._recheck_requested() or st.cancelled is not None)
+        st.pause = None
+        set_steward_queue(None)
+        if st.cancelled is not None:
+            raise EngagementCancelled(st.cancelled.reason)
         self._take_recheck()
-        self.status.rechecks += 1
+        st.rechecks += 1
 
     async def _provision(self, engagement: Engagement, report: ValidationReport) -> None:
         assert report.subsidiary is not None and report.template is not None

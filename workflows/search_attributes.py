@@ -14,8 +14,9 @@ CUSTOMER_NAME = SearchAttributeKey.for_keyword("CustomerName")
 BILLING_MODEL = SearchAttributeKey.for_keyword("BillingModel")
 REGION = SearchAttributeKey.for_keyword("Region")
 OPEN_EXCEPTIONS = SearchAttributeKey.for_int("OpenExceptions")
+STEWARD_QUEUE = SearchAttributeKey.for_keyword("StewardQueue")
 
-ALL_KEYS = [ENGAGEMENT_STAGE, OPPORTUNITY_ID, CUSTOMER_NAME, BILLING_MODEL, REGION, OPEN_EXCEPTIONS]
+ALL_KEYS = [ENGAGEMENT_STAGE, OPPORTUNITY_ID, CUSTOMER_NAME, BILLING_MODEL, REGION, OPEN_EXCEPTIONS, STEWARD_QUEUE]
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:

@@ -14,6 +14,7 @@ from workflows.search_attributes import (
     OPEN_EXCEPTIONS,
     OPPORTUNITY_ID,
     REGION,
+    STEWARD_QUEUE,
 )
 
 
@@ -40,3 +41,7 @@ def describe_engagement(engagement: Engagement) -> None:
 
 def set_open_exceptions(count: int) -> None:
     workflow.upsert_search_attributes([OPEN_EXCEPTIONS.value_set(count)])
+
+
+def set_steward_queue(queue: str | None) -> None:
+    workflow.upsert_search_attributes([STEWARD_QUEUE.value_set(queue) if queue else STEWARD_QUEUE.value_unset()])

@@ -92,6 +92,7 @@ SCHEMAS: dict[str, dict[str, FieldDef]] = {
         "Last_Invoice_Amount__c": _CUR,
         "Last_Invoice_Status__c": _S,
         "Last_Invoice_Currency__c": _S,
+        "Q2C_Contract_Version__c": FieldDef("double"),
         "Amount_Paid__c": _CUR,
         "Open_Balance__c": _CUR,
         "Days_Overdue__c": FieldDef("double"),
