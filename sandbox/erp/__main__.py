@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 import settings
@@ -11,7 +13,7 @@ from sandbox.erp.app import create_app
 def main() -> None:
     cfg = settings.load_settings()
     app = create_app(cfg.sandbox_db_url("erp"))
-    uvicorn.run(app, host="127.0.0.1", port=cfg.erp_port, log_level="info")
+    uvicorn.run(app, host=os.environ.get("Q2C_SANDBOX_HOST", "127.0.0.1"), port=cfg.erp_port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from settings import load_settings
@@ -12,7 +14,7 @@ def main() -> None:
 
     cfg = load_settings()
     app = create_app(cfg.sandbox_db_url("psa"), token=cfg.psa.token)
-    uvicorn.run(app, host="127.0.0.1", port=cfg.psa_port, log_level="info")
+    uvicorn.run(app, host=os.environ.get("Q2C_SANDBOX_HOST", "127.0.0.1"), port=cfg.psa_port, log_level="info")
 
 
 if __name__ == "__main__":
