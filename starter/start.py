@@ -16,7 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from domain.stage import EngagementStage
 from workflows.engagement import EngagementWorkflow
 from settings import Settings
-from workflows.models import DeliveryConfig, EngagementInput
+from workflows.models import CrmChangedInput, DeliveryConfig, EngagementInput
 from workflows.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
 
 
@@ -38,7 +38,8 @@ class StartResult:
 
 
 async def start_engagement(client: Client, opportunity_id: str, *, task_queue: str,
-                           source: str = "webhook", delivery: DeliveryConfig | None = None) -> StartResult:
+                           source: str = "webhook", delivery: DeliveryConfig | None = None,
+                           notify_existing: bool = True) -> StartResult:
     """Start the engagement; a second start for the same opportunity is a no-op.
 
     A running engagement is reused (USE_EXISTING); a finished one is never started again
@@ -64,4 +65,8 @@ async def start_engagement(client: Client, opportunity_id: str, *, task_queue: s
         return StartResult(workflow_id=wf_id, run_id=err.run_id, already_existed=True)
     existed = getattr(handle, "_start_workflow_response", None)
     started = getattr(existed, "started", True) if existed is not None else True
+    if not started and notify_existing:
+        # the CRM spoke again about a running engagement: a change order, or a fix a steward made
+        # in the CRM; the engagement reads the opportunity again (a no-op when nothing changed)
+        await client.get_workflow_handle(wf_id).signal("crm_changed", CrmChangedInput(source=source))
     return StartResult(workflow_id=wf_id, run_id=handle.result_run_id, already_existed=not started)

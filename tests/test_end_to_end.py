@@ -4,6 +4,7 @@ EngagementWorkflow on the real worker -> ERP and PSA sandboxes -> IDs back in th
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import httpx
 import pytest_asyncio
@@ -12,7 +13,7 @@ from domain.stage import EngagementStage
 from sandbox.common.server import ServerThread, free_port
 from starter.webhook import create_app as create_webhook_app
 from tests.deals import create_deal
-from tests.engagement_helpers import wait_for_stage
+from tests.engagement_helpers import status_of, wait_for_stage
 from tests.fixtures.stack import Stack, q2c_settings, running_worker
 from workflows.models import RecheckInput
 from workflows.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
@@ -104,3 +105,35 @@ async def test_missing_tax_id_pauses_and_resumes_after_fix_and_recheck(e2e):
     await handle.signal("recheck", RecheckInput(requested_by="steward"))
     await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
     assert len([r for r in e2e.erp.records("customer") if r.get("externalId") == deal.account_id]) == 1
+
+
+async def test_change_order_in_the_crm_reaches_erp_and_psa(e2e):
+    async with e2e.crm.client() as crm:
+        deal = await create_deal(crm, stage="Negotiation/Review")
+        await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
+        status = await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
+        await crm.update_opportunity(deal.opportunity_id, {"Amount": "150000", "End_Date__c": "2027-08-31"})
+        for _ in range(200):
+            st = await status_of(e2e.client, deal.opportunity_id)
+            if len(st.contract_versions) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert [v.version for v in st.contract_versions] == [1, 2]
+        assert st.contract_versions[1].requested_by == "crm"
+        assert st.engagement.contract_value.amount == Decimal("150000")
+        job = e2e.erp.record_by_eid("job", deal.opportunity_id)
+        assert Decimal(str(job["custentity_contract_value"])) == Decimal("150000")
+        workspace = next(w for w in e2e.psa.records("workspaces")
+                         if str(w["id"]) == status.psa_workspace.workspace_id)
+        assert workspace["due_date"] == "2027-08-31"
+        assert (await crm.get_record("Opportunity", deal.opportunity_id))["Q2C_Contract_Version__c"] == 2
+
+        # a change the rules refuse (an end before the start) is recorded, not applied
+        await crm.update_opportunity(deal.opportunity_id, {"End_Date__c": "2026-06-30"})
+        for _ in range(200):
+            st = await status_of(e2e.client, deal.opportunity_id)
+            if st.crm_change_issues:
+                break
+            await asyncio.sleep(0.1)
+        assert [i.field for i in st.crm_change_issues] == ["end_date"]
+        assert st.engagement.end_date.isoformat() == "2027-08-31" and len(st.contract_versions) == 2

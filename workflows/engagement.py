@@ -16,7 +16,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities
     from activities.engagement import EngagementActivities
-    from activities.models import CrmStatusInput, WriteCustomerInput
+    from activities.models import CrmStatusInput, FetchEngagementInput, WriteCustomerInput
     from domain.engagement import BillingModel
     from domain.stewardship import apply_customer_patch, validate_amendment, validate_customer_patch
     from domain.stage import EngagementStage
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         CancelInput,
         CloseInput,
         ContractVersion,
+        CrmChangedInput,
         CustomerPatch,
         EngagementInput,
         EngagementStatus,
@@ -38,9 +39,10 @@ with workflow.unsafe.imports_passed_through():
         ReplayExceptionsInput,
         StatusQueryInput,
     )
+    from workflows.change_orders import amendment_from_crm
     from workflows.provisioning import VENDOR_RETRY, VENDOR_TIMEOUT, EngagementCancelled, Provisioning
     from workflows.rejections import reject, reject_one
-    from workflows.visibility import set_stage
+    from workflows.visibility import set_details, set_stage
 
 SETUP_STAGES = {EngagementStage.RECEIVED, EngagementStage.VALIDATING,
                 EngagementStage.AWAITING_STEWARD, EngagementStage.PROVISIONING}
@@ -72,6 +74,35 @@ class EngagementWorkflow:
     def recheck(self, input: RecheckInput) -> None:
         """A steward fixed the source system: read it again and re-validate."""
         self._recheck = input
+
+    @workflow.signal(name="crm_changed")
+    async def crm_changed(self, input: CrmChangedInput) -> None:
+        """The CRM notified a change: waiting engagements re-check; active ones take a change
+        order (contract value, end date, rates, milestones) through amend_contract's rules."""
+        st = self._status
+        if st.stage is EngagementStage.AWAITING_STEWARD:
+            self._recheck = RecheckInput(requested_by="crm", note=f"CRM changed ({input.source})")
+            return
+        if st.stage is not EngagementStage.ACTIVE:
+            return
+        async with self._amending:
+            fresh = await workflow.execute_activity_method(
+                EngagementActivities.fetch_engagement, FetchEngagementInput(opportunity_id=st.opportunity_id),
+                start_to_close_timeout=VENDOR_TIMEOUT, retry_policy=VENDOR_RETRY,
+                summary="CRM: read the amended opportunity (change order)")
+            amendment = amendment_from_crm(st.engagement, fresh)
+            if amendment is None:
+                return
+            invoiced_ends = [i.period_end for i in st.invoices]
+            issues = validate_amendment(amendment, st.engagement, billed=st.totals.billed,
+                                        last_invoiced_period_end=max(invoiced_ends) if invoiced_ends else None,
+                                        last_posted_date=st.last_posted_date)
+            st.crm_change_issues = issues
+            if issues:
+                set_details(st, "CRM change order refused: " + "; ".join(f"{i.field}: {i.reason}" for i in issues))
+                return
+            version = await self._delivery.amend(amendment)
+            set_details(st, f"Contract version {version.version} from the CRM applied")
 
     @workflow.update(name="accept_milestone")
     async def accept_milestone(self, input: AcceptMilestoneInput) -> InvoiceSummary | None:

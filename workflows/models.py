@@ -130,6 +130,7 @@ class EngagementStatus(BaseModel):
     contract_versions: list["ContractVersion"] = Field(default_factory=list)
     cancelled: "CancelInput | None" = None
     last_posted_date: date | None = None
+    crm_change_issues: list[FieldIssue] = Field(default_factory=list)  # a CRM change order that was refused
 
     def invoice(self, external_id: str) -> InvoiceSummary | None:
         return next((i for i in self.invoices if i.external_id == external_id), None)
@@ -224,6 +225,12 @@ class ContractVersion(BaseModel):
     reason: str = ""
     requested_by: str = ""
     at: datetime | None = None
+
+
+class CrmChangedInput(BaseModel):
+    """The CRM says the opportunity changed (a re-delivered or new Outbound Message)."""
+
+    source: str = "salesforce-outbound"
 
 
 class CancelInput(BaseModel):

@@ -1,9 +1,12 @@
 """Record storage with Salesforce semantics: IDs, system fields, validation, upsert, triggers.
 
-The one trigger the sandbox models is the workflow rule behind the Outbound Message:
-an Opportunity whose StageName *changes to* "Closed Won" (on create, update or upsert)
-queues one notification, in the same transaction as the write. Setting "Closed Won" on an
-opportunity that already was Closed Won queues nothing.
+The triggers the sandbox models are the workflow rules behind the Outbound Message, each
+queuing one notification in the same transaction as the write:
+- an Opportunity whose StageName *changes to* "Closed Won" (on create, update or upsert);
+  setting "Closed Won" on an opportunity that already was Closed Won queues nothing;
+- a change order on a Closed Won opportunity: its Amount or End_Date__c changes, or one of its
+  line items (rates, milestones) is created or changed. Reference fields written back by an
+  integration (ERP/PSA IDs, invoice and payment status) never trigger anything.
 """
 
 from __future__ import annotations
@@ -167,14 +170,30 @@ class CrmStore:
 
     def _trigger(self, s: Session, sobject: str, record_id: str,
                  before: dict[str, Any], after: dict[str, Any]) -> None:
+        if sobject == "OpportunityLineItem":
+            parent = s.get(SObjectRow, ids.normalize_id(str(after.get("OpportunityId") or "")))
+            if parent is not None and before != after:
+                opp = _materialize(parent)
+                if opp.get("StageName") == CLOSED_WON:
+                    self._notify(s, opp["Id"], opp)
+            return
         if sobject != "Opportunity":
             return
-        if after.get("StageName") == CLOSED_WON and before.get("StageName") != CLOSED_WON:
-            snapshot = {"Id": record_id, "Name": after.get("Name"),
-                        "StageName": after.get("StageName"), "AccountId": after.get("AccountId")}
-            note_id = self._next_id(s, ids.NOTIFICATION_PREFIX)
-            s.add(OutboundNotificationRow(id=note_id, opportunity_id=record_id,
-                                          sobject_json=json.dumps(snapshot), created_at=now_utc()))
+        closed_won = after.get("StageName") == CLOSED_WON
+        if closed_won and before.get("StageName") != CLOSED_WON:
+            self._notify(s, record_id, after)
+        elif closed_won and any(before.get(f) != after.get(f) for f in CHANGE_ORDER_FIELDS):
+            self._notify(s, record_id, after)
+
+    def _notify(self, s: Session, record_id: str, opp: dict[str, Any]) -> None:
+        snapshot = {"Id": record_id, "Name": opp.get("Name"),
+                    "StageName": opp.get("StageName"), "AccountId": opp.get("AccountId")}
+        note_id = self._next_id(s, ids.NOTIFICATION_PREFIX)
+        s.add(OutboundNotificationRow(id=note_id, opportunity_id=record_id,
+                                      sobject_json=json.dumps(snapshot), created_at=now_utc()))
+
+
+CHANGE_ORDER_FIELDS = ("Amount", "End_Date__c")
 
 
 def _materialize(row: SObjectRow) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""Change orders that arrive from the CRM: the amended opportunity, read again, compared with
+the engagement's current contract, becomes an Amendment that takes the same validated path as
+one entered by a steward."""
+
+from __future__ import annotations
+
+from domain.engagement import Engagement
+from workflows.models import Amendment, MilestoneChange, RateChange
+
+
+def amendment_from_crm(current: Engagement, fresh: Engagement) -> Amendment | None:
+    """What changed in the CRM, as an Amendment; None when nothing that q2c bills did."""
+    contract_value = fresh.contract_value.amount if fresh.contract_value.amount != current.contract_value.amount \
+        else None
+    end_date = fresh.end_date if fresh.end_date != current.end_date else None
+    known_rates = {(r.role, r.rate, r.effective_from) for r in current.rate_card}
+    rates = [RateChange(role=r.role, rate=r.rate, effective_from=r.effective_from)
+             for r in fresh.rate_card
+             if (r.role, r.rate, r.effective_from) not in known_rates and r.effective_from is not None]
+    by_key = {m.key: m for m in current.milestones}
+    milestones = []
+    for m in fresh.milestones:
+        old = by_key.get(m.key)
+        if old is None:
+            milestones.append(MilestoneChange(name=m.name, amount=m.amount, due_date=m.due_date))
+        elif (old.name, old.amount, old.due_date) != (m.name, m.amount, m.due_date):
+            milestones.append(MilestoneChange(key=m.key, name=m.name, amount=m.amount, due_date=m.due_date))
+    if contract_value is None and end_date is None and not rates and not milestones:
+        return None
+    return Amendment(contract_value=contract_value, end_date=end_date, rates=rates, milestones=milestones,
+                     reason="change order from the CRM", requested_by="crm")
