@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install worker webhook clean-state help
+.PHONY: up test install worker webhook clean-state help bench browser
 
 help:
 	@echo "make up    - start Temporal (UI :8233), CRM/PSA/ERP sandboxes, worker, webhook; run the demo"
@@ -21,7 +21,12 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/python -m stack.up
 
-test: $(STAMP)
+# The console's browser test drives Debian's headless Chromium through chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 worker: $(STAMP)
@@ -29,6 +34,9 @@ worker: $(STAMP)
 
 webhook: $(STAMP)
 	$(BIN)/python -m starter.webhook
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 clean-state:
 	rm -rf .state

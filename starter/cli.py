@@ -273,6 +273,9 @@ def _mount_subcommands() -> None:
     from starter.exceptions_cli import exceptions_app
 
     app.add_typer(exceptions_app, name="exceptions")
+    from starter.steward_cli import mount as mount_steward
+
+    mount_steward(app)  # q2c steward queue|fix, q2c amend, q2c cancel
 
 
 _mount_subcommands()

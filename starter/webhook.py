@@ -9,6 +9,8 @@ Two ways in:
 - `POST /webhooks/closed-won`: a JSON event signed per Standard Webhooks, for any CRM
   (or middleware) that can send signed webhooks.
 
+The same app serves the steward console (`/console`) and its JSON API (`/api`), see `console`.
+
 Every message is fully validated before any workflow is started: a bad message starts
 nothing. `python -m starter.webhook` serves it with uvicorn on settings.webhook_port.
 """
@@ -128,6 +130,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app = FastAPI(title="q2c webhooks", lifespan=lifespan)
     app.state.settings = settings
     app.state.temporal = holder
+    from console import mount_console  # the steward console (/console) and its JSON API (/api)
+
+    mount_console(app, settings, holder.get)
 
     async def start_all(opportunity_ids: list[str], source: str) -> list[StartResult]:
         try:

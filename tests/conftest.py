@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.erp",
     "tests.fixtures.stack",
     "tests.fixtures.ledger",
+    "tests.fixtures.console",
 ]

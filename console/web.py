@@ -1,0 +1,238 @@
+"""The steward console's HTML routes, under /console (server-rendered, plain forms, no JS).
+
+    GET  /console/login, POST /console/login (token -> HttpOnly cookie), POST /console/logout
+    GET  /console                                   the queue (?queue=&older_than_hours=&customer=)
+    GET  /console/engagements/{opp}                 the engagement page
+    POST /console/engagements/{opp}/customer-data   fix (CustomerPatch fields)
+    POST /console/engagements/{opp}/recheck         recheck signal
+    POST /console/engagements/{opp}/amendments      change order
+    POST /console/engagements/{opp}/cancel          cancel (reason)
+    POST /console/engagements/{opp}/exceptions/replay  replay one (psa_id) or all
+
+Pages need a viewer or steward token (anonymous GETs are sent to the login page); every POST
+needs a steward (401 anonymous, 403 viewer) and the session's CSRF token. A rejected change
+re-renders the page with 422, the messages next to their fields and the typed values kept;
+an accepted one redirects (303) to the page with a message.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from console.forms import compact_rows, errors_by_field
+from console.pages import FormState, Viewer, engagement_page, login_page, message_page, queue_page
+from console.queue import parse_queue, temporal_ui_link
+from console.service import StewardService
+from console.updates import UpdateOutcome
+from starter.auth import SESSION_COOKIE, Authenticator, Principal
+from starter.cli import EngagementNotAnswering, EngagementNotFound
+
+OPPORTUNITY_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
+MAX_FORM_BYTES = 64_000
+
+
+class ConsoleUnavailable(Exception):
+    """Temporal could not be reached."""
+
+
+async def form_values(request: Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body -> {name: first value} (no python-multipart needed)."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, "form too large")
+    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _safe_next(value: str | None) -> str:
+    return value if value and value.startswith("/console") and "//" not in value else "/console"
+
+
+def build_router(service: StewardService, auth: Authenticator, settings) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+
+    def viewer_of(p: Principal) -> Viewer:
+        return Viewer(user=p.user, role=p.role.value, can_change=p.can_change, csrf=auth.csrf_token(p))
+
+    def html(content: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(content, status_code=status,
+                            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                     "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'"})
+
+    def page_guard(request: Request) -> Principal | Response:
+        p = auth.principal(request)
+        if p is None:
+            return RedirectResponse(f"/console/login?next={quote(str(request.url.path) + ('?' + request.url.query if request.url.query else ''))}",
+                                    status_code=303)
+        return p
+
+    async def change_guard(request: Request, values: dict[str, str]) -> Principal | Response:
+        p = auth.principal(request)
+        if p is None:
+            return html(message_page("Sign in required", "A steward token is required to change anything."), 401)
+        if not p.can_change:
+            return html(message_page("Not allowed", f"{p.user} is a {p.role.value}: only a steward may change "
+                                                    f"engagements.", viewer_of(p)), 403)
+        try:
+            auth.check_csrf(request, p, values.get("csrf_token"))
+        except HTTPException as err:
+            return html(message_page("Not allowed", str(err.detail), viewer_of(p)), 403)
+        return p
+
+    def check_opp(opp: str) -> None:
+        if not OPPORTUNITY_ID.match(opp):
+            raise HTTPException(404, "not an opportunity id")
+
+    async def render_engagement(opp: str, p: Principal, *, message: str | None = None,
+                                state: FormState | None = None, status_code: int = 200) -> Response:
+        try:
+            status = await service.status(opp)
+        except EngagementNotFound as err:
+            return html(message_page("Not found", str(err), viewer_of(p)), 404)
+        except (EngagementNotAnswering, ConsoleUnavailable) as err:
+            return html(message_page("Not answering", str(err), viewer_of(p)), 503)
+        link = temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, opp)
+        return html(engagement_page(status, viewer_of(p), history_url=link, message=message, state=state),
+                    status_code)
+
+    async def after_change(request: Request, opp: str, p: Principal, form: str, values: dict[str, str],
+                           run, success) -> Response:
+        """Run the change; redirect with a message, or re-render with the errors inline."""
+        try:
+            outcome: UpdateOutcome = await run()
+        except EngagementNotFound as err:
+            return html(message_page("Not found", str(err), viewer_of(p)), 404)
+        except (EngagementNotAnswering, ConsoleUnavailable) as err:
+            return html(message_page("Not answering", str(err), viewer_of(p)), 503)
+        if outcome.ok:
+            return RedirectResponse(f"/console/engagements/{opp}?msg={quote(success(outcome.result))}",
+                                    status_code=303)
+        state = FormState(name=form, values={k: v for k, v in values.items() if k != "csrf_token"},
+                          errors=errors_by_field(outcome.errors))
+        return await render_engagement(opp, p, state=state, status_code=422)
+
+    # ---- login ----------------------------------------------------------------------------
+    @router.get("/login")
+    async def login_form(next: str = "/console") -> Response:
+        return html(login_page(_safe_next(next)))
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        values = await form_values(request)
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host"):
+            return html(login_page(error="cross-origin sign-in refused"), 403)
+        p = auth.lookup(values.get("token", "").strip())
+        if p is None:
+            return html(login_page(_safe_next(values.get("next")), error="Unknown token."), 401)
+        response = RedirectResponse(_safe_next(values.get("next")), status_code=303)
+        response.set_cookie(SESSION_COOKIE, p.token, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https", max_age=12 * 3600)
+        return response
+
+    @router.post("/logout")
+    async def logout() -> Response:
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    # ---- pages ---------------------------------------------------------------------------------
+    @router.get("")
+    @router.get("/")
+    async def queue(request: Request, queue: str | None = None, older_than_hours: str | None = None,
+                    customer: str | None = None) -> Response:
+        p = page_guard(request)
+        if isinstance(p, Response):
+            return p
+        error, rows, hours = None, [], None
+        try:
+            parse_queue(queue)
+            if older_than_hours and older_than_hours.strip():
+                hours = float(older_than_hours)
+        except ValueError as err:
+            error = str(err) if "queue" in str(err) else f"'{older_than_hours}' is not a number of hours"
+        if error is None:
+            try:
+                rows = await service.queue(queue=queue or None, older_than_hours=hours, customer=customer)
+            except ConsoleUnavailable as err:
+                error = str(err)
+        return html(queue_page(rows, viewer_of(p), queue=queue, older_than_hours=older_than_hours,
+                               customer=customer, error=error), 400 if error else 200)
+
+    @router.get("/engagements/{opp}")
+    async def engagement(request: Request, opp: str, msg: str | None = None) -> Response:
+        check_opp(opp)
+        p = page_guard(request)
+        if isinstance(p, Response):
+            return p
+        return await render_engagement(opp, p, message=msg)
+
+    # ---- changes ---------------------------------------------------------------------------------
+    @router.post("/engagements/{opp}/customer-data")
+    async def fix(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        fields = {k: v for k, v in values.items() if k != "csrf_token"}
+        return await after_change(request, opp, p, "customer-data", values,
+                                  lambda: service.fix(opp, fields, p.user),
+                                  lambda r: f"Customer data accepted: {r or 'the engagement resumes'}")
+
+    @router.post("/engagements/{opp}/amendments")
+    async def amend(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        values = compact_rows(values)
+        return await after_change(request, opp, p, "amendment", values,
+                                  lambda: service.amend(opp, values, p.user),
+                                  lambda v: f"Amendment accepted: contract version {getattr(v, 'version', '?')}")
+
+    @router.post("/engagements/{opp}/cancel")
+    async def cancel(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        return await after_change(request, opp, p, "cancel", values,
+                                  lambda: service.cancel(opp, values.get("reason", ""), p.user),
+                                  lambda r: f"Cancellation accepted: {r or 'final invoice follows'}")
+
+    @router.post("/engagements/{opp}/exceptions/replay")
+    async def replay(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        ids = [values["psa_id"]] if values.get("psa_id") else []
+
+        def done(r) -> str:
+            return (f"Replayed: {len(r.resolved)} posted, {len(r.exceptions)} still in exception"
+                    if r is not None else "Replayed")
+        return await after_change(request, opp, p, "replay", values,
+                                  lambda: service.replay(opp, ids, p.user), done)
+
+    @router.post("/engagements/{opp}/recheck")
+    async def recheck(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+
+        async def run() -> UpdateOutcome:
+            return UpdateOutcome(result=await service.recheck(opp, values.get("note"), p.user))
+        return await after_change(request, opp, p, "recheck", values, run,
+                                  lambda _: "Recheck requested: the engagement reads the CRM again")
+
+    return router
