@@ -148,6 +148,7 @@ q2c is up.
                     (filter e.g. EngagementStage="Active" or EngagementStage="AwaitingSteward")
   Temporal gRPC     {settings.temporal_address}  (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
   Webhook service   {settings.webhook_base_url}  (Outbound Messages: {settings.outbound_message_url})
+  Steward console   {settings.webhook_base_url}/console  (token steward-demo-token, or viewer-demo-token)
   CRM sandbox       {settings.crm.base_url}  (Salesforce REST, org {settings.crm.organization_id})
   PSA sandbox       {settings.psa.base_url}  (Kantata API v1, bearer {settings.psa.token})
   ERP sandbox       {settings.erp.base_url}  (NetSuite REST, account {settings.erp.account_id})
