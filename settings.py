@@ -46,6 +46,9 @@ class ErpSettings:
     account_id: str
     client_id: str
     client_secret: str
+    # requests this process keeps in flight at most: below NetSuite's account-wide limit (5 on
+    # small accounts), which every integration shares; with N workers use limit / N
+    max_in_flight: int | None = 4
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ def load_settings() -> Settings:
             account_id=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
             client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),
             client_secret=_env("Q2C_ERP_CLIENT_SECRET", DEMO_ERP_CLIENT_SECRET),
+            max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
         ),
         psa=PsaSettings(
             base_url=_env("Q2C_PSA_URL", f"http://127.0.0.1:{psa_port}"),

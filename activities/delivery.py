@@ -104,9 +104,11 @@ class DeliveryActivities:
                         message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}"))
                 if not outcome.retryable:
                     pending.pop(outcome.psa_id)
-            await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
+            # the ledger first: an entry marked in the PSA is never read again, so what is marked
+            # must already be known to the ledger (invoices are built from it)
             await self._ledger("record_posted_time", done, input.opportunity_id)
             await self._ledger("resolve_exceptions", [p.psa_id for p in done])
+            await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
             posted += done
             if not pending:
                 return posted
@@ -153,9 +155,27 @@ class DeliveryActivities:
         for exc in result.exceptions:
             await self._ledger("upsert_exception", input.opportunity_id, input.workflow_id, exc.psa_id,
                                exc.reason_code, exc.message)
+        if self.ledger is not None:
+            # absolute figures: an earlier attempt of this activity may have posted part of the batch
+            result.total_entries, result.total_minutes, result.last_date = await asyncio.to_thread(
+                self.ledger.posted_totals, input.opportunity_id)
+            parked = {x.psa_id for x in result.exceptions}
+            posted = await asyncio.to_thread(self.ledger.posted_among, input.open_exception_ids)
+            result.resolved = sorted(posted - parked)
         return result
 
     # --- invoices --------------------------------------------------------------------
+    async def _unbilled_time(self, input: IssueInvoiceInput) -> list[PostedTime]:
+        """The ERP says which timeBills are unbilled (one list call); what each one holds comes
+        from the ledger, which recorded it when we posted it, and from the ERP only for any the
+        ledger does not know."""
+        ids = await self.erp.unbilled_time_ids(input.erp_project_id, through=input.period_end)
+        known = await asyncio.to_thread(self.ledger.posted_time_for_bills, ids) if self.ledger else []
+        missing = sorted(set(ids) - {p.erp_time_bill_id for p in known})
+        fetched = await self.erp.time_bills(missing) if missing else []
+        activity.heartbeat(f"{len(ids)} unbilled timeBills ({len(fetched)} read from the ERP)")
+        return sorted(known + fetched, key=lambda p: (p.date_performed, p.psa_id))
+
     @activity.defn
     async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
         """Create the period's invoice once (external ID), or return the one already issued.
@@ -165,7 +185,7 @@ class DeliveryActivities:
                           currency=input.currency)
         billed_psa_ids: list[str] = []
         if input.bill_unbilled_time:
-            unbilled = await self.erp.list_unbilled_time(input.erp_project_id, through=input.period_end)
+            unbilled = await self._unbilled_time(input)
             invoice.lines = time_invoice_lines(unbilled, input.currency)
             invoice.total = invoice_total(invoice.lines)
             invoice.time_bill_ids = [u.erp_time_bill_id for u in unbilled]

@@ -67,9 +67,12 @@ class VendorClient:
     def __init__(self, base_url: str, *, timeout: float = 15.0,
                  audit: AuditHook | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 read_retries: int = READ_RETRIES) -> None:
+                 read_retries: int = READ_RETRIES, max_in_flight: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.read_retries = read_retries
+        # a vendor-wide concurrency limit (NetSuite's, shared by every integration) is best
+        # respected by queueing here rather than by collecting 429s
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout),
                                          transport=transport)
         self._token: str | None = None
@@ -110,7 +113,10 @@ class VendorClient:
         retries = (self.read_retries if method == "GET" else 0) if retries is None else retries
         for attempt in range(retries + 1):
             try:
-                return await self._request_once(method, path, operation=operation, **kwargs)
+                if self._slots is None:
+                    return await self._request_once(method, path, operation=operation, **kwargs)
+                async with self._slots:
+                    return await self._request_once(method, path, operation=operation, **kwargs)
             except ApplicationError as err:
                 if err.non_retryable or attempt == retries:
                     raise

@@ -61,7 +61,7 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
                  audit: AuditHook | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, read_retries: int = READ_RETRIES) -> None:
         super().__init__(settings.base_url, timeout=timeout, audit=audit, transport=transport,
-                         read_retries=read_retries)
+                         read_retries=read_retries, max_in_flight=settings.max_in_flight)
         self.settings = settings
         self._currency_ids: dict[str, str] = {}
         self._currency_codes: dict[str, str] = {}

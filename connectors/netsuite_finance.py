@@ -119,6 +119,16 @@ class NetSuiteFinanceMixin:
 
         return await _bounded(max_concurrency, [(lambda e=e, r=r: post(e, r)) for e, r in entries])
 
+    async def unbilled_time_ids(self, project_id: str, *, through: date) -> list[str]:
+        """IDs of the project's billable, not yet billed timeBills dated on or before `through`
+        (one filtered list call)."""
+        return await self.find_ids("timeBill", unbilled_time_query(project_id, through))
+
+    async def time_bills(self, ids: list[str]) -> list[PostedTime]:
+        """The given timeBills, one GET each (bounded concurrency)."""
+        records = await _bounded(READ_CONCURRENCY, [(lambda i=i: self.get_record("timeBill", i)) for i in ids])
+        return sorted((posted_time_from_record(r) for r in records), key=lambda p: (p.date_performed, p.psa_id))
+
     async def list_unbilled_time(self, project_id: str, *, through: date) -> list[PostedTime]:
         """Billable, not yet billed timeBills of the project dated on or before `through`:
         one filtered list call (`q`), then one GET per timeBill."""

@@ -14,11 +14,11 @@ through `asyncio.to_thread`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -134,6 +134,31 @@ class Ledger:
         if uninvoiced_only:
             stmt = stmt.where(LedgerPostedTime.invoice_external_id.is_(None))
         return self._all(stmt.order_by(LedgerPostedTime.date_performed, LedgerPostedTime.psa_id))
+
+    def posted_time_for_bills(self, erp_time_bill_ids: Iterable[str]) -> list[PostedTime]:
+        """What we posted as these ERP timeBills (those we know of)."""
+        ids = list(erp_time_bill_ids)
+        if not ids:
+            return []
+        rows = self._all(select(LedgerPostedTime).where(LedgerPostedTime.erp_time_bill_id.in_(ids)))
+        return [r.to_domain() for r in rows]
+
+    def posted_among(self, psa_ids: Iterable[str]) -> set[str]:
+        ids = list(psa_ids)
+        if not ids:
+            return set()
+        with Session(self.engine) as s:
+            return set(s.exec(select(LedgerPostedTime.psa_id).where(LedgerPostedTime.psa_id.in_(ids))).all())
+
+    def posted_totals(self, opportunity_id: str) -> tuple[int, int, date | None]:
+        """(entries, minutes, latest date) posted for an engagement: exact however often a
+        posting was retried, since each entry is one row keyed by its PSA id."""
+        with Session(self.engine) as s:
+            count, minutes, last = s.exec(
+                select(func.count(LedgerPostedTime.id), func.coalesce(func.sum(LedgerPostedTime.minutes), 0),
+                       func.max(LedgerPostedTime.date_performed))
+                .where(LedgerPostedTime.opportunity_id == opportunity_id)).one()
+            return int(count), int(minutes), last
 
     def is_posted(self, psa_id: str) -> bool:
         with Session(self.engine) as s:

@@ -246,7 +246,8 @@ async def test_validation_errors_name_the_field(erp_client):
 
 async def test_concurrency_limit_is_retryable_with_retry_after(erp_isolated):
     erp_isolated.set_faults(latency_ms=300, concurrency_limit=5, retry_after_seconds=3)
-    async with NetSuiteClient(erp_settings(erp_isolated.url), timeout=10, read_retries=0) as client:
+    async with NetSuiteClient(erp_settings(erp_isolated.url, max_in_flight=None), timeout=10,
+                              read_retries=0) as client:
         await client._auth_header()  # token first (the token endpoint is not rate limited)
         results = await asyncio.gather(*(client.get_by_external_id("customer", "LEGACY-0042")
                                          for _ in range(12)), return_exceptions=True)
@@ -260,13 +261,24 @@ async def test_concurrency_limit_is_retryable_with_retry_after(erp_isolated):
 
 async def test_reads_retry_through_the_concurrency_limit(erp_isolated):
     erp_isolated.set_faults(latency_ms=100, concurrency_limit=5, retry_after_seconds=0)
-    async with NetSuiteClient(erp_settings(erp_isolated.url), timeout=10) as client:
+    async with NetSuiteClient(erp_settings(erp_isolated.url, max_in_flight=None), timeout=10) as client:
         await client._auth_header()
         results = await asyncio.gather(*(client.get_by_external_id("customer", "LEGACY-0042")
                                          for _ in range(12)))
     assert all(r["externalId"] == "LEGACY-0042" for r in results)
     counters = httpx.get(f"{erp_isolated.url}/__sandbox/faults", timeout=10).json()["counters"]
     assert counters["concurrency_rejections"] > 0  # the limit was hit, and the reads went through anyway
+
+
+async def test_client_queues_under_the_account_limit_instead_of_collecting_429s(erp_isolated):
+    erp_isolated.set_faults(latency_ms=100, concurrency_limit=5)
+    async with NetSuiteClient(erp_settings(erp_isolated.url, max_in_flight=4), timeout=10, read_retries=0) as client:
+        await client._auth_header()
+        results = await asyncio.gather(*(client.get_by_external_id("customer", "LEGACY-0042")
+                                         for _ in range(12)))
+    assert len(results) == 12
+    counters = httpx.get(f"{erp_isolated.url}/__sandbox/faults", timeout=10).json()["counters"]
+    assert counters["concurrency_rejections"] == 0
 
 
 async def test_injected_5xx_is_retryable(erp_isolated):

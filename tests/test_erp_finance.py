@@ -271,7 +271,7 @@ async def test_record_api_payment_and_error_shapes(erp_client, erp_sandbox):
 # --- concurrency ----------------------------------------------------------------------------------
 
 async def test_post_time_bills_stays_under_the_account_limit(erp_isolated):
-    async with NetSuiteClient(erp_settings(erp_isolated.url), timeout=10) as client:
+    async with NetSuiteClient(erp_settings(erp_isolated.url, max_in_flight=None), timeout=10) as client:
         _, project_id = await provision(client)
         erp_isolated.set_faults(latency_ms=60, concurrency_limit=5, retry_after_seconds=1)
         entries = [(entry(minutes=15 + i), Decimal("100")) for i in range(20)]

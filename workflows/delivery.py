@@ -162,8 +162,11 @@ class Delivery:
                 ("PSA->ERP: post approved time" + (f" (replay of {len(only)} entries)" if only else "")
                  + f" dated up to {through}"),
                 timeout=POSTING_TIMEOUT, heartbeat=POSTING_HEARTBEAT)
-            st.totals.posted_minutes += result.posted_minutes
-            st.totals.posted_entries += result.posted
+            if result.total_entries is not None:
+                st.totals.posted_entries, st.totals.posted_minutes = result.total_entries, result.total_minutes
+            else:
+                st.totals.posted_minutes += result.posted_minutes
+                st.totals.posted_entries += result.posted
             if result.last_date and (st.last_posted_date is None or result.last_date > st.last_posted_date):
                 st.last_posted_date = result.last_date
             self._apply_exceptions(result)
@@ -197,7 +200,8 @@ class Delivery:
                 IssueInvoiceInput(opportunity_id=self.opp, external_id=external_id, erp_customer_id=st.erp_customer_id,
                                   erp_project_id=st.erp_project_id, period_start=start, period_end=end,
                                   currency=self.engagement.currency, bill_unbilled_time=bill_time, lines=lines or []),
-                f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM")
+                f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM",
+                timeout=POSTING_TIMEOUT, heartbeat=POSTING_HEARTBEAT)
             if summary is not None:
                 st.invoices.append(summary)
                 st.totals.billed += summary.total

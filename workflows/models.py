@@ -78,6 +78,8 @@ class PostingResult(BaseModel):
     exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
     resolved: list[str] = Field(default_factory=list)  # psa ids that were exceptions and are now posted
     last_date: date | None = None  # the latest date_performed posted
+    total_entries: int | None = None  # all posted for the engagement so far (from the ledger)
+    total_minutes: int | None = None
 
 
 class InvoiceSummary(BaseModel):

@@ -85,8 +85,10 @@ def create_app(db_url: str, *, seed: bool = True, organization_id: str = DEMO_CR
                daily_api_limit: int = 15000, instance_url: str | None = None,
                outbound_retry_initial_seconds: float = 0.5, outbound_retry_max_seconds: float = 30.0,
                outbound_poll_seconds: float = 0.1, outbound_timeout_seconds: float = 10.0,
-               outbound_max_age_seconds: float = 24 * 3600) -> FastAPI:
-    store = CrmStore(make_engine(db_url))
+               outbound_max_age_seconds: float = 24 * 3600, id_instance: str = ids.DEFAULT_INSTANCE) -> FastAPI:
+    """`id_instance`: 6 base62 characters in every new record ID (a separate org's IDs never
+    collide with this one's; tests running several sandboxes give each its own)."""
+    store = CrmStore(make_engine(db_url), id_instance=id_instance)
     store.create_tables()
     if seed:
         seed_demo(store)

@@ -22,7 +22,8 @@ QUERY_LOCATOR_PREFIX = "01g"
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SUFFIX_ALPHABET = string.ascii_uppercase + "012345"
-_INSTANCE = "5e0000"  # fixed pod/instance characters of this sandbox org
+_INSTANCE = "5e0000"  # pod/instance characters of the demo sandbox org
+DEFAULT_INSTANCE = _INSTANCE
 
 
 def checksum_suffix(id15: str) -> str:
@@ -52,9 +53,10 @@ def base62(n: int, width: int) -> str:
     return text.rjust(width, "0")
 
 
-def make_id(prefix: str, sequence: int) -> str:
-    """18-character ID: prefix + instance + base62 sequence + checksum suffix."""
-    id15 = prefix + _INSTANCE + base62(sequence, 15 - len(prefix) - len(_INSTANCE))
+def make_id(prefix: str, sequence: int, instance: str = _INSTANCE) -> str:
+    """18-character ID: prefix + instance + base62 sequence + checksum suffix. Distinct
+    instances (orgs) never share an ID, as in Salesforce."""
+    id15 = prefix + instance + base62(sequence, 15 - len(prefix) - len(instance))
     return id15 + checksum_suffix(id15)
 
 

@@ -46,9 +46,10 @@ def sf_datetime(value: datetime) -> str:
 
 
 class CrmStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, id_instance: str = ids.DEFAULT_INSTANCE) -> None:
         self.engine = engine
         self.lock = threading.RLock()
+        self.id_instance = id_instance
 
     def create_tables(self) -> None:
         SQLModel.metadata.create_all(self.engine, tables=CRM_TABLES)
@@ -166,7 +167,7 @@ class CrmStore:
         value = seq.next_value
         seq.next_value = value + 1
         s.add(seq)
-        return ids.make_id(prefix, value)
+        return ids.make_id(prefix, value, self.id_instance)
 
     def _trigger(self, s: Session, sobject: str, record_id: str,
                  before: dict[str, Any], after: dict[str, Any]) -> None:
