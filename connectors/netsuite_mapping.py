@@ -17,15 +17,14 @@ NetSuite facts used here:
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
 from connectors.http import REJECTED_TYPE
 from domain.customer import Customer
+from domain.exact_json import dumps_exact, loads_exact  # noqa: F401 (re-exported)
 from domain.engagement import BillingModel, Engagement
 from domain.project import Subsidiary
 
@@ -58,29 +57,7 @@ def mapping_error(operation: str, err: MappingError) -> ApplicationError:
         type=REJECTED_TYPE, non_retryable=True)
 
 
-# --- exact JSON -------------------------------------------------------------------------
-
-def loads_exact(text: str | bytes) -> Any:
-    return json.loads(text, parse_float=Decimal)
-
-
-def dumps_exact(value: Any) -> str:
-    """JSON text with each Decimal written as a JSON number of exactly its digits."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return json.dumps(value)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"non-finite amount {value}")
-        return format(value, "f")
-    if isinstance(value, float):
-        raise TypeError("floats are not sent to NetSuite: use Decimal")
-    if isinstance(value, (datetime, date)):
-        return json.dumps(value.isoformat())
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{dumps_exact(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+# --- exact JSON: see domain/exact_json.py (re-exported for callers of this module) ---
 
 
 # --- helpers ----------------------------------------------------------------------------
