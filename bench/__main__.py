@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 
 from bench.month_end import BenchOptions, run_month_end
 from bench.report import render

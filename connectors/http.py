@@ -96,6 +96,36 @@ class VendorClient:
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------
+    async def _client_credentials_token(self, path: str, client_id: str, client_secret: str,
+                                        operation: str = "token") -> str:
+        """OAuth 2.0 client-credentials grant: POST the form, return the access token. Bad
+        credentials (400/401/403) are non-retryable auth failures; transport errors, 5xx and
+        429 are retryable."""
+        correlation_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(path, data={
+                "grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
+                headers={"X-Correlation-Id": correlation_id})
+        except httpx.HTTPError as exc:
+            await self._record(correlation_id, operation, "POST", path, None, "retryable", started, "TRANSPORT")
+            raise ApplicationError(f"{self.system} {operation}: connection failed: {exc}",
+                                   {"system": self.system, "operation": operation},
+                                   type=RETRYABLE_TYPE) from exc
+        if response.status_code == 200:
+            await self._record(correlation_id, operation, "POST", path, 200, "ok", started)
+            return response.json()["access_token"]
+        if response.status_code in (400, 401, 403):
+            errors = self._safe_parse_errors(response)
+            await self._record(correlation_id, operation, "POST", path, response.status_code,
+                               "rejected", started, errors[0].code if errors else None)
+            text = "; ".join(f"{e.code}: {e.message}" for e in errors)
+            raise ApplicationError(f"{self.system} {operation} rejected (HTTP {response.status_code}): {text}",
+                                   {"system": self.system, "operation": operation,
+                                    "status": response.status_code},
+                                   type=AUTH_TYPE, non_retryable=True)
+        raise await self._classify(response, operation, correlation_id, "POST", path, started)
+
     async def _auth_header(self, force_refresh: bool = False) -> dict[str, str]:
         if self._token is None or force_refresh:
             self._token = await self._fetch_token()

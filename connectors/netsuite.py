@@ -19,8 +19,6 @@ connectors/netsuite_finance.py and are mixed in here.
 
 from __future__ import annotations
 
-import time
-import uuid
 from urllib.parse import quote
 
 import httpx
@@ -69,23 +67,8 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
 
     # --- VendorClient hooks ---------------------------------------------------------------
     async def _fetch_token(self) -> str:
-        correlation_id = str(uuid.uuid4())
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(TOKEN_PATH, data={
-                "grant_type": "client_credentials", "client_id": self.settings.client_id,
-                "client_secret": self.settings.client_secret},
-                headers={"X-Correlation-Id": correlation_id})
-        except httpx.HTTPError as exc:
-            await self._record(correlation_id, "token", "POST", TOKEN_PATH, None, "retryable",
-                               started, "TRANSPORT")
-            raise ApplicationError(f"erp token: connection failed: {exc}",
-                                   {"system": self.system, "operation": "token"},
-                                   type=RETRYABLE_TYPE) from exc
-        if response.status_code != 200:
-            raise await self._classify(response, "token", correlation_id, "POST", TOKEN_PATH, started)
-        await self._record(correlation_id, "token", "POST", TOKEN_PATH, 200, "ok", started)
-        return response.json()["access_token"]
+        return await self._client_credentials_token(TOKEN_PATH, self.settings.client_id,
+                                                    self.settings.client_secret)
 
     def _parse_errors(self, response: httpx.Response) -> list[VendorError]:
         body = response.json()

@@ -18,7 +18,6 @@ NetSuite facts used here:
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 
 from temporalio.exceptions import ApplicationError
 

@@ -17,8 +17,6 @@ Vendor facts relied on:
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -26,8 +24,7 @@ from urllib.parse import quote
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from connectors.http import (AUTH_TYPE, READ_RETRIES, REJECTED_TYPE, RETRYABLE_TYPE, AuditHook, VendorClient,
-                             VendorError)
+from connectors.http import (READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError)
 from connectors.salesforce_mapping import (CrmMappingError, parse_limit_info, soql_quote,
                                            to_engagement)
 from domain.engagement import Engagement
@@ -89,33 +86,8 @@ class SalesforceClient(VendorClient):
 
     # --- VendorClient hooks -------------------------------------------------------------
     async def _fetch_token(self) -> str:
-        path = "/services/oauth2/token"
-        correlation_id = str(uuid.uuid4())
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(path, data={
-                "grant_type": "client_credentials", "client_id": self.settings.client_id,
-                "client_secret": self.settings.client_secret},
-                headers={"X-Correlation-Id": correlation_id})
-        except httpx.HTTPError as exc:
-            await self._record(correlation_id, "oauth token", "POST", path, None, "retryable",
-                               started, "TRANSPORT")
-            raise ApplicationError(f"crm oauth token: connection failed: {exc}",
-                                   {"system": self.system, "operation": "oauth token"},
-                                   type=RETRYABLE_TYPE) from exc
-        if response.status_code == 200:
-            await self._record(correlation_id, "oauth token", "POST", path, 200, "ok", started)
-            return response.json()["access_token"]
-        if response.status_code in (400, 401, 403):
-            errors = self._safe_parse_errors(response)
-            await self._record(correlation_id, "oauth token", "POST", path, response.status_code,
-                               "rejected", started, errors[0].code if errors else None)
-            text = "; ".join(f"{e.code}: {e.message}" for e in errors)
-            raise ApplicationError(f"crm oauth token rejected (HTTP {response.status_code}): {text}",
-                                   {"system": self.system, "operation": "oauth token",
-                                    "status": response.status_code},
-                                   type=AUTH_TYPE, non_retryable=True)
-        raise await self._classify(response, "oauth token", correlation_id, "POST", path, started)
+        return await self._client_credentials_token("/services/oauth2/token", self.settings.client_id,
+                                                    self.settings.client_secret, "oauth token")
 
     def _parse_errors(self, response: httpx.Response) -> list[VendorError]:
         body = _loads(response)

@@ -153,7 +153,7 @@ def _pause_section(status: EngagementStatus, viewer: Viewer, state: FormState, b
     out = (f'<section class="card" id="pause"><h2>Why it waits</h2>{_dl(facts)}'
            + table(["Field at fault", "Reason"], fault_rows, empty="No field named.", attrs='id="fields-at-fault"'))
     if viewer.can_change:
-        out += (f'<h2 style="margin-top:18px">Provide customer data</h2>'
+        out += ('<h2 style="margin-top:18px">Provide customer data</h2>'
                 + _customer_form(status, viewer, state.for_("customer-data"), base)
                 + '<h2 style="margin-top:18px">Fixed it in the CRM?</h2>'
                 + _form(f"{base}/recheck", viewer,

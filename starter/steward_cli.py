@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import getpass
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from temporalio.client import Client
+
+if TYPE_CHECKING:
+    from console.updates import UpdateOutcome
 
 # console.* is imported inside the functions: starter.cli imports this module while console.updates
 # imports starter.cli, so a module-level import here would be circular.
@@ -47,7 +50,6 @@ def _default_user() -> str:
 
 
 def _service(client: Client, audit):
-    from console.audit import StewardAudit
     from console.service import StewardService
 
     async def get() -> Client:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 import httpx
