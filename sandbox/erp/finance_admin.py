@@ -21,23 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.common.faults import ADMIN_PREFIX
 from sandbox.erp import finance, periods
 from sandbox.erp.errors import NetSuiteError
-from sandbox.erp.jsonio import dumps_exact, loads_exact
+from sandbox.erp.jsonio import dumps_exact, json_object
 from sandbox.erp.render import render
 from sandbox.erp.store import RecordStore
 from sandbox.erp.validation import validate
 
 JSON = "application/json"
 
-
-async def _json(request: Request) -> dict:
-    raw = await request.body()
-    try:
-        body = loads_exact(raw) if raw.strip() else {}
-    except ValueError:
-        raise NetSuiteError(400, "USER_ERROR", "Invalid content in the request body.") from None
-    if not isinstance(body, dict):
-        raise NetSuiteError(400, "USER_ERROR", "The request body must be a JSON object.")
-    return body
 
 
 def finance_admin_router(store: RecordStore) -> APIRouter:
@@ -54,18 +44,18 @@ def finance_admin_router(store: RecordStore) -> APIRouter:
 
     @router.put("/accounting-periods/by-name/{name}")
     async def put_period_by_name(request: Request, name: str) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
         return await run_in_threadpool(lambda: set_period(request, periods.find_by_name(store, name), name, body))
 
     @router.put("/accounting-periods/{period_id}")
     async def put_period(request: Request, period_id: str) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
         return await run_in_threadpool(
             lambda: set_period(request, store.get("accountingPeriod", period_id), period_id, body))
 
     @router.post("/payments")
     async def pay(request: Request) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
 
         def record() -> dict:
             with store.lock:

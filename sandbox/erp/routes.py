@@ -22,7 +22,7 @@ from sandbox.common.tokens import TokenStore
 from sandbox.erp import finance
 from sandbox.erp.auth import check_bearer
 from sandbox.erp.errors import NetSuiteError
-from sandbox.erp.jsonio import dumps_exact, loads_exact
+from sandbox.erp.jsonio import dumps_exact, json_object
 from sandbox.erp.query import parse_query
 from sandbox.erp.render import RECORD_PATH, record_url, render, self_links
 from sandbox.erp.store import RecordStore
@@ -57,16 +57,6 @@ def _find(store: RecordStore, record_type: str, key: str) -> dict | None:
         return store.get_by_eid(record_type, key[4:])
     return store.get(record_type, key)
 
-
-async def _body(request: Request) -> dict:
-    raw = await request.body()
-    try:
-        body = loads_exact(raw) if raw.strip() else {}
-    except ValueError:
-        raise NetSuiteError(400, "USER_ERROR", "Invalid content in the request body.") from None
-    if not isinstance(body, dict):
-        raise NetSuiteError(400, "USER_ERROR", "The request body must be a JSON object.")
-    return body
 
 
 def _external_id(body: dict) -> str | None:
@@ -132,7 +122,7 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
     async def create_record(request: Request, record_type: str) -> Response:
         check_bearer(request, tokens)
         _record_type(record_type, write=True)
-        body = await _body(request)
+        body = await json_object(request)
         check_fields(record_type, body)
         eid = _external_id(body)
 
@@ -156,7 +146,7 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
                                 "PUT is only supported as an upsert by external ID: "
                                 f"{RECORD_PATH}/{record_type}/eid:{{externalId}}.")
         eid = key[4:]
-        body = await _body(request)
+        body = await json_object(request)
         check_fields(record_type, body)
         given = _external_id(body)
         if given is not None and given != eid:
@@ -183,7 +173,7 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
     async def update_record(request: Request, record_type: str, key: str) -> Response:
         check_bearer(request, tokens)
         _record_type(record_type, write=True)
-        body = await _body(request)
+        body = await json_object(request)
         check_fields(record_type, body)
 
         def update() -> int:
