@@ -48,6 +48,7 @@ class WriteBackInput(BaseModel):
     erp_project_id: str
     psa_workspace_id: str
     status: str
+    contract_version: int | None = None  # 1 at activation
 
 
 # --- delivery to cash ---------------------------------------------------------------------
@@ -79,9 +80,13 @@ class IssueInvoiceInput(BaseModel):
 
 
 class RefreshPaymentsInput(BaseModel):
+    """Every invoice of the engagement (not only the open ones): the CRM's collection fields are
+    totals over all of them as the ERP has them."""
+
     opportunity_id: str
     invoice_erp_ids: list[str]
     as_of: date
+    erp_customer_id: str | None = None  # for the customer's unapplied payments (a credit)
 
 
 class CloseSystemsInput(BaseModel):

@@ -254,7 +254,8 @@ class Delivery:
             return
         statuses = await call(
             DeliveryActivities.refresh_payments,
-            RefreshPaymentsInput(opportunity_id=self.opp, invoice_erp_ids=[i.erp_id for i in open_invoices],
+            RefreshPaymentsInput(opportunity_id=self.opp, erp_customer_id=self.status.erp_customer_id,
+                                 invoice_erp_ids=[i.erp_id for i in self.status.invoices if i.erp_id],
                                  as_of=self.calendar_today()),
             f"ERP->CRM: payment status of {len(open_invoices)} open invoice(s)")
         by_id = {s.invoice_erp_id: s for s in statuses}

@@ -15,6 +15,8 @@ from domain.stage import EngagementStage
 from domain.validation import FieldIssue
 
 DAY_SECONDS = 86_400
+OPEN_EXCEPTION_SAMPLE = 20
+CONTRACT_VERSIONS_KEPT = 10
 
 
 class DeliveryConfig(BaseModel):
@@ -123,13 +125,20 @@ class EngagementStatus(BaseModel):
     # delivery to cash
     next_period_index: int = 0
     invoices: list[InvoiceSummary] = Field(default_factory=list)
+    # open time exceptions: a bounded sample here (the first OPEN_EXCEPTION_SAMPLE by PSA id),
+    # the count and the count per reason code; every exception in full is in the ledger
     open_exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
+    open_exception_count: int = 0
+    open_exceptions_by_reason: dict[str, int] = Field(default_factory=dict)
+    written_off_entries: int = 0
+    written_off_minutes: int = 0
     totals: EngagementTotals = Field(default_factory=EngagementTotals)
     close_requested: CloseInput | None = None
     final_invoices: int = 0
     runs: int = 1  # how many runs (continue-as-new) this engagement has had
     pause: "PauseReason | None" = None
-    contract_versions: list["ContractVersion"] = Field(default_factory=list)
+    contract_version: int = 0  # the current version number (1 from activation)
+    contract_versions: list["ContractVersion"] = Field(default_factory=list)  # the latest few; all in the ledger
     cancelled: "CancelInput | None" = None
     last_posted_date: date | None = None
     crm_change_issues: list[FieldIssue] = Field(default_factory=list)  # a CRM change order that was refused
@@ -159,6 +168,23 @@ class PauseKind(str, Enum):
     ERP_REJECTED = "erp_rejected"
     PSA_MAPPING_MISSING = "psa_mapping_missing"
     DEAL_NOT_READY = "deal_not_ready"
+    # a vendor said no (or kept failing unexpectedly) after intake: fix the cause, then `retry`
+    CRM_REJECTED = "crm_rejected"
+    PSA_REJECTED = "psa_rejected"
+    CRM_DATA_INVALID = "crm_data_invalid"
+    UNEXPECTED_ERROR = "unexpected_error"
+    # the end date came: someone must decide before the engagement can close
+    TIME_EXCEPTIONS_OPEN = "time_exceptions_open"  # replay or write off
+    MILESTONES_NOT_INVOICED = "milestones_not_invoiced"  # accept or waive
+
+
+class StewardAction(str, Enum):
+    """What ends a pause (the console, the API and the CLI offer exactly this)."""
+
+    RECHECK = "recheck"  # fix the CRM (or provide_customer_data), then re-validate
+    RETRY = "retry"  # fix the cause in the named system, then retry the parked step
+    REPLAY_OR_WRITE_OFF = "replay_or_write_off"  # replay_exceptions / write_off_exceptions
+    ACCEPT_OR_WAIVE = "accept_or_waive"  # accept_milestone / waive_milestone
 
 
 class StewardQueue(str, Enum):
@@ -175,6 +201,13 @@ class PauseReason(BaseModel):
     fields: list[FieldIssue] = Field(default_factory=list)
     message: str
     since: datetime | None = None
+    action: StewardAction = StewardAction.RECHECK
+    # where it happened, for a vendor's answer: crm | erp | psa | q2c, the step, the vendor's own code/message
+    system: str | None = None
+    operation: str | None = None
+    vendor_code: str | None = None
+    vendor_message: str | None = None
+    resume_stage: EngagementStage | None = None  # the stage the engagement returns to after the steward acts
 
 
 class CustomerPatch(BaseModel):
@@ -196,6 +229,7 @@ class CustomerPatch(BaseModel):
 
 class MilestoneChange(BaseModel):
     key: str | None = None  # an existing milestone to replace; None adds a new one
+    new_key: str | None = None  # the key a new milestone gets (the CRM line item id); None: co<version>-<n>
     name: str
     amount: Decimal
     due_date: date | None = None
@@ -238,6 +272,36 @@ class CrmChangedInput(BaseModel):
 class CancelInput(BaseModel):
     reason: str
     requested_by: str = "steward"
+
+
+class RetryInput(BaseModel):
+    """`retry`: the cause of a parked step was fixed in the named system; run the step again."""
+
+    requested_by: str = "steward"
+    note: str = ""
+
+
+class WriteOffInput(BaseModel):
+    """`write_off_exceptions`: parked time that will never be billed, with who decided and why.
+    Empty psa_ids: every open exception of the engagement."""
+
+    psa_ids: list[str] = Field(default_factory=list)
+    reason: str
+    requested_by: str = "steward"
+
+
+class WaiveMilestoneInput(BaseModel):
+    """`waive_milestone`: a fixed-fee milestone that will not be invoiced (decided, with a reason)."""
+
+    milestone_key: str
+    reason: str
+    requested_by: str = "steward"
+
+
+class WriteOffResult(BaseModel):
+    written_off: int = 0
+    minutes: int = 0
+    psa_ids: list[str] = Field(default_factory=list)
 
 
 EngagementStatus.model_rebuild()
