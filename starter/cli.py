@@ -217,12 +217,18 @@ def _run(coro_fn):
 
 @app.command("start")
 def start_cmd(opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)")) -> None:
-    """Start the engagement for a closed-won opportunity (no-op if it already exists)."""
+    """Start the engagement for a closed-won opportunity: a no-op if it runs or has completed;
+    started again if its last run failed or was terminated."""
     result = _run(lambda client, s: start(client, opportunity_id.strip(), task_queue=s.task_queue,
                                           delivery=delivery_config(s)))
     typer.echo(f"workflow id: {result.workflow_id}")
-    typer.echo("already existed: yes (nothing new started)" if result.already_existed
-               else "already existed: no (started)")
+    if result.restarted:
+        typer.echo(f"already existed: no, restarted (previous run {result.previous_status})")
+    elif result.finished:
+        typer.echo("already existed: yes, completed (Closed or Cancelled): not started again")
+    else:
+        typer.echo("already existed: yes (nothing new started)" if result.already_existed
+                   else "already existed: no (started)")
 
 
 @app.command("status")

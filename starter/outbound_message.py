@@ -11,6 +11,11 @@ Vendor facts (Salesforce "Outbound Messaging" docs):
   receiver must check `OrganizationId`, and treat a redelivery as a no-op.
 - Record IDs are 15 characters (case-sensitive) or 18 characters (the 15 plus a 3-character
   case checksum). Opportunity IDs start with the key prefix `006`.
+- The `sObject` carries the fields the outbound message definition selects (here `StageName`,
+  `IsWon`, `IsClosed`, `Name`, `AccountId` when the sender includes them), with their values at
+  the time the rule fired, as text; an empty field is omitted or sent as `xsi:nil="true"`.
+  They are kept as they arrived (`OutboundNotification.fields`), so a receiver can decide per
+  notification (e.g. start only for Closed Won) without reading the CRM.
 
 Everything here is pure (no I/O) so it can be unit tested and reused (e.g. the CRM sandbox
 can send real Outbound Messages with `build_outbound_message`).
@@ -19,7 +24,7 @@ can send real Outbound Messages with `build_outbound_message`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
@@ -56,6 +61,13 @@ class OutboundNotification:
     notification_id: str
     object_type: str
     record_id: str  # always the 18-character form
+    # every sObject field but Id, by its local name, as sent (None for xsi:nil / empty)
+    fields: dict[str, str | None] = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def stage_name(self) -> str | None:
+        """`StageName` as sent, or None when the definition does not select it (then ask the CRM)."""
+        return self.fields.get("StageName")
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,13 @@ class OutboundMessage:
     def opportunity_ids(self) -> list[str]:
         """Distinct opportunity IDs, in message order."""
         return list(dict.fromkeys(n.record_id for n in self.notifications))
+
+    def latest(self) -> dict[str, OutboundNotification]:
+        """One notification per opportunity, in first-seen order: the last one in the message,
+        which carries the latest field values this message knows (Salesforce batches pending
+        notifications in the order they were queued)."""
+        last = {n.record_id: n for n in self.notifications}
+        return {opp: last[opp] for opp in self.opportunity_ids}
 
 
 # ---- Salesforce IDs ------------------------------------------------------------------------
@@ -168,7 +187,22 @@ def _parse_notification(position: int, item: Element) -> OutboundNotification:
     if not record_id.startswith(OPPORTUNITY_KEY_PREFIX):
         raise OutboundMessageError(f"{where}: '{record_id}' is not an Opportunity ID (prefix 006)")
     return OutboundNotification(notification_id=notification_id, object_type=object_type,
-                                record_id=record_id)
+                                record_id=record_id, fields=_sobject_fields(sobject))
+
+
+def _sobject_fields(sobject: Element) -> dict[str, str | None]:
+    """The sObject's fields but Id, by local name; nil or blank values are None."""
+    fields: dict[str, str | None] = {}
+    for child in sobject:
+        if not isinstance(child.tag, str) or not child.tag.startswith(f"{{{SOBJECT_NS}}}"):
+            continue
+        name = child.tag.rsplit("}", 1)[-1]
+        if name == "Id":
+            continue
+        nil = (child.get(_q(XSI_NS, "nil")) or "").strip().lower() == "true"
+        text = None if nil or child.text is None else (child.text.strip() or None)
+        fields[name] = text
+    return fields
 
 
 # ---- responses -----------------------------------------------------------------------------
@@ -195,18 +229,20 @@ def soap_fault(message: str, *, code: str = "soapenv:Client") -> str:
 def build_outbound_message(org_id: str, notifications: list[str] | list[tuple[str, str]], *,
                            action_id: str = "04k5e000000Q2CDAAA",
                            object_type: str = "Opportunity",
-                           extra_fields: dict[str, str] | None = None,
+                           extra_fields: dict[str, str | None] | None = None,
                            enterprise_url: str = "https://example.my.salesforce.com/services/Soap/c/60.0") -> str:
     """An Outbound Message as Salesforce sends it.
 
     `notifications` is a list of record IDs, or of (notification_id, record_id) pairs.
-    `extra_fields` are added to every sObject (e.g. {"StageName": "Closed Won"}).
+    `extra_fields` are added to every sObject (default: Closed Won); a None value is sent as
+    `xsi:nil="true"`, `{}` sends the Id alone (a definition that selects no other field).
     """
     fields = extra_fields if extra_fields is not None else {"StageName": "Closed Won", "IsWon": "true"}
     parts = []
     for n, entry in enumerate(notifications, start=1):
         notification_id, record_id = entry if isinstance(entry, tuple) else (f"04l5e0000{n:09d}", entry)
-        field_xml = "".join(f"<sf:{escape(k)}>{escape(v)}</sf:{escape(k)}>" for k, v in fields.items())
+        field_xml = "".join(f'<sf:{escape(k)} xsi:nil="true"/>' if v is None
+                            else f"<sf:{escape(k)}>{escape(v)}</sf:{escape(k)}>" for k, v in fields.items())
         parts.append(
             "<Notification>"
             f"<Id>{escape(notification_id)}</Id>"

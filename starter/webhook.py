@@ -6,8 +6,14 @@ Two ways in:
   check (Salesforce signs nothing), which is why starting is idempotent by workflow ID.
   Salesforce redelivers until it gets the exact `<Ack>true</Ack>` response, so we answer
   503 (no ack) whenever Temporal cannot take the start, and Salesforce retries later.
+  Only a Closed Won opportunity starts an engagement (see `starter.intake`): the stage is
+  the notification's `StageName`, or read from the CRM when the message does not carry it.
+  Any other stage is acknowledged and starts nothing (a running engagement is still told
+  `crm_changed`); the log line and the `X-Q2C-Outcome` response header say what was started,
+  restarted (the previous run failed or was terminated), signalled or skipped, and why.
 - `POST /webhooks/closed-won`: a JSON event signed per Standard Webhooks, for any CRM
-  (or middleware) that can send signed webhooks.
+  (or middleware) that can send signed webhooks. Its type is `opportunity.closed_won` only,
+  so it starts (or restarts) the engagement and answers whether it did.
 
 The same app serves the steward console (`/console`) and its JSON API (`/api`), see `console`.
 
@@ -31,7 +37,19 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from connectors.salesforce import SalesforceClient
 from settings import Settings, load_settings
+from starter.intake import (
+    FINISHED,
+    RESTARTED,
+    SIGNALLED,
+    SKIPPED,
+    STARTED,
+    CrmUnavailable,
+    IntakeOutcome,
+    crm_stage_lookup,
+    take_all,
+)
 from starter.outbound_message import (
     OutboundMessageError,
     ack_response,
@@ -45,6 +63,8 @@ from starter.start import StartResult, delivery_config, start_engagement
 log = logging.getLogger("q2c.webhook")
 
 MAX_BODY_BYTES = 1_000_000  # 100 notifications are a few tens of KB
+OUTCOME_HEADER = "X-Q2C-Outcome"
+MAX_OUTCOME_HEADER = 8_000
 SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 CLOSED_WON_EVENT = "opportunity.closed_won"
 
@@ -113,8 +133,57 @@ class _ClientHolder:
         return self.client
 
 
-def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+class _CrmHolder:
+    """The Salesforce connector the webhook reads a stage with, made on first need (most
+    messages carry `StageName`, so most deliveries never call the CRM)."""
+
+    def __init__(self, settings: Settings, crm: SalesforceClient | None) -> None:
+        self.settings = settings
+        self.crm = crm
+        self._own = crm is None
+
+    def get(self) -> SalesforceClient:
+        if self.crm is None:
+            self.crm = SalesforceClient(self.settings.crm, timeout=self.settings.http_timeout_seconds)
+        return self.crm
+
+    async def aclose(self) -> None:
+        if self._own and self.crm is not None:
+            await self.crm.aclose()
+            self.crm = None
+
+
+def outcome_summary(outcomes: list[IntakeOutcome]) -> dict:
+    """started / restarted / signalled / finished workflow ids and the skips with their reasons."""
+    by = {a: [o for o in outcomes if o.action == a] for a in (STARTED, RESTARTED, SIGNALLED, FINISHED, SKIPPED)}
+    return {
+        "started": [o.workflow_id for o in by[STARTED]],
+        "restarted": [{"workflow_id": o.workflow_id, "previous_status": o.previous_status}
+                      for o in by[RESTARTED]],
+        "signalled": [o.workflow_id for o in by[SIGNALLED]],
+        "finished": [o.workflow_id for o in by[FINISHED]],
+        "skipped": [{"opportunity_id": o.opportunity_id, "stage": o.stage, "reason": o.reason}
+                    for o in by[SKIPPED]],
+        "stages_read_from_crm": sum(1 for o in outcomes if o.stage_from == "crm"),
+    }
+
+
+def _outcome_header(summary: dict) -> str:
+    """The summary as ASCII JSON for a response header (stage labels may be any language);
+    skips are kept first when it must be shortened, since they are what a sender asks about."""
+    text = json.dumps(summary, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    if len(text) <= MAX_OUTCOME_HEADER:
+        return text
+    counts = {k: len(v) if isinstance(v, list) else v for k, v in summary.items()}
+    short = {"counts": counts, "skipped": summary["skipped"][:20], "truncated": True}
+    return json.dumps(short, ensure_ascii=True, separators=(",", ":"), sort_keys=True)[:MAX_OUTCOME_HEADER]
+
+
+def create_app(settings: Settings, client: Client | None = None, *,
+               crm: SalesforceClient | None = None) -> FastAPI:
+    """The webhook service; `client` (Temporal) and `crm` (the stage lookup) may be injected."""
     holder = _ClientHolder(settings, client)
+    crm_holder = _CrmHolder(settings, crm)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -125,7 +194,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             except TemporalUnavailable as err:
                 # Keep serving: requests answer 503 (Salesforce retries) until Temporal is back.
                 _log("temporal_unavailable", error=str(err))
-        yield
+        try:
+            yield
+        finally:
+            await crm_holder.aclose()
 
     app = FastAPI(title="q2c webhooks", lifespan=lifespan)
     app.state.settings = settings
@@ -167,19 +239,23 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             return fault(400, str(err))
         if not _same_org(message.organization_id, settings.crm.organization_id):
             return fault(403, f"OrganizationId {message.organization_id} is not the configured org")
-        opportunity_ids = message.opportunity_ids
+        stages = {opp: n.stage_name for opp, n in message.latest().items()}
         try:
-            results = await start_all(opportunity_ids, "salesforce-outbound")
-        except TemporalUnavailable as err:
-            log.warning("outbound start failed: %s", err)
+            temporal = await holder.get()
+            lookup = crm_stage_lookup(crm_holder.get()) if any(v is None for v in stages.values()) else None
+            outcomes = await take_all(temporal, stages, lookup=lookup, task_queue=settings.task_queue,
+                                      source="salesforce-outbound", delivery=delivery_config(settings))
+        except (TemporalUnavailable, RPCError, CrmUnavailable) as err:
+            # no ack: Salesforce delivers the message again later, and every action is idempotent
+            log.warning("outbound message not taken: %s", err)
             return fault(503, "temporarily unable to accept the message; retry later",
                          code="soapenv:Server")
+        summary = outcome_summary(outcomes)
         _log("outbound_accepted", action_id=message.action_id,
-             notifications=len(message.notifications),
-             started=[r.workflow_id for r in results if not r.already_existed],
-             existing=[r.workflow_id for r in results if r.already_existed],
+             notifications=len(message.notifications), **summary,
              ms=round((time.monotonic() - started_at) * 1000))
-        return Response(ack_response(), status_code=200, media_type=SOAP_CONTENT_TYPE)
+        return Response(ack_response(), status_code=200, media_type=SOAP_CONTENT_TYPE,
+                        headers={OUTCOME_HEADER: _outcome_header(summary)})
 
     @app.post("/webhooks/closed-won")
     async def closed_won(request: Request) -> JSONResponse:
@@ -209,10 +285,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             log.warning("closed-won start failed: %s", err)
             return JSONResponse({"error": "temporal_unavailable", "message": "retry later"},
                                 status_code=503)
-        _log("closed_won_accepted", webhook_id=headers.get("webhook-id"), opportunity_id=opp,
-             workflow_id=result.workflow_id, already_existed=result.already_existed)
-        return JSONResponse({"workflow_id": result.workflow_id,
-                             "already_existed": result.already_existed}, status_code=202)
+        answer = {"workflow_id": result.workflow_id, "already_existed": result.already_existed,
+                  "restarted": result.restarted, "previous_status": result.previous_status}
+        _log("closed_won_accepted", webhook_id=headers.get("webhook-id"), opportunity_id=opp, **answer)
+        return JSONResponse(answer, status_code=202)
 
     return app
 

@@ -64,6 +64,19 @@ async def test_start_command_via_cli_runner(dev_env):
     assert desc.task_queue == tq
 
 
+async def test_start_restarts_a_terminated_engagement(dev_env):
+    opp, tq = new_opportunity_id(), f"cli-{uuid.uuid4().hex[:8]}"
+    first = await cli.start(dev_env.client, opp, task_queue=tq)
+    await dev_env.client.get_workflow_handle(workflow_id_for(opp)).terminate(reason="test")
+    result = await invoke(cli_env(dev_env, tq), "start", opp)
+    assert result.exit_code == 0, result.output
+    assert "restarted (previous run TERMINATED)" in result.output
+    desc = await dev_env.client.get_workflow_handle(workflow_id_for(opp)).describe()
+    assert desc.run_id != first.run_id and desc.status.name == "RUNNING"
+    again = await cli.start(dev_env.client, opp, task_queue=tq)
+    assert again.already_existed and not again.restarted and again.run_id == desc.run_id
+
+
 async def test_status_of_unknown_engagement(dev_env):
     opp = new_opportunity_id()
     with pytest.raises(cli.EngagementNotFound):

@@ -116,3 +116,39 @@ def test_soap_fault_is_wellformed_and_escaped():
     fault = root.find(f"{ns}Body/{ns}Fault")
     assert fault.findtext("faultcode") == "soapenv:Client"
     assert fault.findtext("faultstring") == "bad <thing> & more"
+
+
+def test_sobject_fields_are_kept_and_the_last_notification_of_a_deal_is_its_latest():
+    a18, b18 = to_18(OPP_A), to_18(OPP_B)
+    xml = build_outbound_message(ORG, [a18, b18], extra_fields={"StageName": "Negotiation/Review",
+                                                                 "IsWon": "false", "Name": " R&D <1> ",
+                                                                 "AccountId": None})
+    msg = parse_outbound_message(xml)
+    first = msg.notifications[0]
+    assert first.stage_name == "Negotiation/Review"
+    assert first.fields == {"StageName": "Negotiation/Review", "IsWon": "false", "Name": "R&D <1>",
+                            "AccountId": None}  # xsi:nil is None, text trimmed, Id not repeated
+    # a definition that selects no StageName: the receiver must ask the CRM
+    assert parse_outbound_message(build_outbound_message(ORG, [a18], extra_fields={})).notifications[0] \
+        .stage_name is None
+    # the same deal twice: the later notification wins, first-seen order kept
+    twice = build_outbound_message(ORG, [a18, b18, a18])
+    head, tail = twice.rsplit("<sf:StageName>Closed Won</sf:StageName>", 1)
+    latest = parse_outbound_message(head + "<sf:StageName>Closed Lost</sf:StageName>" + tail).latest()
+    assert list(latest) == [a18, b18]
+    assert latest[a18].stage_name == "Closed Lost" and latest[b18].stage_name == "Closed Won"
+
+
+def test_crm_sandbox_sends_the_stage_and_its_flags():
+    """The CRM sandbox's sender and this parser agree on the sObject fields."""
+    from sandbox.crm.outbound import build_envelope
+
+    xml = build_envelope(organization_id=ORG, instance_url="https://x.invalid", notifications=[
+        ("04l5e00000AbCdEAAU", {"Id": to_18(OPP_A), "Name": "Deal", "StageName": "Closed Won",
+                                "AccountId": "0015e00000ABCDEAAA"}),
+        ("04l5e00000AbCdFAAU", {"Id": to_18(OPP_B), "Name": "Other", "StageName": "Prospecting",
+                                "AccountId": None})])
+    a, b = parse_outbound_message(xml).notifications
+    assert a.fields == {"Name": "Deal", "AccountId": "0015e00000ABCDEAAA", "StageName": "Closed Won",
+                        "IsClosed": "true", "IsWon": "true"}
+    assert b.fields == {"Name": "Other", "StageName": "Prospecting", "IsClosed": "false", "IsWon": "false"}

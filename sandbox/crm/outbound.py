@@ -7,7 +7,12 @@ Facts modelled (Salesforce "Outbound Messaging" docs):
   endpoint answers HTTP 200 with `<Ack>true</Ack>`; anything else is retried with
   exponential backoff (here 0.5 s doubling up to 30 s by default) for up to 24 hours;
 - messages are unsigned and may be delivered more than once (the receiver must dedupe on
-  the notification `Id`). `SessionId` is nil because "Send Session ID" is off.
+  the notification `Id`). `SessionId` is nil because "Send Session ID" is off;
+- the `sObject` holds the fields the outbound message definition selects, with their values
+  when the rule fired. This org's definition selects `Id`, `Name`, `AccountId`, `StageName` and
+  the formula flags `IsClosed`/`IsWon` (derived from the stage, as Salesforce does), so a
+  receiver can tell a Closed Won deal from any other without calling back. Values are written
+  as the SOAP API writes them: booleans `true`/`false`, empty fields left out.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sqlmodel import Session, select
 
 from sandbox.crm import ids
 from sandbox.crm.models import OutboundMessageRow, OutboundNotificationRow
+from sandbox.crm.schema import computed_fields
 from sandbox.crm.store import CrmStore, now_utc
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,25 @@ MAX_NOTIFICATIONS_PER_MESSAGE = 100
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 API_VERSION = "60.0"
+# the fields the outbound message definition selects, in the order Salesforce writes them
+SELECTED_FIELDS = ("Id", "Name", "AccountId", "StageName", "IsClosed", "IsWon")
+
+
+def sobject_fields(snapshot: dict) -> dict:
+    """The fields of an Opportunity snapshot to send: the selected ones first (formula flags
+    derived from the stage), then any other the trigger captured; empty ones left out."""
+    values = dict(snapshot)
+    if values.get("StageName") is not None:
+        values.update(computed_fields("Opportunity", values))
+    order = list(SELECTED_FIELDS) + [name for name in values if name not in SELECTED_FIELDS]
+    return {name: values[name] for name in order if values.get(name) is not None}
+
+
+def soap_value(value) -> str:
+    """A field value as the SOAP API writes it (xsd:boolean is lowercase)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def action_id(organization_id: str) -> str:
@@ -49,12 +74,11 @@ def build_envelope(*, organization_id: str, instance_url: str,
     org15 = organization_id[:15]
     items = []
     for note_id, fields in notifications:
-        sobject_fields = "".join(
-            f"<sf:{name}>{escape(str(value))}</sf:{name}>"
-            for name, value in fields.items() if value is not None)
+        sobject_xml = "".join(f"<sf:{name}>{escape(soap_value(value))}</sf:{name}>"
+                              for name, value in sobject_fields(fields).items())
         items.append(
             f"<Notification><Id>{escape(note_id)}</Id>"
-            f'<sObject xsi:type="sf:Opportunity" xmlns:sf="{SOBJECT_NS}">{sobject_fields}</sObject>'
+            f'<sObject xsi:type="sf:Opportunity" xmlns:sf="{SOBJECT_NS}">{sobject_xml}</sObject>'
             "</Notification>")
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
