@@ -208,16 +208,38 @@ class DeliveryActivities:
     # --- payments --------------------------------------------------------------------
     @activity.defn
     async def refresh_payments(self, input: RefreshPaymentsInput) -> list[PaymentStatus]:
-        if not input.invoice_erp_ids:
+        """Collection status of EVERY invoice of the engagement as the ERP has it now, copied to
+        the CRM in one update. The CRM's figures are totals over all the invoices, paid ones
+        included, so Amount_Paid__c only grows as payments arrive (summing open invoices only made
+        it fall when an invoice was paid off or a new one issued); days overdue is the worst open
+        invoice; the last-invoice fields follow the latest invoice's ERP status (Paid In Full
+        included); the customer's unapplied payments (an overpayment) show as a credit.
+        Returns one status per invoice, for the workflow's own bookkeeping."""
+        invoice_ids = list(dict.fromkeys(input.invoice_erp_ids))  # an invoice listed twice counts once
+        if not invoice_ids:
             return []
-        statuses = await self.erp.invoice_payment_status(input.invoice_erp_ids, as_of=input.as_of)
+        statuses = await self.erp.invoice_payment_status(invoice_ids, as_of=input.as_of)
         for status in statuses:
             await self._ledger("update_payment", status)
-        paid = sum((s.amount_paid for s in statuses), 0)
-        open_balance = sum((s.open_balance for s in statuses), 0)
-        overdue = max((s.days_overdue for s in statuses), default=0)
-        await self.crm.write_collection_status(input.opportunity_id, amount_paid=paid, open_balance=open_balance,
-                                               days_overdue=overdue)
+        credit = await self.erp.customer_credit(input.erp_customer_id) if input.erp_customer_id else None
+
+        def created_order(item: tuple[int, PaymentStatus]) -> tuple[int, int]:
+            # the ERP's internal IDs grow with creation: the latest invoice is the one issued last,
+            # the same one issue_invoice wrote to the CRM when it was issued
+            index, s = item
+            return (int(s.invoice_erp_id) if s.invoice_erp_id.isdigit() else -1, index)
+
+        latest = max(enumerate(statuses), key=created_order)[1] if statuses else None
+        await self.crm.write_collection_status(
+            input.opportunity_id,
+            amount_paid=sum((s.amount_paid for s in statuses), Decimal(0)),
+            open_balance=sum((s.open_balance for s in statuses), Decimal(0)),
+            days_overdue=max((s.days_overdue for s in statuses if s.open_balance > 0), default=0),
+            unapplied_credit=credit,
+            last_invoice_number=latest.invoice_number if latest else None,
+            last_invoice_amount=latest.total if latest else None,
+            last_invoice_currency=latest.currency if latest else None,
+            last_invoice_status=latest.status.value if latest else None)
         return statuses
 
     # --- closure ---------------------------------------------------------------------
@@ -231,6 +253,8 @@ class DeliveryActivities:
 
     @activity.defn
     async def write_crm_status(self, input: CrmStatusInput) -> None:
+        """Q2C_Status__c only (the stage, mirrored): every other reference field is left as it
+        is, so a status change never blanks IDs, the contract version or collection figures."""
         await self.crm.write_back_provisioning(input.opportunity_id, erp_customer_id=None, erp_project_id=None,
                                                psa_workspace_id=None, status=input.status)
 

@@ -1,5 +1,6 @@
 """NetSuite delivery-to-cash calls (mixed into `NetSuiteClient`): accounting periods, time
-posting, unbilled time, invoices, payment status, project closure.
+posting, unbilled time, invoices, payment status, a customer's unapplied payments (credit),
+project closure.
 
 Request budget and the account-wide concurrency limit (5 in-flight requests on small
 accounts, shared by every integration): every fan-out here runs under its own semaphore
@@ -26,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from connectors.http import REJECTED_TYPE
 from connectors.netsuite_finance_mapping import (
     TimeBillResult,
+    UnappliedPayment,
     invoice_from_record,
     invoice_payload,
     payment_status_from_record,
@@ -35,6 +37,8 @@ from connectors.netsuite_finance_mapping import (
     ref_id,
     time_bill_external_id,
     time_bill_payload,
+    unapplied_payment_from_record,
+    unapplied_payments_query,
     unbilled_time_query,
 )
 from connectors.netsuite_mapping import RECORD_PATH, MappingError, dumps_exact, mapping_error
@@ -168,6 +172,25 @@ class NetSuiteFinanceMixin:
             result.append(payment_status_from_record(record, currency, as_of))
         return result
 
+    async def unapplied_payments(self, customer_id: str) -> list[UnappliedPayment]:
+        """The customer's payments that carry an amount applied to no invoice (an overpayment,
+        or money received before its invoice): one filtered `customerPayment` list call, then
+        one GET per such payment. NetSuite keeps that amount on the payment (`unapplied`), a
+        credit on the customer's account, not on any invoice."""
+        ids = await self.find_ids("customerPayment", unapplied_payments_query(customer_id))
+        records = await _bounded(READ_CONCURRENCY, [
+            (lambda i=i: self.get_record("customerPayment", i)) for i in ids])
+        result = []
+        for record in records:
+            currency = await self.currency_code(ref_id(record.get("currency")))
+            result.append(unapplied_payment_from_record(record, currency))
+        return sorted(result, key=lambda p: (p.received_on or date.min, p.payment_id))
+
+    async def customer_credit(self, customer_id: str) -> Decimal:
+        """The customer's unapplied payments in total (in the customer's currency, the only one
+        its payments can be in)."""
+        return sum((p.unapplied for p in await self.unapplied_payments(customer_id)), Decimal(0))
+
     async def close_project(self, project_id: str) -> None:
         """Set the job's status to Closed (`PATCH job/{id}`); closing a closed job is a no-op."""
         await self.request("PATCH", f"{RECORD_PATH}/job/{project_id}", operation="close_project",
@@ -175,7 +198,8 @@ class NetSuiteFinanceMixin:
                            headers={"Content-Type": "application/json"})
 
     async def record_payment(self, invoice_id: str, amount: Decimal | None, on: date) -> None:
-        """Sandbox only (demo/tests): the customer pays `amount` (default: the open balance)."""
+        """Sandbox only (demo/tests): the customer pays `amount` (default: the open balance)
+        against the invoice; an amount beyond the open balance is left unapplied (a credit)."""
         body: dict = {"invoice_id": invoice_id, "date": on.isoformat()}
         if amount is not None:
             body["amount"] = amount

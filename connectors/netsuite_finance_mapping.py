@@ -9,6 +9,12 @@ NetSuite facts used here (see sandbox/erp/finance.py for the sandbox's rules):
   `{description, quantity, rate, amount}`, the timeBills it bills in `custbody_time_bills`;
   the ERP assigns `tranId` (the invoice number) and keeps `total`, `amountPaid`,
   `amountRemaining`, `status` ("Open" | "Paid In Full") and `dueDate`.
+- a `customerPayment` has `customer`, `payment` (the amount received), `tranDate`, `currency`
+  and the `apply` sublist `{doc: {id: invoice}, amount}`; NetSuite keeps `applied` (total of
+  the apply lines) and `unapplied` (`payment` - `applied`). A payment larger than what it
+  applies to is accepted: the unapplied amount stays on the customer's account as a credit
+  until it is applied or refunded. The record API finds those payments with
+  `q=customer ANY_OF [<id>] AND unapplied GREATER 0`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import re
 from datetime import date
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from connectors.netsuite_mapping import quote_q, ref
 from domain.delivery import (
@@ -47,6 +53,18 @@ class TimeBillResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.erp_time_bill_id is not None
+
+
+class UnappliedPayment(BaseModel):
+    """A customer payment with an amount not applied to any invoice (a credit on the account)."""
+
+    payment_id: str
+    received_on: date | None = None
+    payment: Decimal  # what the customer paid
+    applied: Decimal  # of it, applied to invoices
+    unapplied: Decimal  # the rest: the customer's credit
+    currency: str
+    applied_to: list[str] = Field(default_factory=list)  # internal IDs of the invoices it was applied to
 
 
 def dec(value: object) -> Decimal:
@@ -180,3 +198,23 @@ def payment_status_from_record(record: dict, currency: str, as_of: date) -> Paym
     return PaymentStatus(invoice_erp_id=str(record["id"]), invoice_number=record.get("tranId"),
                          total=total, amount_paid=paid, open_balance=remaining, currency=currency,
                          due_date=due, days_overdue=overdue, status=invoice_status(total, paid, remaining))
+
+
+def unapplied_payments_query(customer_id: str) -> str:
+    """The customer's payments that still carry an unapplied amount (one filtered list call,
+    so the reads do not grow with every payment the customer ever made)."""
+    return f"customer ANY_OF [{customer_id}] AND unapplied GREATER 0"
+
+
+def unapplied_payment_from_record(record: dict, currency: str) -> UnappliedPayment:
+    """A `customerPayment` as the ERP has it; `unapplied` is derived from `payment` and the
+    apply lines if the ERP did not send it."""
+    payment = dec(record.get("payment"))
+    lines = [line for line in (record.get("apply") or {}).get("items", []) if line.get("apply", True)]
+    applied = dec(record["applied"]) if record.get("applied") is not None else sum(
+        (dec(line.get("amount")) for line in lines), Decimal(0))
+    unapplied = dec(record["unapplied"]) if record.get("unapplied") is not None else payment - applied
+    on = record.get("tranDate")
+    return UnappliedPayment(payment_id=str(record["id"]), received_on=date.fromisoformat(on) if on else None,
+                            payment=payment, applied=applied, unapplied=unapplied, currency=currency,
+                            applied_to=[str(ref_id(line.get("doc"))) for line in lines if ref_id(line.get("doc"))])

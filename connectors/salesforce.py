@@ -12,6 +12,9 @@ Vendor facts relied on:
   API response and the daily limit is 403 REQUEST_LIMIT_EXCEEDED (retryable, later).
 - Money comes as JSON numbers and is parsed straight to Decimal (never float). Decimals
   are sent as JSON strings, which Salesforce accepts for number fields, so they stay exact.
+
+q2c writes only read-only reference fields on the Opportunity (the ERP and PSA own the data;
+the list, with what each one means, is in sandbox/crm/schema.py `Q2C_REFERENCE_FIELDS`).
 """
 
 from __future__ import annotations
@@ -169,10 +172,13 @@ class SalesforceClient(VendorClient):
 
     async def write_back_provisioning(self, opportunity_id: str, *, erp_customer_id: str | None,
                                       erp_project_id: str | None, psa_workspace_id: str | None,
-                                      status: str | None) -> None:
-        """Write ERP/PSA reference IDs and the q2c status back (None values are left as they are)."""
+                                      status: str | None, contract_version: int | None = None) -> None:
+        """Write ERP/PSA reference IDs, the q2c status and the contract version back (None
+        values are left as they are). Activation writes version 1, so the field tells which
+        contract q2c works to from the start, not only after the first amendment."""
         fields = {"ERP_Customer_Id__c": erp_customer_id, "ERP_Project_Id__c": erp_project_id,
-                  "PSA_Workspace_Id__c": psa_workspace_id, "Q2C_Status__c": status}
+                  "PSA_Workspace_Id__c": psa_workspace_id, "Q2C_Status__c": status,
+                  "Q2C_Contract_Version__c": contract_version}
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:
             await self.update_record("Opportunity", opportunity_id, fields)
@@ -185,11 +191,25 @@ class SalesforceClient(VendorClient):
             "Last_Invoice_Currency__c": currency, "Last_Invoice_Status__c": status})
 
     async def write_collection_status(self, opportunity_id: str, *, amount_paid: Decimal,
-                                      open_balance: Decimal, days_overdue: int) -> None:
-        """Payment status and aging from the ERP, as read-only reference fields."""
-        await self.update_record("Opportunity", opportunity_id, {
-            "Amount_Paid__c": str(amount_paid), "Open_Balance__c": str(open_balance),
-            "Days_Overdue__c": days_overdue})
+                                      open_balance: Decimal, days_overdue: int,
+                                      unapplied_credit: Decimal | None = None,
+                                      last_invoice_number: str | None = None,
+                                      last_invoice_amount: Decimal | None = None,
+                                      last_invoice_currency: str | None = None,
+                                      last_invoice_status: str | None = None) -> None:
+        """Payment status and aging from the ERP, as read-only reference fields, in ONE update
+        so the opportunity never shows totals from one ERP read next to the latest invoice's
+        status from another. Totals are over every invoice of the engagement; the credit is
+        the customer's unapplied payments; the last-invoice fields (None: left as they are)
+        describe the latest invoice as the ERP has it now (e.g. Paid In Full)."""
+        fields: dict = {"Amount_Paid__c": amount_paid, "Open_Balance__c": open_balance,
+                        "Days_Overdue__c": days_overdue}
+        optional = {"Unapplied_Credit__c": unapplied_credit, "Last_Invoice_Number__c": last_invoice_number,
+                    "Last_Invoice_Amount__c": last_invoice_amount,
+                    "Last_Invoice_Currency__c": last_invoice_currency,
+                    "Last_Invoice_Status__c": last_invoice_status}
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        await self.update_record("Opportunity", opportunity_id, fields)
 
     async def write_customer_master(self, account_id: str, patch: dict[str, str]) -> None:
         """A steward's customer-master fix, written back to the CRM account (canonical names in)."""

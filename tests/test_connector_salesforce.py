@@ -210,6 +210,37 @@ async def test_write_back_provisioning_and_stage(client):
     assert opp not in await client.closed_won_opportunity_ids(unprovisioned_only=True)
 
 
+async def test_contract_version_is_written_when_given(client):
+    opp = S.KEYSTONE_CYBER_OPPORTUNITY_ID
+    await client.write_back_provisioning(opp, erp_customer_id="C-101", erp_project_id="J-202",
+                                         psa_workspace_id="7001", status="Active", contract_version=1)
+    assert (await client.get_record("Opportunity", opp))["Q2C_Contract_Version__c"] == 1
+    await client.write_back_provisioning(opp, erp_customer_id=None, erp_project_id=None,
+                                         psa_workspace_id=None, status="Collecting")
+    record = await client.get_record("Opportunity", opp)
+    assert (record["Q2C_Contract_Version__c"], record["Q2C_Status__c"]) == (1, "Collecting")
+
+
+async def test_collection_status_writes_totals_credit_and_latest_invoice_together(client):
+    opp = S.KEYSTONE_CYBER_OPPORTUNITY_ID
+    await client.write_invoice_reference(opp, number="INV10077", amount=Decimal("300.00"), currency="USD",
+                                         status="open")
+    await client.write_collection_status(opp, amount_paid=Decimal("1800.00"), open_balance=Decimal("0.00"),
+                                         days_overdue=0, unapplied_credit=Decimal("200.00"),
+                                         last_invoice_number="INV10077", last_invoice_amount=Decimal("300.00"),
+                                         last_invoice_currency="USD", last_invoice_status="paid_in_full")
+    record = await client.get_record("Opportunity", opp)
+    assert (record["Amount_Paid__c"], record["Open_Balance__c"], record["Days_Overdue__c"],
+            record["Unapplied_Credit__c"], record["Last_Invoice_Number__c"], record["Last_Invoice_Amount__c"],
+            record["Last_Invoice_Status__c"]) == (Decimal("1800.00"), Decimal("0.00"), 0, Decimal("200.00"),
+                                                 "INV10077", Decimal("300.00"), "paid_in_full")
+    # the optional fields left out stay as they are
+    await client.write_collection_status(opp, amount_paid=Decimal("1800.00"), open_balance=Decimal("0"),
+                                         days_overdue=0)
+    record = await client.get_record("Opportunity", opp)
+    assert (record["Unapplied_Credit__c"], record["Last_Invoice_Status__c"]) == (Decimal("200.00"), "paid_in_full")
+
+
 async def test_update_account(client):
     await client.update_account(S.HELIX_ACCOUNT_ID, {"Tax_Id__c": "36-1112223"})
     e = await client.get_engagement(S.HELIX_OPPORTUNITY_ID)

@@ -219,14 +219,53 @@ async def test_payments_partial_then_full(erp_client):
         InvoiceStatus.PARTIALLY_PAID, Decimal("400.10"), Decimal("599.90"), 12)
     assert status.invoice_number == issued.number and status.currency == "USD"
 
-    with pytest.raises(ApplicationError) as err:
-        await erp_client.record_payment(issued.erp_id, Decimal("600.00"), date(2027, 3, 20))
-    assert err.value.non_retryable and "exceeds the amount remaining" in err.value.message
-
     await erp_client.record_payment(issued.erp_id, None, date(2027, 3, 20))
     [status] = await erp_client.invoice_payment_status([issued.erp_id], as_of=due + timedelta(days=40))
     assert (status.status, status.amount_paid, status.open_balance, status.days_overdue) == (
         InvoiceStatus.PAID_IN_FULL, Decimal("1000.00"), Decimal("0.00"), 0)
+    assert await erp_client.unapplied_payments(customer_id) == []
+    assert await erp_client.customer_credit(customer_id) == Decimal(0)
+
+
+async def test_overpayment_applies_the_balance_and_leaves_the_rest_as_credit(erp_client, erp_sandbox):
+    """NetSuite accepts a payment larger than what it applies to: the invoice is paid in full
+    and the rest stays `unapplied` on the payment, the customer's credit."""
+    customer_id, project_id = await provision(erp_client)
+    first = await erp_client.upsert_invoice(invoice([line("Retainer", "1", "300.00", "300.00")], []),
+                                            customer_id=customer_id, project_id=project_id)
+    second = await erp_client.upsert_invoice(invoice([line("Retainer", "1", "99.99", "99.99")], [],
+                                                     end=date(2027, 2, 28)),
+                                             customer_id=customer_id, project_id=project_id)
+    await erp_client.record_payment(first.erp_id, Decimal("100.00"), date(2027, 2, 15))
+    r = httpx.post(f"{erp_sandbox.url}/__sandbox/payments",
+                   json={"invoice_id": first.erp_id, "amount": "250.50", "date": "2027-03-01"}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (Decimal(str(body["payment"])), Decimal(str(body["applied"])), Decimal(str(body["unapplied"]))) == (
+        Decimal("250.50"), Decimal("200.00"), Decimal("50.50"))
+    assert (body["invoice"]["status"], Decimal(str(body["invoice"]["amountRemaining"]))) == ("Paid In Full", 0)
+
+    statuses = await erp_client.invoice_payment_status([first.erp_id, second.erp_id], as_of=date(2027, 3, 1))
+    assert [(s.status, s.amount_paid, s.open_balance) for s in statuses] == [
+        (InvoiceStatus.PAID_IN_FULL, Decimal("300.00"), Decimal("0.00")),
+        (InvoiceStatus.OPEN, Decimal("0"), Decimal("99.99"))]  # the credit is not applied by itself
+    [credit] = await erp_client.unapplied_payments(customer_id)
+    assert (credit.payment, credit.applied, credit.unapplied, credit.currency, credit.applied_to,
+            credit.received_on) == (Decimal("250.50"), Decimal("200.00"), Decimal("50.50"), "USD",
+                                    [first.erp_id], date(2027, 3, 1))
+
+    # paying an invoice that is already paid in full applies nothing: all of it is credit
+    r = httpx.post(f"{erp_sandbox.url}/__sandbox/payments",
+                   json={"invoice_id": first.erp_id, "amount": "10.00", "date": "2027-03-02"}, timeout=10)
+    assert r.status_code == 200 and Decimal(str(r.json()["unapplied"])) == Decimal("10.00"), r.text
+    assert await erp_client.customer_credit(customer_id) == Decimal("60.50")
+    other_customer, _ = await provision(erp_client)
+    assert await erp_client.customer_credit(other_customer) == Decimal(0)  # a customer's own credit only
+
+    # an invoice paid in full with no amount given: nothing to pay (400, nothing recorded)
+    r = httpx.post(f"{erp_sandbox.url}/__sandbox/payments", json={"invoice_id": first.erp_id}, timeout=10)
+    assert r.status_code == 400
+    assert await erp_client.customer_credit(customer_id) == Decimal("60.50")
 
 
 async def test_record_api_payment_and_error_shapes(erp_client, erp_sandbox):

@@ -163,6 +163,20 @@ def test_decimal_written_as_number_stays_exact(http):
     assert opp["Last_Invoice_Amount__c"] == Decimal("12345678.91")
 
 
+def test_q2c_reference_fields_exist_on_the_opportunity(http):
+    """Every field q2c documents as its reference field is on the Opportunity schema, and the
+    credit field keeps money exact."""
+    from sandbox.crm.schema import Q2C_REFERENCE_FIELDS, SCHEMAS
+
+    assert set(Q2C_REFERENCE_FIELDS) <= set(SCHEMAS["Opportunity"])
+    assert SCHEMAS["Opportunity"]["Unapplied_Credit__c"].type == "currency"
+    r = http.patch(f"{API}/sobjects/Opportunity/{S.HELIX_OPPORTUNITY_ID}",
+                   json={"Unapplied_Credit__c": "200.10", "Amount_Paid__c": "1800.00"})
+    assert r.status_code == 204, r.text
+    body = jloads(http.get(f"{API}/sobjects/Opportunity/{S.HELIX_OPPORTUNITY_ID}"))
+    assert (body["Unapplied_Credit__c"], body["Amount_Paid__c"]) == (Decimal("200.10"), Decimal("1800.00"))
+
+
 def test_write_errors_are_salesforce_arrays(http):
     r = http.post(f"{API}/sobjects/Account", json={"Name": "X", "Colour__c": "blue"})
     assert r.status_code == 400

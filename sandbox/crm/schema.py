@@ -6,6 +6,9 @@ fields (`INVALID_FIELD_FOR_INSERT_UPDATE`), with a missing required field
 picklist (`INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`). Numbers are kept as Decimal.
 External-ID fields (usable in `PATCH /sobjects/{Type}/{Field}/{value}`) are not unique here,
 so an upsert can match several records and answer 300.
+
+The Opportunity's q2c reference fields (what q2c writes, and what each means) are listed in
+`Q2C_REFERENCE_FIELDS` below.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ SCHEMAS: dict[str, dict[str, FieldDef]] = {
         "Amount_Paid__c": _CUR,
         "Open_Balance__c": _CUR,
         "Days_Overdue__c": FieldDef("double"),
+        "Unapplied_Credit__c": _CUR,
         "External_Id__c": _EXT,
         "IsClosed": FieldDef("boolean", createable=False, updateable=False),
         "IsWon": FieldDef("boolean", createable=False, updateable=False),
@@ -114,6 +118,27 @@ SCHEMAS: dict[str, dict[str, FieldDef]] = {
         "Milestone_Date__c": _DATE,
         "External_Id__c": _EXT,
     },
+}
+
+# The Opportunity fields q2c writes: read-only reference copies of what the ERP and PSA own
+# (integration never writes CRM-owned data back the other way). Collection figures are totals
+# over EVERY invoice of the engagement as the ERP has them, refreshed by each payment check.
+Q2C_REFERENCE_FIELDS: dict[str, str] = {
+    "ERP_Customer_Id__c": "NetSuite internal ID of the customer (keyed by the CRM account ID)",
+    "ERP_Project_Id__c": "NetSuite internal ID of the project (job) for this opportunity",
+    "PSA_Workspace_Id__c": "Kantata workspace ID",
+    "Q2C_Status__c": "the engagement's stage in q2c (Active, Collecting, Closed, ...)",
+    "Q2C_Contract_Version__c": "the contract version q2c works to: 1 from activation, +1 per change order",
+    "Last_Invoice_Number__c": "ERP number (tranId) of the latest invoice",
+    "Last_Invoice_Amount__c": "total of the latest invoice",
+    "Last_Invoice_Currency__c": "ISO currency of the latest invoice",
+    "Last_Invoice_Status__c": "the ERP's status of the latest invoice: open | partially_paid | paid_in_full",
+    "Amount_Paid__c": "paid on all the engagement's invoices (applied payments; only grows as payments arrive)",
+    "Open_Balance__c": "still owed on all the engagement's invoices",
+    "Days_Overdue__c": "days past due of the most overdue open invoice (0 when none is overdue)",
+    "Unapplied_Credit__c": ("the ERP customer's unapplied payments: money received beyond what it was "
+                            "applied to (e.g. an overpayment), a credit on the account until applied "
+                            "or refunded; an account's credit shows on each of its q2c opportunities"),
 }
 
 # Relationship name -> (reference field, parent type), per child type.

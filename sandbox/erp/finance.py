@@ -35,10 +35,15 @@ invoice
 
 customerPayment
 - `customer`, `payment` (> 0), `tranDate`, `currency` (the customer's), `apply`
-  `{"items": [{"doc": {"id": invoiceId}, "amount"}]}`; each invoice must be the customer's
-  and the amounts applied to it may not exceed its `amountRemaining` (overpayment -> 400);
+  `{"items": [{"doc": {"id": invoiceId}, "amount"}]}` (may be empty); each invoice must be
+  the customer's and the amounts applied to it may not exceed its `amountRemaining` (400);
   the applied total may not exceed `payment`. On create the invoices' `amountPaid`,
   `amountRemaining` and `status` are updated. A payment cannot be changed afterwards.
+- system-managed: `applied` (the total of the apply lines) and `unapplied` (`payment` -
+  `applied`). As in NetSuite, a payment larger than what it applies to is accepted and its
+  unapplied amount stays on the customer's account as a credit until applied or refunded;
+  `GET customerPayment?q=customer ANY_OF [id] AND unapplied GREATER 0` lists those payments.
+  `overpayment_fields` builds such a payment for one invoice (the sandbox's payment route).
 """
 
 from __future__ import annotations
@@ -328,6 +333,17 @@ def customer_payment(out: dict, store: RecordStore, existing: dict | None, *, st
     _text(out, "memo", "memo")
     _period(out, store, on, strict)
     return out
+
+
+def overpayment_fields(inv: dict, payment: Decimal, on: str, memo: str) -> dict:
+    """customerPayment fields for a customer paying `payment` against one invoice: what the
+    invoice still owes is applied, anything beyond it is left unapplied (a credit), the way
+    NetSuite records a payment that exceeds the amounts it applies to. A payment against an
+    invoice already paid in full applies nothing."""
+    applied = min(payment, remaining_balance(inv))
+    lines = [{"doc": {"id": inv["id"]}, "amount": applied}] if applied > 0 else []
+    return {"customer": inv["entity"], "payment": payment, "tranDate": on, "apply": {"items": lines},
+            "memo": memo}
 
 
 VALIDATORS = {"timeBill": time_bill, "invoice": invoice, "customerPayment": customer_payment}

@@ -6,9 +6,11 @@
 - `POST /__sandbox/payments` with `{"invoice_id" | "invoice_external_id", "amount"?, "date"?}`:
   the customer pays an invoice. `amount` defaults to the open balance, `date` to the
   invoice's due date (pay late by giving a later date). It records a real `customerPayment`
-  through the same validation as the record API (so overpayment and closed periods are 400s)
-  and answers `{"id", "invoice": {"id", "tranId", "total", "amountPaid", "amountRemaining",
-  "status", "dueDate"}}`.
+  through the same validation as the record API (a closed period is a 400). An amount larger
+  than the open balance is accepted as NetSuite accepts it: the balance is applied and the
+  rest stays `unapplied` on the payment, a credit on the customer's account. Answers
+  `{"id", "payment", "applied", "unapplied", "invoice": {"id", "tranId", "total",
+  "amountPaid", "amountRemaining", "status", "dueDate"}}`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sandbox.erp.errors import NetSuiteError
 from sandbox.erp.jsonio import dumps_exact, json_object
 from sandbox.erp.render import render
 from sandbox.erp.store import RecordStore
-from sandbox.erp.validation import validate
+from sandbox.erp.validation import amount, validate
 
 JSON = "application/json"
 
@@ -67,18 +69,18 @@ def finance_admin_router(store: RecordStore) -> APIRouter:
                     raise NetSuiteError(400, "USER_ERROR", "Give invoice_id or invoice_external_id.", "invoice_id")
                 if inv is None:
                     raise NetSuiteError(404, "RECORD_NOT_FOUND", "The invoice does not exist.", "invoice_id")
-                amount = body.get("amount")
-                if amount in (None, ""):
-                    amount = finance.remaining_balance(inv)
+                given = body.get("amount")
+                if given in (None, ""):
+                    given = finance.remaining_balance(inv)
+                payment = amount(given, "amount", positive=True)
                 on = body.get("date") or inv.get("dueDate") or date.today().isoformat()
-                fields = validate("customerPayment", {
-                    "customer": inv["entity"], "payment": amount, "tranDate": on,
-                    "apply": {"items": [{"doc": {"id": inv["id"]}, "amount": amount}]},
-                    "memo": "sandbox: simulated customer payment"}, store)
+                fields = validate("customerPayment", finance.overpayment_fields(
+                    inv, payment, on, "sandbox: simulated customer payment"), store)
                 payment_id = store.create("customerPayment", fields)
                 finance.after_write("customerPayment", payment_id, fields, store, created=True)
                 inv = store.get("invoice", inv["id"])
-                return {"id": str(payment_id),
+                return {"id": str(payment_id), "payment": fields["payment"], "applied": fields["applied"],
+                        "unapplied": fields["unapplied"],
                         "invoice": {k: inv.get(k) for k in ("id", "tranId", "total", "amountPaid",
                                                             "amountRemaining", "status", "dueDate")}}
 
