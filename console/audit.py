@@ -1,9 +1,11 @@
 """Who changed what: every steward action goes to the ledger's API-call audit.
 
 One row per accepted (outcome "ok", status 200) or rejected (outcome "rejected", status 422)
-fix, amendment, cancel, replay or recheck, with `system="q2c"`, the operation name, the
-engagement's workflow id and `actor` = the user behind the token (console/API) or the OS user
-(CLI). Requests refused for lack of a token or role are not changes and are not recorded.
+fix, amendment, cancel, replay, write-off, retry, milestone acceptance or waiver, or recheck,
+with `system="q2c"`, the operation name, the engagement's workflow id and `actor` = the user
+behind the token (console/API) or the OS user (CLI). The correlation ID is the Update ID the
+request was sent with, so a request sent twice (applied once) shows as two rows with one ID.
+Requests refused for lack of a token or role are not changes and are not recorded.
 
 The ledger is the one the worker writes (`ledger.config.ledger_url(settings)`, env
 `Q2C_LEDGER_DB_URL`), opened lazily on first use.
@@ -42,10 +44,11 @@ class StewardAudit:
             return self._ledger
 
     def record(self, operation: str, actor: str, opportunity_id: str, *, accepted: bool = True,
-               started: float | None = None, error_code: str | None = None) -> None:
+               started: float | None = None, error_code: str | None = None,
+               update_id: str | None = None) -> None:
         wf_id = workflow_id_for(opportunity_id)
         self.ledger().record_api_call(
-            CallRecord(correlation_id=uuid.uuid4().hex, system=SYSTEM, operation=operation,
+            CallRecord(correlation_id=update_id or uuid.uuid4().hex, system=SYSTEM, operation=operation,
                        method="UPDATE" if operation != "recheck" else "SIGNAL",
                        url=f"temporal://workflows/{wf_id}/{operation}",
                        status=200 if accepted else 422, outcome="ok" if accepted else "rejected",

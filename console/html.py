@@ -70,10 +70,13 @@ def hidden(name: str, value: str) -> str:
 
 
 def text_input(name: str, value: str = "", *, errors: list[str] | None = None, placeholder: str = "",
-               type_: str = "text", attrs: str = "") -> str:
+               type_: str = "text", attrs: str = "", key: str | None = None) -> str:
+    """`key` names the input's element ids (`f-<key>`, `err-<key>`) when several forms on a page
+    share a field name (e.g. each milestone's waive reason); default: the name."""
+    key = key or name
     cls = ' class="invalid"' if errors else ""
-    aria = f' aria-invalid="true" aria-describedby="err-{esc(name)}"' if errors else ""
-    return (f'<input type="{type_}" id="f-{esc(name)}" name="{esc(name)}" value="{esc(value)}"'
+    aria = f' aria-invalid="true" aria-describedby="err-{esc(key)}"' if errors else ""
+    return (f'<input type="{type_}" id="f-{esc(key)}" name="{esc(name)}" value="{esc(value)}"'
             f' placeholder="{esc(placeholder)}"{cls}{aria} {attrs}>')
 
 

@@ -1,7 +1,18 @@
-"""The console's pages, rendered from the queue rows and the engagement's `status` query."""
+"""The console's pages, rendered from the queue rows and the engagement's `status` query.
+
+The steward's forms on an engagement page follow what ends its pause (`pause.action`): a
+re-check or customer data (`recheck`), a retry of the parked step (`retry`), replaying or
+writing off time exceptions (`replay_or_write_off`), accepting or waiving milestones
+(`accept_or_waive`). An engagement that delivers without a pause offers replay/write-off and
+milestone acceptance/waiver too; one parked on something else offers only the answer to that.
+
+Every form carries a request id minted when the page is rendered (`request_id`): a retried
+POST of the same form is sent with the same Update ID and applies once (see `console.service`).
+"""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from console.forms import FORM_MILESTONE_ROWS, FORM_RATE_ROWS, PATCH_FIELDS, PATCH_LABELS, field_key
@@ -9,9 +20,35 @@ from console.html import badge, error_text, esc, flash, hidden, page, table, tex
 from console.queue import QUEUES, QueueRow, age_text
 from domain.engagement import BillingModel
 from domain.stage import EngagementStage
-from workflows.models import EngagementStatus
+from workflows.models import EngagementStatus, StewardAction
 
 TERMINAL = (EngagementStage.CLOSED, EngagementStage.CANCELLED)
+REQUEST_ID_FIELD = "request_id"
+ACTION_LABELS = {
+    StewardAction.RECHECK: "fix the data (here or in the CRM), then re-check",
+    StewardAction.RETRY: "fix the cause in the named system, then retry the step",
+    StewardAction.REPLAY_OR_WRITE_OFF: "replay the parked time once fixed, or write it off with a reason",
+    StewardAction.ACCEPT_OR_WAIVE: "accept each open milestone (it is invoiced) or waive it with a reason",
+}
+
+
+def new_request_id() -> str:
+    """A fresh id for one rendered form (unguessable, so no two renders share an Update ID)."""
+    return secrets.token_urlsafe(18)
+
+
+def offered_actions(status: EngagementStatus) -> set[StewardAction]:
+    """The steward actions the engagement takes now: the pause's own answer while it is parked;
+    replay/write-off and accept/waive while it delivers; nothing before activation or at the end."""
+    if status.stage in TERMINAL:
+        return set()
+    if status.pause is not None:
+        return {status.pause.action}
+    if status.stage is EngagementStage.AWAITING_STEWARD:
+        return {StewardAction.RECHECK}
+    if status.active_since is not None and status.engagement is not None:
+        return {StewardAction.REPLAY_OR_WRITE_OFF, StewardAction.ACCEPT_OR_WAIVE}
+    return set()
 
 
 @dataclass
@@ -28,7 +65,7 @@ class Viewer:
 class FormState:
     """What to show again in a form after a rejection: the values typed and the errors."""
 
-    name: str = ""  # which form: customer-data | amendment | cancel
+    name: str = ""  # which form: customer-data | amendment | cancel | retry | write-off | waive:<key> ...
     values: dict[str, str] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
 
@@ -80,17 +117,26 @@ def queue_page(rows: list[QueueRow], viewer: Viewer, *, queue: str | None, older
     for r in rows:
         missing = "<br>".join(f"<code>{esc(m['field'])}</code> <span class='muted'>{esc(m['reason'])}</span>"
                               for m in r.missing_fields) or '<span class="muted">-</span>'
+        if r.vendor_message:
+            missing += f'<br><span class="muted vendor-message">{esc(r.vendor_message[:300])}</span>'
         link = f"/console/engagements/{esc(r.opportunity_id)}"
+        pause = esc(r.pause_kind.replace("_", " ") if r.pause_kind else "-")
+        if r.where:
+            pause += f'<br><span class="muted pause-where">{esc(r.where)}</span>'
+        if r.action:
+            pause += f'<br><span class="badge pause-action" data-action="{esc(r.action)}">{esc(r.action.replace("_", " "))}</span>'
+        if r.open_exceptions:
+            pause += f'<br><span class="muted">{r.open_exceptions} open time exception(s)</span>'
         data.append([f'<a href="{link}" class="opp-link">{esc(r.opportunity_id)}</a>', esc(r.customer or "-"),
                      f'<span style="white-space:nowrap">{esc(r.queue or "-")}</span>',
-                     esc(r.pause_kind.replace("_", " ") if r.pause_kind else "-"), missing,
+                     pause, missing,
                      esc(r.since.strftime("%Y-%m-%d %H:%M UTC") if r.since else "-")
                      + f'<br><span class="muted">{esc(age_text(r.age_hours()))}</span>',
                      f'<a href="{link}">open</a>'])
     body = (f'<h1>Paused engagements</h1><p class="muted">Engagements waiting for a steward '
             f'(stage AwaitingSteward), oldest first.</p>{flash(error, ok=False)}'
             f'<section class="card">{filters}</section><section class="card">'
-            + table(["Opportunity", "Customer", "Queue", "Pause", "Fields at fault", "Since", ""], data,
+            + table(["Opportunity", "Customer", "Queue", "Pause, needs", "Fields at fault", "Since", ""], data,
                     empty="No paused engagements match.", attrs='id="queue"')
             + f'<p class="muted">{len(rows)} engagement(s)</p></section>')
     return _shell("Queue", body, viewer)
@@ -105,7 +151,7 @@ def _dl(items: list[tuple[str, str]]) -> str:
 
 def _form(action: str, viewer: Viewer, inner: str, form_id: str) -> str:
     return (f'<form method="post" action="{esc(action)}" id="{esc(form_id)}">'
-            f'{hidden("csrf_token", viewer.csrf)}{inner}</form>')
+            f'{hidden("csrf_token", viewer.csrf)}{hidden(REQUEST_ID_FIELD, new_request_id())}{inner}</form>')
 
 
 def _general_errors(state: FormState, known: set[str]) -> str:
@@ -148,11 +194,18 @@ def _pause_section(status: EngagementStatus, viewer: Viewer, state: FormState, b
     if pause is not None:
         facts = [("Why", esc(pause.kind.value.replace("_", " "))), ("Queue", esc(pause.queue.value)),
                  ("Message", esc(pause.message)),
-                 ("Since", esc(pause.since.strftime("%Y-%m-%d %H:%M UTC") if pause.since else "-"))]
+                 ("Since", esc(pause.since.strftime("%Y-%m-%d %H:%M UTC") if pause.since else "-")),
+                 ("Needs", f'<span id="pause-action" data-action="{esc(pause.action.value)}">'
+                           f'{esc(ACTION_LABELS.get(pause.action, pause.action.value))}</span>')]
+        vendor = [("System", pause.system and pause.system.upper()), ("Operation", pause.operation),
+                  ("Vendor code", pause.vendor_code), ("Vendor message", pause.vendor_message)]
+        facts += [(k, f'<span id="pause-{esc(k.lower().replace(" ", "-"))}">{esc(v)}</span>')
+                  for k, v in vendor if v]
     fault_rows = [[f"<code>{esc(f.field)}</code>", esc(f.reason)] for f in fields]
     out = (f'<section class="card" id="pause"><h2>Why it waits</h2>{_dl(facts)}'
            + table(["Field at fault", "Reason"], fault_rows, empty="No field named.", attrs='id="fields-at-fault"'))
-    if viewer.can_change:
+    actions = offered_actions(status)
+    if viewer.can_change and StewardAction.RECHECK in actions:
         out += ('<h2 style="margin-top:18px">Provide customer data</h2>'
                 + _customer_form(status, viewer, state.for_("customer-data"), base)
                 + '<h2 style="margin-top:18px">Fixed it in the CRM?</h2>'
@@ -161,21 +214,57 @@ def _pause_section(status: EngagementStatus, viewer: Viewer, state: FormState, b
                         + text_input("note", "", placeholder="note (optional), e.g. tax ID added in Salesforce")
                         + '</div><button class="secondary" type="submit" id="recheck">Recheck the CRM</button></div>',
                         "recheck-form"))
+    if viewer.can_change and StewardAction.RETRY in actions:
+        out += '<h2 style="margin-top:18px">Fixed the cause?</h2>' + _retry_form(status, viewer,
+                                                                                 state.for_("retry"), base)
+    if StewardAction.REPLAY_OR_WRITE_OFF in actions and pause is not None:
+        out += ('<p class="muted">Replay the parked time below once its cause is fixed, or write it off '
+                'with a reason.</p>')
+    if StewardAction.ACCEPT_OR_WAIVE in actions and pause is not None:
+        out += '<p class="muted">Accept or waive each open milestone below.</p>'
     return out + "</section>"
+
+
+def _retry_form(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    pause = status.pause
+    step = " ".join(x for x in ((pause.system or "").upper(), pause.operation or "") if x) if pause else ""
+    e = state.errors
+    inner = (_general_errors(state, {"note"}) + '<div class="row"><div style="flex:1">'
+             + text_input("note", state.values.get("note", ""), errors=e.get("note"), key="retry-note",
+                          placeholder="what was fixed (optional), e.g. project reopened in NetSuite")
+             + error_text("retry-note", e.get("note")) + "</div>"
+             + f'<button class="primary" type="submit" id="retry">Retry{(" " + esc(step)) if step else ""}</button>'
+             + "</div>")
+    return _form(f"{base}/retry", viewer, inner, "retry-form")
 
 
 def _money(value, currency) -> str:
     return esc(f"{value:,.2f} {currency or ''}".strip()) if value is not None else "-"
 
 
+def _version_changes(v) -> str:
+    """What a version changed: its `changes` (the amendment) when it has them, else the size of
+    the card it carries (a version holding the whole card, e.g. the closed-won one)."""
+    changes = getattr(v, "changes", None) or {}
+    if not changes:
+        return f"{len(v.rate_card)} rates, {len(v.milestones)} milestones" if v.rate_card or v.milestones else "-"
+    parts = []
+    for name, value in changes.items():
+        if value in (None, [], {}, "") or name in ("reason", "requested_by"):
+            continue
+        parts.append(f"{name.replace('_', ' ')}: {len(value)}" if isinstance(value, list) else
+                     f"{name.replace('_', ' ')}: {value}")
+    return "; ".join(parts) or "-"
+
+
 def _contract_section(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
     versions = [[esc(v.version), _money(v.contract_value, status.engagement.contract_value.currency
                                         if status.engagement else ""),
-                 esc(v.end_date or "-"), esc(len(v.rate_card)), esc(len(v.milestones)), esc(v.reason or "-"),
+                 esc(v.end_date or "-"), esc(_version_changes(v)), esc(v.reason or "-"),
                  esc(v.requested_by or "-"), esc(v.at.strftime("%Y-%m-%d %H:%M") if v.at else "-")]
                 for v in status.contract_versions]
     out = ('<section class="card" id="contract"><h2>Contract versions</h2>'
-           + table(["Version", "Value", "End date", "Rates", "Milestones", "Reason", "By", "At"], versions,
+           + table(["Version", "Value", "End date", "Changes", "Reason", "By", "At"], versions,
                    empty="No amendment yet: the contract is as closed-won.", attrs='id="versions"'))
     if viewer.can_change and status.stage is EngagementStage.ACTIVE:
         out += '<h2 style="margin-top:18px">Amend the contract</h2>' + _amend_form(status, viewer,
@@ -235,21 +324,94 @@ def _amend_form(status: EngagementStatus, viewer: Viewer, state: FormState, base
     return _form(f"{base}/amendments", viewer, inner, "amendment-form")
 
 
-def _exceptions_section(status: EngagementStatus, viewer: Viewer, base: str) -> str:
+def _exceptions_section(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    count = status.open_exception_count
+    may = viewer.can_change and StewardAction.REPLAY_OR_WRITE_OFF in offered_actions(status)
     rows = []
     for x in status.open_exceptions:
         action = ""
-        if viewer.can_change:
+        if may:
             action = _form(f"{base}/exceptions/replay", viewer,
                            hidden("psa_id", x.psa_id) + '<button class="secondary" type="submit">Replay</button>',
                            f"replay-{x.psa_id}")
         rows.append([f"<code>{esc(x.psa_id)}</code>", esc(x.reason_code), esc(x.message), action])
-    out = ('<section class="card" id="exceptions"><h2>Time exceptions</h2>'
+    shown = len(status.open_exceptions)
+    by_reason = ", ".join(f"{esc(code)}: {n}" for code, n in sorted(status.open_exceptions_by_reason.items()))
+    summary = (f'<p id="exception-count" data-count="{count}"><b>{count}</b> open'
+               + (f" ({by_reason})" if by_reason else "")
+               + (f'; the first {shown} are listed (all of them: <code>q2c exceptions list -o '
+                  f'{esc(status.opportunity_id)}</code>)' if shown < count else "")
+               + (f'; {status.written_off_entries} written off' if status.written_off_entries else "")
+               + "</p>")
+    out = ('<section class="card" id="exceptions"><h2>Time exceptions</h2>' + summary
            + table(["Time entry", "Reason", "Message", ""], rows, empty="No open time exceptions."))
-    if viewer.can_change and rows:
+    if may and count:
         out += _form(f"{base}/exceptions/replay", viewer,
-                     '<p><button class="primary" type="submit" id="replay-all">Replay all</button></p>', "replay-all-form")
+                     f'<p><button class="primary" type="submit" id="replay-all">Replay all {count}</button></p>',
+                     "replay-all-form")
+        out += '<h2 style="margin-top:18px">Write off</h2>' + _write_off_form(status, viewer,
+                                                                           state.for_("write-off"), base)
     return out + "</section>"
+
+
+def _write_off_form(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    v, e = state.values, state.errors
+    inner = (_general_errors(state, {"reason", "psa_ids"})
+             + '<p class="muted">Time written off is never billed; the decision is kept with your name '
+               'and the reason.</p>'
+             + '<div class="field"><label for="f-psa_ids">Entries</label>'
+             + text_input("psa_ids", v.get("psa_ids", ""), errors=e.get("psa_ids"),
+                          placeholder="entry ids, comma-separated; empty: all open")
+             + error_text("psa_ids", e.get("psa_ids")) + "</div>"
+             + '<div class="field"><label for="f-write-off-reason">Reason</label>'
+             + text_input("reason", v.get("reason", ""), errors=e.get("reason"), key="write-off-reason",
+                          placeholder="why this time will never be billed")
+             + error_text("write-off-reason", e.get("reason")) + "</div>"
+             + '<p><button class="danger" type="submit" id="write-off">Write off</button></p>')
+    return _form(f"{base}/exceptions/write-off", viewer, inner, "write-off-form")
+
+
+def _milestone_state(m) -> str:
+    if getattr(m, "waived", False):
+        return "waived" + (f" by {m.waived_by}" if getattr(m, "waived_by", None) else "") \
+            + (f": {m.waived_reason}" if getattr(m, "waived_reason", None) else "")
+    if m.invoiced:
+        return "invoiced"
+    if m.accepted:
+        return "accepted"
+    return "open"
+
+
+def _milestones_section(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    eng = status.engagement
+    if eng is None or eng.billing_model is not BillingModel.FIXED_FEE or not eng.milestones:
+        return ""
+    may = viewer.can_change and StewardAction.ACCEPT_OR_WAIVE in offered_actions(status)
+    currency = eng.contract_value.currency
+    rows = []
+    for m in eng.milestones:
+        state_text = _milestone_state(m)
+        action = ""
+        if may and state_text == "open":
+            form = state.for_(f"waive:{m.key}")
+            errs = form.errors.get("reason")
+            action = (_form(f"{base}/milestones/{m.key}/accept", viewer,
+                            f'<button class="primary" type="submit" id="accept-{esc(m.key)}">Accept</button>',
+                            f"accept-{m.key}-form")
+                      + _form(f"{base}/milestones/{m.key}/waive", viewer,
+                              _general_errors(form, {"reason"})
+                              + text_input("reason", form.values.get("reason", ""), errors=errs,
+                                           placeholder="why it will not be invoiced", key=f"waive-{m.key}")
+                              + error_text(f"waive-{m.key}", errs)
+                              + f'<button class="secondary" type="submit" id="waive-{esc(m.key)}">Waive</button>',
+                              f"waive-{m.key}-form"))
+        rows.append([f"<code>{esc(m.key)}</code>", esc(m.name), _money(m.amount, currency),
+                     esc(m.due_date or "-"), f'<span data-milestone-state="{esc(state_text)}">{esc(state_text)}</span>',
+                     action])
+    accept_errors = _general_errors(state, set()) if state.name.startswith("accept:") else ""
+    return ('<section class="card" id="milestones"><h2>Milestones</h2>' + accept_errors
+            + table(["Key", "Milestone", "Amount", "Due", "State", ""], rows, attrs='id="milestone-table"')
+            + "</section>")
 
 
 def _cancel_section(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
@@ -293,14 +455,17 @@ def engagement_page(status: EngagementStatus, viewer: Viewer, *, history_url: st
     facts += [(k, f"<code>{esc(v)}</code>") for k, v in ids if v]
     facts.append(("History", f'<a href="{esc(history_url)}" target="_blank" rel="noopener" id="history">'
                              f'open in the Temporal UI</a>'))
-    rejected = flash(f"Not accepted, nothing was changed: see the {state.name.replace('-', ' ')} form below.",
-                     ok=False) if state.errors else ""
+    form_name, _, item = state.name.partition(":")
+    reasons = "; ".join(f"{k}: {m}" if k != "_" else m for k, ms in state.errors.items() for m in ms)
+    rejected = flash(f"Not accepted, nothing was changed ({form_name.replace('-', ' ')}"
+                     + (f" of milestone {item}" if item else "") + f"): {reasons}", ok=False) if state.errors else ""
     readonly = "" if viewer.can_change else '<p class="muted">Read-only: you are signed in as a viewer.</p>'
     body = (f'<p><a href="/console">&larr; queue</a></p><h1>Engagement <code>{esc(opp)}</code> '
             f'<span id="stage">{badge(status.stage.value)}</span></h1>{flash(message)}{rejected}{readonly}'
             f'<section class="card" id="summary">{_dl(facts)}</section>'
             + _pause_section(status, viewer, state, base)
-            + _exceptions_section(status, viewer, base)
+            + _milestones_section(status, viewer, state, base)
+            + _exceptions_section(status, viewer, state, base)
             + _contract_section(status, viewer, state, base)
             + _invoices_section(status)
             + _cancel_section(status, viewer, state.for_("cancel"), base))

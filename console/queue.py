@@ -40,6 +40,20 @@ class QueueRow:
     message: str = ""
     since: datetime | None = None
     workflow_id: str = ""
+    # what ends the pause (recheck | retry | replay_or_write_off | accept_or_waive) and, for a
+    # vendor's answer, where it came from in that vendor's own words
+    action: str = ""
+    system: str | None = None
+    operation: str | None = None
+    vendor_code: str | None = None
+    vendor_message: str | None = None
+    open_exceptions: int = 0  # the engagement's count (not the status' bounded sample)
+
+    @property
+    def where(self) -> str:
+        """'ERP create invoice (INVALID_FLD_VALUE)', or '' when no vendor call is involved."""
+        text = " ".join(x for x in ((self.system or "").upper(), self.operation or "") if x)
+        return f"{text} ({self.vendor_code})" if text and self.vendor_code else text
 
     def age_hours(self, now: datetime | None = None) -> float | None:
         if self.since is None:
@@ -53,7 +67,9 @@ class QueueRow:
                 "pause_kind": self.pause_kind, "missing_fields": self.missing_fields,
                 "message": self.message, "since": self.since.isoformat() if self.since else None,
                 "age_hours": None if self.since is None else round(self.age_hours(), 2),
-                "workflow_id": self.workflow_id}
+                "workflow_id": self.workflow_id, "action": self.action, "system": self.system,
+                "operation": self.operation, "vendor_code": self.vendor_code,
+                "vendor_message": self.vendor_message, "open_exceptions": self.open_exceptions}
 
 
 def parse_queue(queue: str | None) -> str | None:
@@ -93,6 +109,10 @@ def _row(wf, status: EngagementStatus | None) -> QueueRow:
         row.message = pause.message
         row.since = pause.since
         row.missing_fields = [{"field": f.field, "reason": f.reason} for f in pause.fields]
+        row.action = pause.action.value
+        row.system, row.operation = pause.system, pause.operation
+        row.vendor_code, row.vendor_message = pause.vendor_code, pause.vendor_message
+    row.open_exceptions = status.open_exception_count
     if not row.missing_fields:
         row.missing_fields = [{"field": f.field, "reason": f.reason} for f in status.missing_fields]
     return row

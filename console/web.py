@@ -8,11 +8,17 @@
     POST /console/engagements/{opp}/amendments      change order
     POST /console/engagements/{opp}/cancel          cancel (reason)
     POST /console/engagements/{opp}/exceptions/replay  replay one (psa_id) or all
+    POST /console/engagements/{opp}/exceptions/write-off  write off (psa_ids, comma-separated, or all; reason)
+    POST /console/engagements/{opp}/retry           retry the parked step (note)
+    POST /console/engagements/{opp}/milestones/{key}/accept   accept a milestone (it is invoiced)
+    POST /console/engagements/{opp}/milestones/{key}/waive    waive it (reason)
 
 Pages need a viewer or steward token (anonymous GETs are sent to the login page); every POST
 needs a steward (401 anonymous, 403 viewer) and the session's CSRF token. A rejected change
 re-renders the page with 422, the messages next to their fields and the typed values kept;
-an accepted one redirects (303) to the page with a message.
+an accepted one redirects (303) to the page with a message. Each form's hidden `request_id`
+(minted when the page was rendered) names the request: the same form posted again (a retried
+click, a browser resend) applies once.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from console.forms import compact_rows, errors_by_field
 from console.pages import FormState, Viewer, engagement_page, login_page, message_page, queue_page
 from console.queue import parse_queue, temporal_ui_link
-from console.service import StewardService
-from console.updates import UpdateOutcome
+from console.service import RequestKey, StewardService, key_errors
+from console.updates import UpdateOutcome, replay_text, write_off_text
 from starter.auth import SESSION_COOKIE, Authenticator, Principal
 from starter.cli import EngagementNotAnswering, EngagementNotFound
 
 OPPORTUNITY_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
+MILESTONE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")  # CRM line item ids, co<version>-<n>
 MAX_FORM_BYTES = 64_000
+FORM_CONTROL_FIELDS = ("csrf_token", "request_id")  # the form's own, not the steward's input
 
 
 class ConsoleUnavailable(Exception):
@@ -46,6 +54,18 @@ async def form_values(request: Request) -> dict[str, str]:
         raise HTTPException(413, "form too large")
     parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
+
+
+def form_key(values: dict[str, str]) -> RequestKey | None:
+    """The form's request id (None when malformed: the page refuses it with 400)."""
+    value = values.get("request_id")
+    if value is not None and key_errors(value, "request_id"):
+        return None
+    return RequestKey.form(value)
+
+
+def steward_input(values: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if k not in FORM_CONTROL_FIELDS}
 
 
 def _safe_next(value: str | None) -> str:
@@ -81,6 +101,9 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
             auth.check_csrf(request, p, values.get("csrf_token"))
         except HTTPException as err:
             return html(message_page("Not allowed", str(err.detail), viewer_of(p)), 403)
+        if form_key(values) is None:
+            return html(message_page("Bad request", "the form's request id is malformed: reload the page",
+                                     viewer_of(p)), 400)
         return p
 
     def check_opp(opp: str) -> None:
@@ -111,8 +134,7 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         if outcome.ok:
             return RedirectResponse(f"/console/engagements/{opp}?msg={quote(success(outcome.result))}",
                                     status_code=303)
-        state = FormState(name=form, values={k: v for k, v in values.items() if k != "csrf_token"},
-                          errors=errors_by_field(outcome.errors))
+        state = FormState(name=form, values=steward_input(values), errors=errors_by_field(outcome.errors))
         return await render_engagement(opp, p, state=state, status_code=422)
 
     # ---- login ----------------------------------------------------------------------------
@@ -179,9 +201,9 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         p = await change_guard(request, values)
         if isinstance(p, Response):
             return p
-        fields = {k: v for k, v in values.items() if k != "csrf_token"}
+        fields = steward_input(values)
         return await after_change(request, opp, p, "customer-data", values,
-                                  lambda: service.fix(opp, fields, p.user),
+                                  lambda: service.fix(opp, fields, p.user, form_key(values)),
                                   lambda r: f"Customer data accepted: {r or 'the engagement resumes'}")
 
     @router.post("/engagements/{opp}/amendments")
@@ -191,9 +213,10 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         p = await change_guard(request, values)
         if isinstance(p, Response):
             return p
+        key = form_key(values)
         values = compact_rows(values)
         return await after_change(request, opp, p, "amendment", values,
-                                  lambda: service.amend(opp, values, p.user),
+                                  lambda: service.amend(opp, steward_input(values), p.user, key),
                                   lambda v: f"Amendment accepted: contract version {getattr(v, 'version', '?')}")
 
     @router.post("/engagements/{opp}/cancel")
@@ -204,7 +227,7 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         if isinstance(p, Response):
             return p
         return await after_change(request, opp, p, "cancel", values,
-                                  lambda: service.cancel(opp, values.get("reason", ""), p.user),
+                                  lambda: service.cancel(opp, values.get("reason", ""), p.user, form_key(values)),
                                   lambda r: f"Cancellation accepted: {r or 'final invoice follows'}")
 
     @router.post("/engagements/{opp}/exceptions/replay")
@@ -217,10 +240,9 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         ids = [values["psa_id"]] if values.get("psa_id") else []
 
         def done(r) -> str:
-            return (f"Replayed: {len(r.resolved)} posted, {len(r.exceptions)} still in exception"
-                    if r is not None else "Replayed")
+            return f"Replayed: {replay_text(r)}" if r is not None else "Replayed"
         return await after_change(request, opp, p, "replay", values,
-                                  lambda: service.replay(opp, ids, p.user), done)
+                                  lambda: service.replay(opp, ids, p.user, form_key(values)), done)
 
     @router.post("/engagements/{opp}/recheck")
     async def recheck(request: Request, opp: str) -> Response:
@@ -234,5 +256,65 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
             return UpdateOutcome(result=await service.recheck(opp, values.get("note"), p.user))
         return await after_change(request, opp, p, "recheck", values, run,
                                   lambda _: "Recheck requested: the engagement reads the CRM again")
+
+    @router.post("/engagements/{opp}/retry")
+    async def retry(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        return await after_change(request, opp, p, "retry", values,
+                                  lambda: service.retry(opp, values.get("note", ""), p.user, form_key(values)),
+                                  lambda r: f"Retry accepted: {r or 'the parked step runs again'}")
+
+    @router.post("/engagements/{opp}/exceptions/write-off")
+    async def write_off(request: Request, opp: str) -> Response:
+        check_opp(opp)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        ids = [i.strip() for i in re.split(r"[,\s]+", values.get("psa_ids", "")) if i.strip()]
+
+        def done(r) -> str:
+            return f"Written off: {write_off_text(r)}" if r is not None else "Written off"
+        return await after_change(request, opp, p, "write-off", values,
+                                  lambda: service.write_off(opp, ids, values.get("reason", ""), p.user,
+                                                            form_key(values)), done)
+
+    def check_milestone(key: str) -> None:
+        if not MILESTONE_KEY.match(key):
+            raise HTTPException(404, "not a milestone key")
+
+    @router.post("/engagements/{opp}/milestones/{key}/accept")
+    async def accept_milestone(request: Request, opp: str, key: str) -> Response:
+        check_opp(opp)
+        check_milestone(key)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+
+        def done(invoice) -> str:
+            if invoice is None:
+                return f"Milestone {key} accepted"
+            return (f"Milestone {key} accepted: invoice {invoice.number or invoice.external_id} "
+                    f"for {invoice.total} {invoice.currency}")
+        return await after_change(request, opp, p, f"accept:{key}", values,
+                                  lambda: service.accept_milestone(opp, key, p.user, key=form_key(values)), done)
+
+    @router.post("/engagements/{opp}/milestones/{key}/waive")
+    async def waive_milestone(request: Request, opp: str, key: str) -> Response:
+        check_opp(opp)
+        check_milestone(key)
+        values = await form_values(request)
+        p = await change_guard(request, values)
+        if isinstance(p, Response):
+            return p
+        return await after_change(request, opp, p, f"waive:{key}", values,
+                                  lambda: service.waive_milestone(opp, key, values.get("reason", ""), p.user,
+                                                                  form_key(values)),
+                                  lambda r: f"Milestone {key} waived: {r or 'it will not be invoiced'}")
 
     return router

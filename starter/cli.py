@@ -154,6 +154,13 @@ def format_status(status: EngagementStatus) -> str:
                      f"{e.contract_value.amount} {e.contract_value.currency}")
         if e.region:
             lines.append(f"Region:       {e.region}")
+    pause = status.pause
+    if pause is not None:
+        lines.append(f"Paused:       {pause.kind.value} (queue {pause.queue.value}), needs {pause.action.value}")
+        where = " ".join(x for x in ((pause.system or "").upper(), pause.operation or "") if x)
+        if where or pause.vendor_code:
+            lines.append(f"Where:        {where or '-'}" + (f" ({pause.vendor_code})" if pause.vendor_code else "")
+                         + (f": {pause.vendor_message}" if pause.vendor_message else ""))
     if status.missing_fields:
         lines.append("Missing:")
         lines.extend(f"  - {issue.field}: {issue.reason}" for issue in status.missing_fields)
@@ -178,9 +185,16 @@ def format_status(status: EngagementStatus) -> str:
                      f"{i.status.value}  open {i.open_balance}" + (f"  {i.days_overdue} days overdue"
                                                                    if i.days_overdue else "")
                      for i in status.invoices)
-    if status.open_exceptions:
-        lines.append(f"Time exceptions ({len(status.open_exceptions)} open; q2c exceptions list):")
+    if status.open_exception_count or status.open_exceptions:
+        count = max(status.open_exception_count, len(status.open_exceptions))  # the sample is at most 20
+        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(status.open_exceptions_by_reason.items()))
+        lines.append(f"Time exceptions ({count} open{': ' + by_reason if by_reason else ''}; "
+                     f"q2c exceptions list -o {status.opportunity_id}):")
         lines.extend(f"  {x.psa_id}: {x.reason_code}: {x.message}" for x in status.open_exceptions[:10])
+    if status.written_off_entries:
+        minutes = getattr(status, "written_off_minutes", None)
+        lines.append(f"Written off:  {status.written_off_entries} entries"
+                     + (f", {minutes / 60:.2f} h" if minutes else "") + " (never billed)")
     return "\n".join(lines)
 
 
@@ -217,8 +231,7 @@ def _run(coro_fn):
 
 @app.command("start")
 def start_cmd(opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)")) -> None:
-    """Start the engagement for a closed-won opportunity: a no-op if it runs or has completed;
-    started again if its last run failed or was terminated."""
+    """Start the engagement for a closed-won opportunity (a no-op if it runs or has completed; started again if its last run failed or was terminated)."""
     result = _run(lambda client, s: start(client, opportunity_id.strip(), task_queue=s.task_queue,
                                           delivery=delivery_config(s)))
     typer.echo(f"workflow id: {result.workflow_id}")
@@ -281,7 +294,10 @@ def _mount_subcommands() -> None:
     app.add_typer(exceptions_app, name="exceptions")
     from starter.steward_cli import mount as mount_steward
 
-    mount_steward(app)  # q2c steward queue|fix, q2c amend, q2c cancel
+    mount_steward(app)  # q2c steward queue|fix|retry, q2c amend, q2c cancel
+    from starter.milestone_cli import milestone_app
+
+    app.add_typer(milestone_app, name="milestone")  # q2c milestone accept|waive
 
 
 _mount_subcommands()
