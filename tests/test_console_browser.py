@@ -3,7 +3,8 @@
 A deal whose account lacks its tax ID pauses in AwaitingSteward (queue master-data). The
 steward signs in with the token, finds it in the queue, opens it, submits an invalid fix (the
 validator's message shows next to the field, the engagement stays paused), then a valid one:
-the page says it resumed and the engagement reaches Active.
+the page says it resumed and the engagement reaches Active. And a retainer whose invoice the
+ERP refused: the page names the ERP's code and message, and one click on Retry invoices.
 
 Needs `chromium` and `chromium-driver` (`make browser` installs them). Selenium calls block,
 so they run in a thread: the worker shares this event loop and must keep running meanwhile.
@@ -20,6 +21,7 @@ import pytest
 from domain.stage import EngagementStage
 from tests.engagement_helpers import status_of, wait_for_stage
 from tests.fixtures.console import STEWARD_TOKEN, paused_deal
+from tests.test_interfaces_steward_actions import closed_period, needs_update, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -139,3 +141,51 @@ async def test_steward_fixes_a_paused_engagement_in_the_browser(console_stack, b
     assert await asyncio.to_thread(reload_stage, browser) == "Active"
     await asyncio.to_thread(browser.save_screenshot, str(tmp_path / "resumed.png"))
     assert (tmp_path / "invalid-fix.png").stat().st_size > 10_000
+
+
+def open_engagement(driver, base: str, opp: str) -> None:
+    By = _by()
+    driver.get(f"{base}/console/login?next=/console/engagements/{opp}")
+    driver.find_element(By.ID, "f-token").send_keys(STEWARD_TOKEN)
+    click_and_load(driver, driver.find_element(By.ID, "login"))
+
+
+def retry_in_browser(driver, base: str, opp: str, note: str, screenshot=None) -> dict:
+    By = _by()
+    open_engagement(driver, base, opp)
+    seen = {"action": driver.find_element(By.ID, "pause-action").get_attribute("data-action"),
+            "system": driver.find_element(By.ID, "pause-system").text,
+            "code": driver.find_element(By.ID, "pause-vendor-code").text,
+            "message": driver.find_element(By.ID, "pause-vendor-message").text}
+    if screenshot:
+        driver.save_screenshot(str(screenshot))
+    driver.find_element(By.ID, "f-retry-note").send_keys(note)
+    click_and_load(driver, driver.find_element(By.ID, "retry"))
+    seen["flash"] = driver.find_element(By.ID, "flash").text
+    return seen
+
+
+@needs_update("retry")
+async def test_steward_retries_a_parked_invoice_in_the_browser(console_stack, browser, tmp_path):
+    """A retainer's first invoice is refused by the ERP (period closed): the page says what the
+    ERP answered and offers Retry; after the period is reopened, one click invoices."""
+    from starter.cli import start
+    from tests.deals import create_deal
+    from workflows.models import DeliveryConfig
+
+    async with console_stack.crm.client() as crm:
+        deal = await create_deal(crm, billing_model="Retainer", account_name="Browser Retry Retainer AG")
+    opp = deal.opportunity_id
+    with closed_period(console_stack.erp.url, "Dec 2026") as reopen:
+        await start(console_stack.client, opp, task_queue=console_stack.settings.task_queue,
+                    delivery=DeliveryConfig(period_seconds=4, payment_poll_seconds=3600))
+        await wait_until(console_stack.client, opp, lambda s: s.pause is not None and s.pause.action.value == "retry",
+                         timeout=90, what="a retry pause")
+        reopen()
+        seen = await asyncio.to_thread(retry_in_browser, browser, console_stack.url, opp, "Dec 2026 reopened",
+                                       tmp_path / "parked.png")
+    assert seen["action"] == "retry" and seen["system"] == "ERP" and seen["code"] and seen["message"]
+    assert "Retry accepted" in seen["flash"], seen
+    done = await wait_until(console_stack.client, opp, lambda s: s.invoices and s.pause is None, what="invoiced")
+    assert done.stage is not EngagementStage.AWAITING_STEWARD
+    assert (tmp_path / "parked.png").stat().st_size > 10_000

@@ -137,3 +137,49 @@ async def test_change_order_in_the_crm_reaches_erp_and_psa(e2e):
             await asyncio.sleep(0.1)
         assert [i.field for i in st.crm_change_issues] == ["end_date"]
         assert st.engagement.end_date.isoformat() == "2027-08-31" and len(st.contract_versions) == 2
+
+
+async def test_a_deal_not_closed_won_starts_nothing_until_it_is(e2e):
+    """A notification for a deal in Negotiation (here one whose message carries no StageName,
+    so the webhook reads the stage from the CRM) is acknowledged and starts nothing; closing
+    the deal in the CRM sends the message that starts it."""
+    from starter.outbound_message import build_outbound_message
+    from starter.start import workflow_id_for
+
+    async with e2e.crm.client() as crm:
+        deal = await create_deal(crm, stage="Negotiation/Review")
+        body = build_outbound_message(e2e.settings.crm.organization_id, [deal.opportunity_id], extra_fields={})
+        r = httpx.post(f"http://127.0.0.1:{e2e.settings.webhook_port}/webhooks/salesforce/outbound",
+                       content=body, headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+                       timeout=30)
+        assert r.status_code == 200 and "<Ack>true</Ack>" in r.text
+        assert "Negotiation/Review" in r.headers["x-q2c-outcome"]
+        assert await status_of(e2e.client, deal.opportunity_id) is None
+        assert [w async for w in e2e.client.list_workflows(
+            f"WorkflowId = '{workflow_id_for(deal.opportunity_id)}'")] == []
+        await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
+        await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
+
+
+async def test_terminated_engagement_restarts_on_redelivery_and_reaches_active(e2e):
+    async with e2e.crm.client() as crm:
+        deal = await create_deal(crm, stage="Negotiation/Review")
+        await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
+        first = await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
+    handle = e2e.client.get_workflow_handle(f"engagement-{deal.opportunity_id}")
+    old = await handle.describe()
+    await handle.terminate(reason="test: an operator ended it by hand")
+    delivery = await _delivered(e2e.crm.url, deal.opportunity_id)
+    r = httpx.post(f"{e2e.crm.url}/__sandbox/outbound/{delivery['id']}/redeliver", timeout=10)
+    assert r.status_code == 201
+    for _ in range(300):
+        new = await handle.describe()
+        if new.run_id != old.run_id:
+            break
+        await asyncio.sleep(0.1)
+    assert new.run_id != old.run_id, "the redelivery did not start a new run"
+    again = await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
+    # the new run found what the first one provisioned: same ERP records, nothing twice
+    assert again.erp_project_id == first.erp_project_id and again.erp_customer_id == first.erp_customer_id
+    assert len([r for r in e2e.erp.records("job") if r.get("externalId") == deal.opportunity_id]) == 1
+    assert len([r for r in e2e.erp.records("customer") if r.get("externalId") == deal.account_id]) == 1
