@@ -4,8 +4,8 @@ Tokens come from `Q2C_API_TOKENS`, a comma-separated list of `user:role:token`:
 
     Q2C_API_TOKENS="alice:steward:s3cret-alice,victor:viewer:s3cret-victor"
 
-Roles: `steward` (read and change: fixes, amendments, cancel, replay, recheck) and `viewer`
-(read only). When the variable is unset the demo tokens apply (sandbox only, never in
+Roles: `steward` (read and change: fixes, amendments, cancel, recheck, retry, replay and
+write-off of time exceptions, milestone acceptance and waiver) and `viewer` (read only). When the variable is unset the demo tokens apply (sandbox only, never in
 production): `steward-demo-token` (user `steward`) and `viewer-demo-token` (user `viewer`).
 
 A request authenticates with `Authorization: Bearer <token>` or with the `q2c_session`

@@ -160,3 +160,21 @@ async def test_cli_rerun_applies_once_and_request_id_names_it(console_stack):
     audit = console_stack.ledger.api_calls(system="q2c", workflow_id=workflow_id_for(opp))
     assert [a.actor for a in audit if a.operation == "amend_contract"] == ["carol"] * 4
     assert STEWARD_USER in [a.actor for a in audit if a.operation == "provide_customer_data"]
+
+
+async def test_a_refused_request_sent_again_later_is_judged_again(console_stack):
+    """A validator's refusal is not an outcome Temporal keeps: the same request (same derived
+    ID) sent once the engagement can take it is accepted, not answered with the old refusal."""
+    deal, _ = await paused_deal(console_stack)
+    opp = deal.opportunity_id
+    body = {"contract_value": "170000", "reason": "CO-early"}
+    async with httpx.AsyncClient(base_url=console_stack.url, timeout=60) as h:
+        early = await h.post(f"/api/engagements/{opp}/amendments", json=body, headers=STEWARD)
+        assert early.status_code == 422 and early.json()["errors"][0]["field"] == "stage"
+        r = await h.post(f"/api/engagements/{opp}/customer-data", json={"tax_id": "12-3456789"}, headers=STEWARD)
+        assert r.status_code == 200, r.text
+        active = await wait_for_stage(console_stack.client, opp, EngagementStage.ACTIVE)
+        later = await h.post(f"/api/engagements/{opp}/amendments", json=body, headers=STEWARD)
+        assert later.status_code == 200, later.text
+        assert later.headers["x-q2c-update-id"] == early.headers["x-q2c-update-id"]
+    assert await version_of(console_stack, opp) == current_version(active) + 1
