@@ -17,6 +17,10 @@ Kantata API v1 facts this relies on:
 Time (delivery to cash):
 - only *approved* time leaves the PSA: `list_approved_time` reads `time_entries.json` with
   `approved=true`, `date_performed_between=<EARLIEST>:<through>`, sorted by date then id;
+- an entry is priced by the role it was booked under: its `role_id` (Kantata's "project role
+  of the user who performed the work"); without one, the user's project role on the workspace
+  (`workspace_resources`, when they hold exactly one); never the user's account role, which
+  is their role today. Otherwise the entry comes back with no role and a `role_issue`;
 - what q2c posted to the ERP is marked with an external reference on the TimeEntry
   (service_name "q2c", service_model "timeBill", service_model_ref = the ERP timeBill id);
   `unposted_only` asks for entries without such a reference
@@ -274,10 +278,14 @@ class KantataClient(VendorClient):
         body = await self._get("time_entries.json", "list_approved_time", params)
         objects = m.results(body)
         users = body.get("users", {})
-        needed = {str(o.get("role_id") or users.get(str(o.get("user_id")), {}).get("role_id"))
-                  for o in objects} - {"None", ""}
+        project_roles: dict[str, set[str]] = {}
+        if any(not o.get("role_id") for o in objects):
+            # only an entry booked without a role needs the workspace's resources (one read)
+            project_roles = m.project_roles(await self._list_all(
+                "workspace_resources.json", "list_workspace_resources", {"workspace_id": workspace_id}))
+        needed = {m.entry_role_id(o, project_roles)[0] for o in objects} - {None}
         roles = await self._role_name_map(needed)
-        entries = sorted((m.time_entry_from_kantata(o, users, roles) for o in objects),
+        entries = sorted((m.time_entry_from_kantata(o, users, roles, project_roles) for o in objects),
                          key=lambda e: (e.date_performed, int(e.psa_id)))
         page_count = int(body.get("meta", {}).get("page_count") or 0)
         return entries, params["page"] < page_count

@@ -173,18 +173,54 @@ def find_role_id(roles: dict[str, str], role: str) -> str | None:
 
 # --- time --------------------------------------------------------------------------------
 
+def project_roles(resources: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """user id -> the role ids the user holds on the workspace (named `workspace_resources`)."""
+    roles: dict[str, set[str]] = {}
+    for r in resources:
+        if r.get("user_id") and r.get("role_id"):
+            roles.setdefault(str(r["user_id"]), set()).add(str(r["role_id"]))
+    return roles
+
+
+def entry_role_id(obj: dict[str, Any], project_roles_by_user: dict[str, set[str]]) -> tuple[str | None, str | None]:
+    """(role id, None) for the role a Kantata time entry was booked under, or (None, why not).
+
+    The entry's own `role_id` is the project role Kantata fixed on it when the time was booked.
+    Without one, the only role that still describes that work is the user's project role on
+    the workspace: their single workspace resource there. The user's account role is never
+    used: it is what they are now, not what they were booked as (priced by it, time booked as
+    a Consultant by someone promoted since would bill at the new rate)."""
+    if obj.get("role_id"):
+        return str(obj["role_id"]), None
+    user_id = str(obj.get("user_id"))
+    held = sorted(project_roles_by_user.get(user_id, set()), key=int)
+    if len(held) == 1:
+        return held[0], None
+    workspace = obj.get("workspace_id")
+    if not held:
+        return None, (f"the PSA entry carries no role and user {user_id} holds no role on workspace {workspace}")
+    return None, (f"the PSA entry carries no role and user {user_id} holds several roles on workspace "
+                  f"{workspace} (role ids {', '.join(held)})")
+
+
 def time_entry_from_kantata(obj: dict[str, Any], users: dict[str, dict[str, Any]],
-                            role_names: dict[str, str]) -> TimeEntry:
+                            role_names: dict[str, str],
+                            project_roles_by_user: dict[str, set[str]] | None = None) -> TimeEntry:
     """A Kantata time entry as the canonical TimeEntry.
 
     `users` is the `users` key of an `include=user` answer (id -> user); `role_names` maps
-    role id -> name. The role is the entry's `role_id`, else the user's own role.
+    role id -> name; `project_roles_by_user` is `project_roles` of the workspace's resources.
+    The role is the one the entry was booked under (`entry_role_id`); when it cannot be told,
+    `role` is "" and `role_issue` says why, so the entry is parked rather than priced.
     """
     user = users.get(str(obj.get("user_id")), {})
-    role_id = obj.get("role_id") or user.get("role_id")
+    role_id, issue = entry_role_id(obj, project_roles_by_user or {})
+    role = role_names.get(role_id, "") if role_id else ""
+    if role_id and not role:
+        issue = f"role {role_id} of the PSA entry is not a known Kantata role"
     return TimeEntry(
         psa_id=str(obj["id"]), person=str(obj["user_id"]), person_name=user.get("full_name"),
-        role=role_names.get(str(role_id), "") if role_id else "",
+        role=role, role_issue=issue,
         task_id=str(obj.get("story_id") or ""), workspace_id=str(obj.get("workspace_id") or "") or None,
         date_performed=obj["date_performed"], minutes=int(obj["time_in_minutes"]),
         billable=bool(obj.get("billable")),

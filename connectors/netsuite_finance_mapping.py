@@ -4,9 +4,12 @@
 NetSuite facts used here (see sandbox/erp/finance.py for the sandbox's rules):
 - `timeBill.customer` is the project (job); `hours` is a duration written "H:MM" (minutes
   stay exact; the minutes are also sent in `custcol_minutes`); `rate` is per hour in the
-  project's currency; external ID `psa-<PSA time entry id>`.
+  project's currency; `custcol_amount` is the entry's billable amount by q2c's one rule
+  (`domain.billing.entry_amount`: exact hours x rate, rounded half-up once to the minor unit),
+  which the ERP checks against its own hours x rate; external ID `psa-<PSA time entry id>`.
 - an `invoice` has `entity` (customer), `job`, `tranDate`, `item` lines
-  `{description, quantity, rate, amount}`, the timeBills it bills in `custbody_time_bills`;
+  `{description, quantity, rate, amount}` (a time line adds `custcol_time_bills`, the
+  timeBills whose amounts it sums), the timeBills it bills in `custbody_time_bills`;
   the ERP assigns `tranId` (the invoice number) and keeps `total`, `amountPaid`,
   `amountRemaining`, `status` ("Open" | "Paid In Full") and `dueDate`.
 - a `customerPayment` has `customer`, `payment` (the amount received), `tranDate`, `currency`
@@ -26,6 +29,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from connectors.netsuite_mapping import quote_q, ref
+from domain.billing import entry_amount
 from domain.delivery import (
     AccountingPeriod,
     Invoice,
@@ -35,6 +39,7 @@ from domain.delivery import (
     PostedTime,
     TimeEntry,
 )
+from domain.money import is_currency
 
 TIME_BILL_PREFIX = "psa-"
 _DURATION = re.compile(r"^(\d+):([0-5]\d)$")
@@ -115,6 +120,10 @@ def time_bill_payload(entry: TimeEntry, rate: Decimal | None, project_id: str, c
         payload["custcol_psa_user_name"] = entry.person_name
     if rate is not None:
         payload["rate"] = rate
+        if entry.billable and is_currency(currency):
+            # our figure for the entry, by the one rule; the ERP computes hours x rate itself
+            # and refuses a timeBill whose amount differs, so the two can never disagree
+            payload["custcol_amount"] = entry_amount(entry.minutes, rate, currency)
     if entry.notes:
         payload["memo"] = entry.notes[:4000]
     return payload
@@ -136,6 +145,7 @@ def posted_time_from_record(record: dict) -> PostedTime:
         billable=bool(record.get("isBillable")),
         rate=dec(record["rate"]) if record.get("rate") is not None else None,
         currency=record.get("custcol_currency") or "",
+        amount=dec(record["custcol_amount"]) if record.get("custcol_amount") is not None else None,
     )
 
 
@@ -146,14 +156,23 @@ def period_from_record(record: dict) -> AccountingPeriod:
                             closed=bool(record.get("closed")))
 
 
+def invoice_line_payload(line: InvoiceLine) -> dict:
+    """An `item` line; a time line also names the timeBills it bills (`custcol_time_bills`), as
+    its amount is theirs summed (each entry rounded once), not quantity x rate."""
+    payload: dict = {"description": line.description, "quantity": line.quantity, "rate": line.rate,
+                     "amount": line.amount}
+    if line.time_bill_ids:
+        payload["custcol_time_bills"] = list(line.time_bill_ids)
+    return payload
+
+
 def invoice_payload(invoice: Invoice, customer_id: str, project_id: str, currency_id: str) -> dict:
     return {
         "entity": ref(customer_id),
         "job": ref(project_id),
         "tranDate": invoice.period_end.isoformat(),
         "currency": ref(currency_id),
-        "item": {"items": [{"description": line.description, "quantity": line.quantity,
-                            "rate": line.rate, "amount": line.amount} for line in invoice.lines]},
+        "item": {"items": [invoice_line_payload(line) for line in invoice.lines]},
         "custbody_time_bills": list(invoice.time_bill_ids),
         "custbody_period_start": invoice.period_start.isoformat(),
         "custbody_period_end": invoice.period_end.isoformat(),
@@ -170,7 +189,8 @@ def invoice_status(total: Decimal, paid: Decimal, remaining: Decimal) -> Invoice
 def invoice_from_record(record: dict, currency: str, requested: Invoice | None = None) -> Invoice:
     """The invoice as the ERP holds it (`requested` fills in what the ERP does not keep)."""
     lines = [InvoiceLine(description=line.get("description") or "", quantity=dec(line["quantity"]),
-                         rate=dec(line["rate"]), amount=dec(line["amount"]))
+                         rate=dec(line["rate"]), amount=dec(line["amount"]),
+                         time_bill_ids=[str(i) for i in line.get("custcol_time_bills") or []])
              for line in (record.get("item") or {}).get("items", [])]
     total = dec(record.get("total"))
     paid = dec(record.get("amountPaid"))

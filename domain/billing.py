@@ -1,8 +1,24 @@
-"""Billing rules, stated once and kept pure (no I/O): periods, rates, invoice lines, time checks.
+"""Billing rules, stated once and kept pure (no I/O): periods, rates, amounts, invoice lines,
+time checks.
 
-Rounding: a time line's quantity is its billable minutes / 60, rounded half-up to 6 decimals;
-every line amount is quantity x rate rounded half-up to the currency's minor unit; an invoice
-total is the sum of its (already rounded) line amounts.
+Money is computed one way, here:
+
+- **The amount of a time entry** is its exact minutes x the hourly rate / 60, computed exactly
+  (no intermediate rounding: not of the hours, not of the product) and rounded half-up ONCE to
+  the currency's minor unit (`domain.money.round_money`: cents for USD, whole yen for JPY,
+  fils for BHD). `entry_amount` is that rule; nothing else multiplies minutes by a rate.
+- **An invoice time line** (one per role and rate) bills the sum of its entries' amounts, and
+  an invoice total is the sum of its line amounts. So the ledger's posted amount, the ERP
+  timeBill's amount and the invoice line are the same per-entry figures, summed: they agree to
+  the cent by construction. Rounding once per line instead would not (two 61-minute entries at
+  500.09/h are 508.42 + 508.42 = 1016.84, while 122 min x 500.09 / 60 = 1016.85).
+- A line shows its hours exactly as a duration ("1 h 01 min") and its rate to the currency's
+  minor unit ("500.09/h", more places only when the rate has them). Its numeric `quantity`
+  (hours to 6 places) is for the reader and the ERP's quantity column; it is never multiplied.
+- **Rates** carry at most `MAX_RATE_PLACES` decimals (the ERP rate and the ledger's
+  NUMERIC(18,4) columns hold exactly that), are positive, and are looked up for the role ON THE
+  ENTRY at the entry's date. A rate the ledger could not store exactly is refused where it
+  enters (`rate_issue`), so nothing is ever accepted by the ERP and then refused by the ledger.
 """
 
 from __future__ import annotations
@@ -10,16 +26,21 @@ from __future__ import annotations
 import calendar
 from collections import defaultdict
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, Inexact, localcontext
 
 from pydantic import BaseModel
 
 from domain.delivery import AccountingPeriod, InvoiceLine, PostedTime, TimeEntry
 from domain.engagement import RateCardEntry
-from domain.money import round_money
+from domain.money import MINOR_UNITS, is_currency, round_money
 from domain.project import Task
 
+# Hours shown on an invoice line's quantity column (display only: amounts never use it).
 QUANTITY_PLACES = Decimal("0.000001")
+# Decimals a rate may carry: what the ERP rate and the ledger's NUMERIC(18,4) hold exactly.
+MAX_RATE_PLACES = 4
+# Digits before the decimal point that NUMERIC(18,4) leaves a rate.
+MAX_RATE_INTEGER_DIGITS = 18 - MAX_RATE_PLACES
 
 
 class BillingPeriod(BaseModel):
@@ -57,21 +78,107 @@ def rate_for(rate_card: list[RateCardEntry], role: str, on: date) -> Decimal | N
     return best.rate if best else None
 
 
+def decimal_places(value: Decimal) -> int:
+    """Significant decimals of a value (150.10 has 1, 150 has 0, 0.00005 has 5)."""
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def rate_issue(rate: Decimal, currency: str) -> str | None:
+    """Why an hourly rate cannot be billed, or None if it can.
+
+    Checked where a rate enters q2c (the rate card at intake, an amendment) and again before
+    time is posted, so a rate the ledger could not store exactly never reaches the ERP (which
+    would accept it, leaving a posting the ledger refuses on every retry)."""
+    if not is_currency(currency):
+        return f"'{currency}' is not a supported currency for rates"
+    return _rate_shape_issue(rate, f"{currency}/h")
+
+
+def _rate_shape_issue(rate: Decimal, unit: str) -> str | None:
+    if not isinstance(rate, Decimal) or not rate.is_finite():
+        return f"rate {rate!r} is not a decimal number"
+    if rate <= 0:
+        return f"rate {rate} {unit} must be positive"
+    places = decimal_places(rate)
+    if places > MAX_RATE_PLACES:
+        return (f"rate {rate} {unit} has {places} decimal places; at most {MAX_RATE_PLACES} are allowed "
+                f"(the ERP and the ledger keep rates to {MAX_RATE_PLACES} places)")
+    if rate.adjusted() + 1 > MAX_RATE_INTEGER_DIGITS:
+        return f"rate {rate} {unit} is too large (at most {MAX_RATE_INTEGER_DIGITS} digits before the point)"
+    return None
+
+
+def entry_amount(minutes: int, rate: Decimal, currency: str) -> Decimal:
+    """THE rule: exact minutes x rate / 60, rounded half-up once to the currency's minor unit.
+
+    Computed with integers, so no step rounds (not even at Decimal's 28-digit precision):
+    61 min x 500.09 / 60 = 508.424833... -> 508.42."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0:
+        raise ValueError(f"minutes must be a whole number >= 0, not {minutes!r}")
+    if not isinstance(rate, Decimal) or not rate.is_finite() or rate < 0:
+        raise ValueError(f"rate must be a finite Decimal >= 0, not {rate!r}")
+    places = MINOR_UNITS[currency]
+    # value in minor units = minutes x rate x 10^places / 60, as an exact fraction n / d
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.traps[Inexact] = True  # the product is exact, or this raises: it is never rounded
+        numerator, denominator = (Decimal(minutes) * rate).scaleb(places).as_integer_ratio()
+    denominator *= 60
+    units, remainder = divmod(numerator, denominator)
+    if 2 * remainder >= denominator:  # half-up (every value here is >= 0)
+        units += 1
+    return round_money(Decimal(units).scaleb(-places), currency)
+
+
 def line_amount(quantity: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """A non-time line (a milestone, a retainer): quantity x rate rounded half-up once."""
     return round_money(quantity * rate, currency)
 
 
+def format_rate(rate: Decimal, currency: str) -> str:
+    """A rate as printed on an invoice: to the currency's minor unit (150 -> "150.00", JPY
+    15000 -> "15000"), with more places only when the rate has them (150.125 -> "150.125")."""
+    places = max(MINOR_UNITS.get(currency, 2), decimal_places(rate))
+    return f"{rate.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+def format_duration(minutes: int) -> str:
+    """Exact hours of a line: "8 h", "1 h 01 min", "45 min"."""
+    hours, rest = divmod(minutes, 60)
+    if not rest:
+        return f"{hours} h"
+    return f"{hours} h {rest:02d} min" if hours else f"{rest} min"
+
+
+def posted_amount(p: PostedTime, currency: str) -> Decimal:
+    """What one posted entry bills: the amount posted with it (the ERP's and the ledger's
+    figure), which is `entry_amount` of its minutes and rate; 0 when not billable."""
+    if not p.billable or p.rate is None:
+        return Decimal(0)
+    return p.amount if p.amount is not None else entry_amount(p.minutes, p.rate, currency)
+
+
 def time_invoice_lines(posted: list[PostedTime], currency: str) -> list[InvoiceLine]:
-    """One line per role (and per rate, when a rate changed within the period)."""
+    """One line per role (and per rate, when a rate changed within the period), billing the sum
+    of its entries' amounts and naming the timeBills it bills."""
     minutes: dict[tuple[str, Decimal], int] = defaultdict(int)
+    amounts: dict[tuple[str, Decimal], Decimal] = defaultdict(Decimal)
+    bills: dict[tuple[str, Decimal], list[str]] = defaultdict(list)
     for p in posted:
         if p.billable and p.rate is not None:
-            minutes[(p.role, p.rate)] += p.minutes
+            key = (p.role, p.rate)
+            minutes[key] += p.minutes
+            amounts[key] += posted_amount(p, currency)
+            bills[key].append(p.erp_time_bill_id)
     lines = []
-    for (role, rate), total in sorted(minutes.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        quantity = (Decimal(total) / Decimal(60)).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
-        lines.append(InvoiceLine(description=f"{role}: {quantity.normalize():f} h at {rate}/h",
-                                 quantity=quantity, rate=rate, amount=line_amount(quantity, rate, currency)))
+    for key in sorted(minutes, key=lambda k: (k[0], k[1])):
+        role, rate = key
+        quantity = (Decimal(minutes[key]) / Decimal(60)).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+        lines.append(InvoiceLine(
+            description=f"{role}: {format_duration(minutes[key])} at {format_rate(rate, currency)}/h",
+            quantity=quantity, rate=rate, amount=round_money(amounts[key], currency),
+            time_bill_ids=sorted(bills[key])))
     return lines
 
 
@@ -91,11 +198,16 @@ class TimeCheck(BaseModel):
 
 def check_time_entry(entry: TimeEntry, *, tasks: dict[str, Task], rate_card: list[RateCardEntry],
                      periods: list[AccountingPeriod], project_open: bool = True,
-                     bill_time: bool = True) -> TimeCheck:
+                     bill_time: bool = True, currency: str | None = None) -> TimeCheck:
     """Validate one approved entry against the engagement before it goes to the ERP.
 
     bill_time=False (fixed fee, retainer): time is posted for cost and utilisation only,
     never invoiced, so no rate is needed.
+
+    The rate is the one of the role ON THE ENTRY (as the PSA recorded it when the time was
+    booked) at the entry's date, never the person's role of today. An entry whose role the PSA
+    could not tell is parked (NO_RATE, naming what is missing) rather than priced by a guess,
+    and so is one whose rate could not be stored exactly (`rate_issue`).
     """
     def fail(code: str, message: str) -> TimeCheck:
         return TimeCheck(psa_id=entry.psa_id, ok=False, reason_code=code, message=message)
@@ -114,7 +226,15 @@ def check_time_entry(entry: TimeEntry, *, tasks: dict[str, Task], rate_card: lis
         return fail("PERIOD_CLOSED", f"ERP accounting period {period.name} is closed")
     rate = None
     if entry.billable and bill_time:
+        if not entry.role.strip():
+            why = entry.role_issue or "the PSA entry carries no role"
+            return fail("NO_RATE", f"no role for time entry {entry.psa_id} on {entry.date_performed}: {why}; "
+                                   "set the entry's role in the PSA, then replay it")
         rate = rate_for(rate_card, entry.role, entry.date_performed)
         if rate is None:
             return fail("NO_RATE", f"no rate for role '{entry.role}' on {entry.date_performed}")
+        issue = rate_issue(rate, currency) if currency else _rate_shape_issue(rate, "per hour")
+        if issue:
+            return fail("NO_RATE", f"the rate for role '{entry.role}' on {entry.date_performed} cannot be "
+                                   f"billed: {issue}; correct the rate card")
     return TimeCheck(psa_id=entry.psa_id, ok=True, rate=rate)

@@ -6,7 +6,9 @@ from datetime import date
 from decimal import Decimal
 from enum import Enum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from domain.money import is_currency
 
 
 class InvoiceStatus(str, Enum):
@@ -28,7 +30,7 @@ class TimeEntry(BaseModel):
     psa_id: str
     person: str  # PSA user id
     person_name: str | None = None
-    role: str  # role name, matched against the rate card
+    role: str  # role name ON THE ENTRY (as booked), matched against the rate card; "" if unknown
     task_id: str  # PSA story id
     workspace_id: str | None = None
     date_performed: date
@@ -36,6 +38,7 @@ class TimeEntry(BaseModel):
     billable: bool
     approval: ApprovalState = ApprovalState.APPROVED
     notes: str | None = None
+    role_issue: str | None = None  # why the PSA could not tell the entry's role (role is "")
 
     @property
     def hours(self) -> Decimal:
@@ -63,6 +66,20 @@ class PostedTime(BaseModel):
     billable: bool
     rate: Decimal | None = None  # per hour, None when not billable
     currency: str
+    # What the entry bills, by the one rule (`domain.billing.entry_amount`); None when not
+    # billable. Filled in from minutes and rate when not given; given, it is the figure the ERP
+    # and the ledger hold for the entry.
+    amount: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _amount_by_the_rule(self) -> "PostedTime":
+        if not self.billable or self.rate is None:
+            self.amount = None
+        elif self.amount is None and is_currency(self.currency):
+            from domain.billing import entry_amount  # the rule lives there (it imports this module)
+
+            self.amount = entry_amount(self.minutes, self.rate, self.currency)
+        return self
 
 
 class PaymentStatus(BaseModel):
@@ -80,10 +97,14 @@ class PaymentStatus(BaseModel):
 
 
 class InvoiceLine(BaseModel):
+    """One invoice line. A time line's amount is the sum of its entries' amounts (see
+    domain/billing.py); its quantity is hours for display, never multiplied."""
+
     description: str
     quantity: Decimal
     rate: Decimal
     amount: Decimal
+    time_bill_ids: list[str] = Field(default_factory=list)  # a time line: the ERP timeBills it bills
 
 
 class Invoice(BaseModel):

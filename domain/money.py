@@ -1,6 +1,7 @@
 """Money: Decimal amount + ISO 4217 currency. Never float.
 
-Rounding rule, stated once: half-up to the currency's minor unit.
+Rounding rule, stated once: half-up to the currency's minor unit. A time entry's amount is
+rounded with it exactly once, after the exact minutes x rate / 60 (`domain.billing.entry_amount`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from domain.billing import rate_issue
 from domain.engagement import BillingModel, Engagement
 from domain.money import is_currency
 from domain.project import ProjectTemplate, Subsidiary
@@ -116,10 +117,14 @@ def _billing_issues(e: Engagement) -> list[FieldIssue]:
     if e.billing_model is BillingModel.TIME_AND_MATERIALS:
         if not e.rate_card:
             issues.append(FieldIssue(field="opportunity.rate_card", reason="time and materials needs a rate card"))
-        for i, r in enumerate(e.rate_card):
-            if r.rate <= 0:
-                issues.append(FieldIssue(field=f"opportunity.rate_card[{i}].rate",
-                                         reason=f"rate for {r.role} must be positive"))
+        for r in e.rate_card:
+            # the same rule as before posting (domain.billing.rate_issue): a rate the ledger
+            # cannot store exactly is refused here, not after the ERP has accepted it
+            issue = rate_issue(r.rate, e.currency)
+            if issue:
+                since = f" (from {r.effective_from})" if r.effective_from else ""
+                issues.append(FieldIssue(field=f"opportunity.rate_card[{r.role}].rate",
+                                         reason=f"{r.role}{since}: {issue}"))
     elif e.billing_model is BillingModel.FIXED_FEE:
         if not e.milestones:
             issues.append(FieldIssue(field="opportunity.milestones", reason="fixed fee needs milestones"))

@@ -73,6 +73,14 @@ class Xref(LedgerTable, table=True):
 
 
 class LedgerPostedTime(LedgerTable, table=True):
+    """One PSA entry as posted to the ERP: exactly the minutes, rate and amount the ERP accepted.
+
+    `amount` is the entry's billable amount by the one rule (`domain.billing.entry_amount`:
+    exact minutes x rate / 60, rounded half-up once to the currency's minor unit), the same
+    figure the ERP timeBill carries and the invoice line sums. `rate` and `amount` are
+    NUMERIC(18,4) (`ExactDecimal`), which holds every rate `domain.billing.rate_issue` lets in
+    (at most MAX_RATE_PLACES = 4 decimals) and every minor unit (at most 3) without rounding."""
+
     __tablename__ = "q2c_posted_time"
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -84,21 +92,23 @@ class LedgerPostedTime(LedgerTable, table=True):
     minutes: int
     billable: bool
     rate: Optional[Decimal] = _money(nullable=True)
+    amount: Optional[Decimal] = _money(nullable=True)  # None when not billable
     currency: str = Field(max_length=3)
     posted_at: datetime = _ts()
     invoice_external_id: Optional[str] = Field(default=None, max_length=128, index=True)
 
     def to_domain(self) -> PostedTime:
+        """As posted; a row written before amounts were stored gets its amount by the rule."""
         return PostedTime(psa_id=self.psa_id, erp_time_bill_id=self.erp_time_bill_id, role=self.role,
                           date_performed=self.date_performed, minutes=self.minutes,
-                          billable=self.billable, rate=self.rate, currency=self.currency)
+                          billable=self.billable, rate=self.rate, currency=self.currency,
+                          amount=self.amount)
 
     @property
-    def amount(self) -> Decimal:
-        """Billable amount: hours x rate, exact (0 when not billable or no rate)."""
-        if not self.billable or self.rate is None:
-            return Decimal("0")
-        return Decimal(self.minutes) * self.rate / Decimal(60)
+    def billed_amount(self) -> Decimal:
+        """What the entry bills (0 when not billable): the stored amount, or for a row written
+        before amounts were stored, the same figure by the rule."""
+        return self.to_domain().amount or Decimal("0")
 
 
 class LedgerInvoice(LedgerTable, table=True):

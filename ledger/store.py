@@ -18,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, update
+from sqlalchemy import Table, func, inspect, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +48,7 @@ class Ledger:
 
     def create_all(self) -> None:
         LedgerTable.metadata.create_all(self.engine)
+        self._add_posted_amount_column()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -104,8 +105,21 @@ class Ledger:
                          .order_by(Xref.entity, Xref.system, Xref.external_key))
 
     # --- posted time ----------------------------------------------------------------------
+    def _add_posted_amount_column(self) -> None:
+        """A ledger created before posted amounts were stored gets the (nullable) column; its
+        old rows read their amount by the rule (`LedgerPostedTime.to_domain`)."""
+        table = LedgerPostedTime.__table__
+        with self.engine.connect() as conn:
+            present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        if "amount" in present:
+            return
+        column_type = table.c.amount.type.compile(dialect=self.engine.dialect)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN amount {column_type}")
+
     def record_posted_time(self, entries: Iterable[PostedTime], opportunity_id: str) -> int:
-        """Record time entries posted to the ERP; a repeat updates (keeps posted_at and invoice)."""
+        """Record time entries posted to the ERP, with the amount posted (the entry's amount by
+        the rule, as the ERP's timeBill holds it); a repeat updates (keeps posted_at and invoice)."""
         table = LedgerPostedTime.__table__
         count = 0
         now = utcnow()
@@ -113,7 +127,7 @@ class Ledger:
             for e in entries:
                 fields = dict(erp_time_bill_id=e.erp_time_bill_id, opportunity_id=opportunity_id,
                               role=e.role, date_performed=e.date_performed, minutes=e.minutes,
-                              billable=e.billable, rate=e.rate, currency=e.currency)
+                              billable=e.billable, rate=e.rate, amount=e.amount, currency=e.currency)
                 self._upsert(conn, table, dict(psa_id=e.psa_id, posted_at=now, **fields),
                              ("psa_id",), fields)
                 count += 1

@@ -233,3 +233,24 @@ async def test_unknown_role_fails_before_writing(psa_sandbox, psa_client):
         await psa_client.provision_workspace(e, template, erp_project_id="JOB-4")
     assert err.value.non_retryable and "Partner" in str(err.value)
     assert _workspaces_for(psa_sandbox, e.opportunity_id) == []
+
+
+def test_time_entry_role_is_the_booked_one_never_the_users_current_role():
+    users = {"203": {"id": "203", "full_name": "Sofia Lindqvist", "role_id": "502"}}  # promoted since
+    names = {"502": "Senior Consultant", "503": "Consultant", "504": "Solution Architect"}
+
+    def read(role_id, resources):
+        obj = {"id": "9", "user_id": "203", "role_id": role_id, "workspace_id": "7002", "story_id": "1",
+               "date_performed": "2027-01-12", "time_in_minutes": 60, "billable": True, "approved": True}
+        return m.time_entry_from_kantata(obj, users, names, m.project_roles(resources))
+
+    booked = read("503", [])
+    assert (booked.role, booked.role_issue) == ("Consultant", None)
+    staffed = read(None, [{"user_id": "203", "role_id": "503"}, {"user_id": None, "role_id": "504"}])
+    assert (staffed.role, staffed.role_issue) == ("Consultant", None)
+    unknown = read(None, [])
+    assert unknown.role == "" and unknown.role_issue == (
+        "the PSA entry carries no role and user 203 holds no role on workspace 7002")
+    several = read(None, [{"user_id": "203", "role_id": "503"}, {"user_id": "203", "role_id": "504"}])
+    assert several.role == "" and "holds several roles on workspace 7002 (role ids 503, 504)" in several.role_issue
+    assert read("999", []).role_issue == "role 999 of the PSA entry is not a known Kantata role"

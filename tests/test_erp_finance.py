@@ -329,3 +329,54 @@ async def test_post_time_bills_stays_under_the_account_limit(erp_isolated):
         assert all(r.ok for r in retried)
     bills = [r for r in erp_isolated.records("timeBill") if r["customer"]["id"] == project_id]
     assert len(bills) == 32
+
+
+# --- one rule for time amounts ------------------------------------------------------------------
+
+async def test_time_bill_carries_the_amount_by_the_rule(erp_client, erp_sandbox):
+    """61 min at 500.09: the connector sends 508.42 (domain.billing.entry_amount), the ERP computes
+    hours x rate itself (hours exact) and keeps the same; a different figure is refused."""
+    _, project_id = await provision(erp_client)
+    billable, internal = entry(minutes=61), entry(minutes=61, billable=False)
+    results = await erp_client.post_time_bills(project_id=project_id, currency="USD",
+                                               entries=[(billable, Decimal("500.09")), (internal, None)])
+    assert all(r.ok for r in results)
+    bill = erp_sandbox.record_by_eid("timeBill", f"psa-{billable.psa_id}")
+    assert (bill["hours"], bill["rate"], bill["custcol_amount"]) == ("1:01", Decimal("500.09"), Decimal("508.42"))
+    assert "custcol_amount" not in erp_sandbox.record_by_eid("timeBill", f"psa-{internal.psa_id}")
+    [read] = await erp_client.time_bills([bill["id"]])
+    assert read.amount == Decimal("508.42")
+
+    http = httpx.Client(base_url=erp_sandbox.url, headers={"Authorization": f"Bearer {erp_sandbox.token()}"},
+                        timeout=10)
+    body = {"customer": {"id": project_id}, "tranDate": "2027-01-15", "hours": "1:01", "isBillable": True,
+            "rate": Decimal("500.09"), "custcol_amount": Decimal("508.43")}
+    wrong = http.put(f"{R}/timeBill/eid:{uid('psa')}", content=dumps_exact(body),
+                     headers={"Content-Type": "application/json"})
+    assert wrong.status_code == 400 and "custcol_amount" in wrong.text and "508.42" in wrong.text
+
+
+async def test_a_time_line_bills_the_sum_of_its_time_bills(erp_client, erp_sandbox):
+    """Two 61-minute entries: the line bills 508.42 + 508.42 = 1016.84 (each entry rounded once),
+    not 2.033333 h x 500.09 = 1016.85; the ERP checks the line against its timeBills."""
+    from domain.billing import time_invoice_lines
+
+    customer_id, project_id = await provision(erp_client)
+    a, b = entry(minutes=61), entry(minutes=61)
+    await erp_client.post_time_bills(project_id=project_id, currency="USD",
+                                     entries=[(a, Decimal("500.09")), (b, Decimal("500.09"))])
+    unbilled = await erp_client.list_unbilled_time(project_id, through=date(2027, 1, 31))
+    [line] = time_invoice_lines(unbilled, "USD")
+    assert (line.amount, line.quantity, line.description) == (
+        Decimal("1016.84"), Decimal("2.033333"), "Consultant: 2 h 02 min at 500.09/h")
+    bills = [u.erp_time_bill_id for u in unbilled]
+
+    for wrong, field in ((line.model_copy(update={"amount": Decimal("1016.85")}), "amount"),
+                         (line.model_copy(update={"quantity": Decimal("2.04")}), "quantity"),
+                         (line.model_copy(update={"time_bill_ids": ["999999"]}), "custcol_time_bills")):
+        with pytest.raises(ApplicationError) as err:
+            await erp_client.upsert_invoice(invoice([wrong], bills), customer_id=customer_id, project_id=project_id)
+        assert err.value.non_retryable and f"item.items[0].{field}" in err.value.message
+
+    issued = await erp_client.upsert_invoice(invoice([line], bills), customer_id=customer_id, project_id=project_id)
+    assert issued.total == Decimal("1016.84") and issued.lines == [line]

@@ -128,8 +128,10 @@ def test_decimals_are_exact(ledger):
     assert rates == {"te-a": Decimal("1234.5678"), "te-b": Decimal("0.1"), "te-c": Decimal("0.2"), "te-d": None}
     assert str(rates["te-a"]) == "1234.5678"
     assert rates["te-b"] + rates["te-c"] == Decimal("0.3")  # where 0.1 + 0.2 != 0.3 in float
-    amounts = sum((r.amount for r in ledger.posted_time(OPP)), Decimal(0))
-    assert amounts == Decimal("1234.5678") + Decimal("0.3")
+    # the posted amount is the entry's by the one rule (60 min x rate, rounded once to the cent)
+    amounts = {r.psa_id: r.amount for r in ledger.posted_time(OPP)}
+    assert amounts == {"te-a": Decimal("1234.57"), "te-b": Decimal("0.10"), "te-c": Decimal("0.20"), "te-d": None}
+    assert sum((r.billed_amount for r in ledger.posted_time(OPP)), Decimal(0)) == Decimal("1234.87")
 
     big = "99999999999999.9999"  # NUMERIC(18,4)'s largest; a float cannot hold it
     ledger.record_invoice(invoice("inv-big", total=big), OPP)
@@ -141,6 +143,44 @@ def test_decimals_are_exact(ledger):
     if ledger.engine.dialect.name == "postgresql":
         with ledger.engine.connect() as conn:
             assert conn.execute(text("select sum(rate) from q2c_posted_time")).scalar() == Decimal("1234.8678")
+
+
+def test_posted_amount_is_stored_as_posted(ledger):
+    """61 min at 500.09: the row holds 508.42 (the ERP's figure), and the rate exactly as accepted."""
+    ledger.record_posted_time([posted("te-61", rate="500.09", minutes=61),
+                               posted("te-given", rate="500.09", minutes=61).model_copy(
+                                   update={"amount": Decimal("508.42")})], OPP)
+    rows = {r.psa_id: r for r in ledger.posted_time(OPP)}
+    assert (rows["te-61"].rate, rows["te-61"].amount) == (Decimal("500.09"), Decimal("508.42"))
+    assert rows["te-61"].to_domain() == posted("te-61", rate="500.09", minutes=61)
+    assert ledger.posted_time_for_bills(["tb-te-given"])[0].amount == Decimal("508.42")
+    # every rate domain.billing.rate_issue lets in (4 places) is stored exactly
+    ledger.record_posted_time([posted("te-4dp", rate="99999999999999.9999", minutes=1)], OPP)
+    assert {r.psa_id: r.rate for r in ledger.posted_time(OPP)}["te-4dp"] == Decimal("99999999999999.9999")
+    if ledger.engine.dialect.name == "postgresql":
+        with ledger.engine.connect() as conn:
+            scales = dict(conn.execute(text(
+                "select column_name, numeric_scale from information_schema.columns "
+                "where table_name = 'q2c_posted_time' and column_name in ('rate', 'amount')")).all())
+        from domain.billing import MAX_RATE_PLACES
+        assert scales == {"rate": MAX_RATE_PLACES, "amount": MAX_RATE_PLACES}
+
+
+def test_a_ledger_from_before_posted_amounts_gains_the_column(ledger):
+    """create_all on a ledger whose q2c_posted_time has no amount column adds it; rows written
+    before read their amount by the rule."""
+    ledger.record_posted_time([posted("te-new", rate="500.09", minutes=61)], OPP)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE q2c_posted_time DROP COLUMN amount"))
+    try:
+        ledger.create_all()
+        with ledger.engine.begin() as conn:
+            conn.execute(text("UPDATE q2c_posted_time SET amount = NULL"))
+        [row] = ledger.posted_time(OPP)
+        assert row.amount is None and row.billed_amount == Decimal("508.42")
+        assert row.to_domain().amount == Decimal("508.42")
+    finally:
+        ledger.create_all()  # the column is there for whatever runs next
 
 
 def test_money_is_never_rounded_silently(ledger):

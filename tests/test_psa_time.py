@@ -154,7 +154,7 @@ async def test_list_approved_time_filters(api, admin, psa_client: KantataClient)
         "psa_id": approved[0], "person": "202", "person_name": "Marcus Oyelaran",
         "role": "Senior Consultant", "task_id": s1, "workspace_id": ws,
         "date_performed": date(2025, 3, 4), "minutes": 90, "billable": True,
-        "approval": ApprovalState.APPROVED, "notes": "Workshop"}
+        "approval": ApprovalState.APPROVED, "notes": "Workshop", "role_issue": None}
     assert entries[0].billable is False and entries[0].role == "Consultant"
     assert entries[2].role == "Solution Architect"  # the entry's own role wins over the user's
     assert draft[0] not in {e.psa_id for e in entries}
@@ -327,3 +327,34 @@ def test_bulk_validates_all_or_nothing(api, admin, psa_sandbox):
                                                         entry(ws, s1, "2025-03-04", 0)]})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "time_entries[1].time_in_minutes"
     assert len(psa_sandbox.records("time_entries")) == before
+
+
+# --- the role an entry is booked under --------------------------------------------------------
+
+def test_an_entry_keeps_the_role_it_was_booked_under(api, admin, psa_sandbox):
+    """The role is fixed on the entry when it is booked: the user's project role on the
+    workspace (their workspace resource), else their account role; a later role change does
+    not touch it."""
+    ws, (s1, _, _) = new_workspace(api)
+    resource = first(api.post("/workspace_resources.json", json={"workspace_resource": {
+        "workspace_id": ws, "user_id": "206", "role_id": "504"}}).json())
+    assert (resource["user_id"], resource["role_id"], resource["label"]) == ("206", "504", "Solution Architect")
+    listed = api.get("/workspace_resources.json", params={"workspace_id": ws, "user_id": "206"}).json()
+    assert [r["id"] for r in listed["workspace_resources"].values()] == [resource["id"]]
+    missing = api.post("/workspace_resources.json", json={"workspace_resource": {"workspace_id": ws}})
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "role_id"
+
+    as_architect, as_consultant = bulk(admin, [entry(ws, s1, "2025-06-02", user="206"),
+                                               entry(ws, s1, "2025-06-02", user="203")], approved=True)
+    admin.put("/users/206", json={"role_id": "502"}).raise_for_status()
+    admin.put("/users/203", json={"role_id": None}).raise_for_status()
+    try:
+        assert api.get("/users.json", params={"only": "203"}).json()["users"]["203"]["role_id"] is None
+        [no_role] = bulk(admin, [entry(ws, s1, "2025-06-03", user="203")], approved=True)
+        roles = {e["id"]: e["role_id"] for e in psa_sandbox.records("time_entries")}
+        assert (roles[as_architect], roles[as_consultant], roles[no_role]) == ("504", "503", None)
+        assert admin.put("/users/203", json={"role_id": "999"}).status_code == 422
+        assert admin.put("/users/999999", json={"role_id": "503"}).status_code == 404
+    finally:
+        admin.put("/users/206", json={"role_id": "503"}).raise_for_status()
+        admin.put("/users/203", json={"role_id": "503"}).raise_for_status()

@@ -13,6 +13,9 @@ timeBill (one PSA time entry; external ID `psa-<entry id>` by q2c's convention)
   of hours is accepted on input when it is a whole number of minutes. `custcol_minutes` (int)
   holds the exact minutes; when both are given they must agree.
 - `isBillable` (default false); a billable entry needs `rate` > 0 (per hour, exact decimal).
+- `custcol_amount`: a billable entry's amount, computed by the sandbox as hours x rate with the
+  hours exact (minutes / 60), rounded half-up once to the currency's precision; a given value
+  must equal it (else 400 INVALID_FLD_VALUE on `custcol_amount`); none for non-billable time.
 - `employee` is free-form for the sandbox ({"refName": ...}); `custcol_psa_user`,
   `custcol_role`, `custcol_psa_task` are text; `custcol_currency` (ISO code) defaults to,
   and must equal, the project's currency.
@@ -25,7 +28,10 @@ invoice
   to, and must equal, the customer's), `dueDate` (tranDate + the customer's terms days when
   not given), `item` sublist `{"items": [{"description", "quantity", "rate", "amount"}]}`
   with at least one line and every amount == quantity x rate rounded half-up to the
-  currency's precision (else 400 on `item.items[i].amount`).
+  currency's precision (else 400 on `item.items[i].amount`). A time line instead names the
+  timeBills it bills (`custcol_time_bills`, each also in `custbody_time_bills`, all at the
+  line's rate): its amount must be the sum of their `custcol_amount` (time is billed entry by
+  entry) and its quantity their hours, rounded half-up at the precision given.
 - `custbody_time_bills`: internal IDs of timeBills this invoice bills; each must be a
   billable timeBill of the job not billed by another invoice (400 otherwise); on create they
   become `isBilled: true` with `invoice` set.
@@ -51,7 +57,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from sandbox.erp.errors import NetSuiteError, invalid, missing
 from sandbox.erp.periods import period_for, posting_period
@@ -207,9 +213,68 @@ def time_bill(out: dict, store: RecordStore, existing: dict | None, *, strict: b
         raise invalid("custcol_currency", given,
                       f"Rates are in the project's currency ({currency['symbol']})")
     out["custcol_currency"] = currency["symbol"]
+    _time_amount(out, currency, billable)
     out.setdefault("isBilled", False)
     _period(out, store, on, strict)
     return out
+
+
+def time_amount(minutes: int, rate: Decimal, currency: dict) -> Decimal:
+    """What a timeBill bills: hours x rate, the hours exact (minutes / 60, never rounded first),
+    rounded half-up once to the currency's precision."""
+    places = int(currency.get("currencyPrecision", 2))
+    with localcontext() as ctx:
+        ctx.prec = 100  # wide enough that the product is exact
+        numerator, denominator = (Decimal(minutes) * rate).scaleb(places).as_integer_ratio()
+    units, remainder = divmod(numerator, denominator * 60)
+    if 2 * remainder >= denominator * 60:
+        units += 1
+    return Decimal(units).scaleb(-places).quantize(_money_places(currency))
+
+
+def _time_amount(out: dict, currency: dict, billable: bool) -> None:
+    """`custcol_amount`: the billable amount, computed here; a client may send its own figure,
+    which must be the same (else 400 on `custcol_amount`). Non-billable time has none."""
+    given = out.pop("custcol_amount", None)
+    if not billable or out.get("rate") is None:
+        if given not in (None, ""):
+            raise invalid("custcol_amount", given, "Non-billable time has no amount")
+        return
+    expected = time_amount(out["custcol_minutes"], out["rate"], currency)
+    if given not in (None, "") and amount(given, "custcol_amount") != expected:
+        raise invalid("custcol_amount", given, f"The amount must be hours x rate rounded half-up to "
+                                               f"{currency['symbol']} precision ({expected})")
+    out["custcol_amount"] = expected
+
+
+def _time_line(path: str, line: dict, quantity: Decimal, rate: Decimal, value: Decimal,
+               billed: object, store: RecordStore) -> None:
+    """A time line (`custcol_time_bills`): it bills those timeBills (each also listed in the
+    invoice's `custbody_time_bills`), all at the line's rate; its amount is the sum of their
+    amounts (each rounded once, as NetSuite bills time entry by entry) and its quantity their
+    hours, rounded half-up at the precision given."""
+    ids = line.get("custcol_time_bills")
+    if not isinstance(ids, list) or not ids:
+        raise invalid(path + ".custcol_time_bills", ids, "Expected a list of timeBill internal IDs")
+    if isinstance(billed, dict):
+        billed = billed.get("items") or []
+    wanted = {str(i.get("id") if isinstance(i, dict) else i) for i in billed} if isinstance(billed, list) else set()
+    minutes, total = 0, Decimal(0)
+    for raw in ids:
+        bill = store.get("timeBill", str(raw))
+        if bill is None or str(raw) not in wanted:
+            raise invalid(path + ".custcol_time_bills", raw, "Not a timeBill this invoice bills")
+        if bill.get("rate") is None or Decimal(str(bill["rate"])) != rate:
+            raise invalid(path + ".rate", rate, f"timeBill {raw} is at rate {bill.get('rate')}")
+        minutes += int(bill["custcol_minutes"])
+        total += Decimal(str(bill.get("custcol_amount", 0)))
+    if value != total:
+        raise invalid(path + ".amount", value, f"The amount must be the sum of the timeBills' amounts ({total})")
+    exponent = quantity.as_tuple().exponent
+    places = Decimal(1).scaleb(min(0, exponent if isinstance(exponent, int) else 0))
+    hours = (Decimal(minutes) / 60).quantize(places, rounding=ROUND_HALF_UP)
+    if quantity != hours:
+        raise invalid(path + ".quantity", quantity, f"The timeBills' hours are {hours}")
 
 
 def next_tran_id(store: RecordStore) -> str:
@@ -245,10 +310,13 @@ def invoice(out: dict, store: RecordStore, existing: dict | None, *, strict: boo
         quantity = amount(line.get("quantity"), path + ".quantity", positive=True)
         rate = amount(line.get("rate"), path + ".rate")
         value = amount(line.get("amount"), path + ".amount")
-        expected = (quantity * rate).quantize(places, rounding=ROUND_HALF_UP)
-        if value != expected:
-            raise invalid(path + ".amount", value, f"The amount must be quantity x rate rounded half-up "
-                                                   f"to {currency['symbol']} precision ({expected})")
+        if line.get("custcol_time_bills") not in (None, []):
+            _time_line(path, line, quantity, rate, value, out.get("custbody_time_bills") or [], store)
+        else:
+            expected = (quantity * rate).quantize(places, rounding=ROUND_HALF_UP)
+            if value != expected:
+                raise invalid(path + ".amount", value, f"The amount must be quantity x rate rounded half-up "
+                                                       f"to {currency['symbol']} precision ({expected})")
         clean = {k: v for k, v in line.items() if k.startswith("custcol_")}
         clean.update(description=str(line.get("description") or ""), quantity=quantity, rate=rate,
                      amount=value)

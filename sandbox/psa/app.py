@@ -8,8 +8,9 @@ token or a personal API token); a missing or wrong token answers 401
 Sandbox-only: `/__sandbox/faults` (shared fault injection, rendered in Kantata's error shape),
 `/__sandbox/reset`, `/__sandbox/tokens/revoke`, `GET /__sandbox/records/{type}` (every row
 of a type, for test assertions: workspaces, stories, users, roles, resource_requests,
-external_references, workspace_templates, time_entries, timesheet_submissions),
-`POST /__sandbox/time/generate` and `/__sandbox/time/bulk` (time data, see time_generator).
+workspace_resources, external_references, workspace_templates, time_entries, timesheet_submissions),
+`POST /__sandbox/time/generate` and `/__sandbox/time/bulk` (time data, see time_generator),
+`PUT /__sandbox/users/{id}` `{"role_id": "502" | null}` (a member's account role changes).
 
 Time: `/api/v1/time_entries.json` and `/api/v1/timesheet_submissions.json` (see time_routes).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
@@ -29,6 +30,7 @@ from sandbox.common.admin import admin_router
 from sandbox.common.db import make_engine
 from sandbox.common.faults import ADMIN_PREFIX, FaultInjectionMiddleware, FaultState, json_error_renderer
 from sandbox.psa import render, seed as seeding
+from sandbox.psa.models import Role, User
 from sandbox.psa.render import KantataError, error
 from sandbox.psa.routes import RENDERERS, api_router, render_row
 from sandbox.psa.time_generator import time_sandbox_router
@@ -101,6 +103,29 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
             rows = s.exec(select(model).order_by(col(model.id))).all()
             items = [render_row(s, record_type, r) for r in rows]
         return {"type": record_type, "count": len(items), "records": items}
+
+    @app.put(f"{ADMIN_PREFIX}/users/{{user_id}}")
+    def set_user_role(user_id: int, payload: dict = Body(...)) -> dict:
+        """Stands in for an account admin changing a member's account role (Kantata: Settings >
+        Members; `role_id: null` leaves the member without one). Entries already booked keep
+        the role they were booked under, as in Kantata."""
+        if "role_id" not in payload:
+            raise error(422, "validation", "role_id is required (a role id, or null)", "role_id")
+        raw = payload["role_id"]
+        with Session(engine) as s:
+            user = s.get(User, user_id)
+            if user is None:
+                raise error(404, "system", f"User {user_id} not found")
+            if raw in (None, ""):
+                user.role_id = None
+            elif not str(raw).isdigit() or s.get(Role, int(str(raw))) is None:
+                raise error(422, "validation", f"Role {raw} does not exist", "role_id")
+            else:
+                user.role_id = int(str(raw))
+            s.add(user)
+            s.commit()
+            s.refresh(user)
+            return render.user(user)
 
     app.add_middleware(FaultInjectionMiddleware, state=faults,
                        render_error=json_error_renderer(render.fault_body))

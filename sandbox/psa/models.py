@@ -84,6 +84,22 @@ class ResourceRequest(PsaTable, table=True):
     updated_at: str = Field(default_factory=utcnow)
 
 
+class WorkspaceResource(PsaTable, table=True):
+    """Kantata `workspace_resources`: a person (named, `user_id`) or a placeholder (unnamed) in
+    a ROLE on one workspace. One user may hold several (e.g. Engineer on one task, Designer on
+    another); together they are the user's project roles there, which is what prices time
+    booked to the workspace (the account role of the user is only a default)."""
+
+    __tablename__ = "kantata_workspace_resources"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    user_id: int | None = Field(default=None, index=True)
+    role_id: int
+    label: str = ""
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
 class ExternalReference(PsaTable, table=True):
     __tablename__ = "kantata_external_references"
     id: int | None = Field(default=None, primary_key=True)
@@ -121,6 +137,10 @@ class TemplateStory(PsaTable, table=True):
 
 class TimeEntry(PsaTable, table=True):
     """Kantata `time_entries`: minutes a user logged on a story of a workspace on one day.
+
+    `role_id` is the project role the time was booked under, fixed when the entry is made (a
+    later change of the user's role does not touch it); it is empty when the user had no role
+    then.
 
     `approved` turns true when the timesheet submission covering the entry is approved; an
     approved entry is locked. `timesheet_submission_id` is the pending or approved submission

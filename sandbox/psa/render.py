@@ -21,7 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 from sandbox.psa.models import (ExternalReference, ResourceRequest, Role, Story, TemplateStory,
-                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceTemplate)
+                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceResource,
+                                WorkspaceTemplate)
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 200
@@ -121,6 +122,12 @@ def resource_request(r: ResourceRequest) -> dict[str, Any]:
     return {"id": _sid(r.id), "workspace_id": _sid(r.workspace_id), "role_id": _sid(r.role_id),
             "hours": _hours(r.hours), "start_date": r.start_date, "end_date": r.end_date,
             "status": r.status, "created_at": r.created_at, "updated_at": r.updated_at}
+
+
+def workspace_resource(r: WorkspaceResource) -> dict[str, Any]:
+    return {"id": _sid(r.id), "workspace_id": _sid(r.workspace_id), "user_id": _sid(r.user_id),
+            "role_id": _sid(r.role_id), "label": r.label, "created_at": r.created_at,
+            "updated_at": r.updated_at}
 
 
 def external_reference(e: ExternalReference) -> dict[str, Any]:

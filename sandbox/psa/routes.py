@@ -2,7 +2,8 @@
 
 Lists take `page`/`per_page` (20 by default, at most 200), `only=1,2` (ids) and per-resource
 filters; workspaces also `search=` (title contains, case-insensitive) and
-`include=stories,resource_requests,external_references`. Creates take the object under its
+`include=stories,resource_requests,external_references`. `workspace_resources` (filters
+`workspace_id`, `user_id`) are the people on a workspace and the project role each holds there. Creates take the object under its
 root key (`{"workspace": {...}}`) and answer 200 with the envelope holding the new object.
 """
 
@@ -18,8 +19,8 @@ from sqlmodel import Session, col, func, select
 from sandbox.psa import render
 from sandbox.psa import validation as v
 from sandbox.psa.models import (ExternalReference, ResourceRequest, Role, Story, TemplateStory,
-                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceTemplate,
-                                utcnow)
+                                TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceResource,
+                                WorkspaceTemplate, utcnow)
 from sandbox.psa.render import error
 
 # Workspace associations that `include=` may name: key -> (model, id list on the workspace).
@@ -58,6 +59,7 @@ RENDERERS: dict[str, tuple[type, Callable[[Session, Any], dict[str, Any]]]] = {
     "users": (User, lambda s, o: render.user(o)),
     "roles": (Role, lambda s, o: render.role(o)),
     "resource_requests": (ResourceRequest, lambda s, o: render.resource_request(o)),
+    "workspace_resources": (WorkspaceResource, lambda s, o: render.workspace_resource(o)),
     "external_references": (ExternalReference, lambda s, o: render.external_reference(o)),
     "workspace_templates": (WorkspaceTemplate, template_json),
     "time_entries": (TimeEntry, lambda s, o: render.time_entry(o)),
@@ -266,6 +268,50 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
             s.commit()
             s.refresh(row)
             return render.single("resource_requests", render.resource_request(row))
+
+    # --- workspace resources (who works on a workspace, in which role) -------------------------
+    @router.get("/workspace_resources.json")
+    def list_workspace_resources(request: Request, workspace_id: str | None = None,
+                                 user_id: str | None = None) -> dict:
+        with session() as s:
+            conds: list[Any] = []
+            for column, value in ((WorkspaceResource.workspace_id, workspace_id),
+                                  (WorkspaceResource.user_id, user_id)):
+                number = int_or_none(value)
+                if number is not None:
+                    conds.append(column == number)
+            return list_rows(s, "workspace_resources", request, conds)
+
+    @router.post("/workspace_resources.json")
+    def create_workspace_resource(payload: Any = Body(None)) -> dict:
+        """A named (user_id) or unnamed resource; `role_id` defaults to the user's role."""
+        data = v.root(payload, "workspace_resource")
+        problems = v.Problems()
+        with session() as s:
+            wid = v.check_int_id(problems, data, "workspace_id", "Workspace")
+            if wid is not None and s.get(Workspace, wid) is None:
+                problems.add("workspace_id", f"Workspace {wid} does not exist")
+            user = None
+            if not v.blank(data.get("user_id")):
+                uid = v.check_int_id(problems, data, "user_id", "User")
+                user = s.get(User, uid) if uid is not None else None
+                if uid is not None and user is None:
+                    problems.add("user_id", f"User {uid} does not exist")
+            rid = user.role_id if user is not None else None
+            if not v.blank(data.get("role_id")):
+                rid = v.check_int_id(problems, data, "role_id", "Role")
+                if rid is not None and s.get(Role, rid) is None:
+                    problems.add("role_id", f"Role {rid} does not exist")
+            elif rid is None and not problems.items:
+                problems.add("role_id", "Role can't be blank")
+            problems.raise_if_any()
+            role = s.get(Role, rid)
+            row = WorkspaceResource(workspace_id=wid, user_id=user.id if user else None, role_id=rid,
+                                    label=str(data.get("label") or (role.name if role else "")))
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return render.single("workspace_resources", render.workspace_resource(row))
 
     # --- external references --------------------------------------------------------------
     @router.get("/external_references.json")

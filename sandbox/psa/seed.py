@@ -17,7 +17,7 @@ from sqlmodel import Session, delete, select
 
 from sandbox.psa.models import (ExternalReference, PsaTable, ResourceRequest, Role, Story,
                                 TemplateStory, TimeEntry, TimesheetSubmission, User, Workspace,
-                                WorkspaceTemplate)
+                                WorkspaceResource, WorkspaceTemplate)
 
 ROLES: dict[int, str] = {
     501: "Engagement Manager",
@@ -103,8 +103,8 @@ def seed(engine: Engine) -> bool:
 def reset(engine: Engine) -> None:
     """Back to the seed: drop every row of every PSA table, then seed again."""
     with Session(engine) as session:
-        for table in (TimeEntry, TimesheetSubmission, ExternalReference, ResourceRequest, Story,
-                      Workspace, TemplateStory, WorkspaceTemplate, User, Role):
+        for table in (TimeEntry, TimesheetSubmission, ExternalReference, ResourceRequest,
+                      WorkspaceResource, Story, Workspace, TemplateStory, WorkspaceTemplate, User, Role):
             session.exec(delete(table))
         session.commit()
     seed(engine)

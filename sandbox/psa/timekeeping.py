@@ -3,7 +3,10 @@
 Kantata facts mirrored here:
 - a time entry belongs to a workspace, a story (task) of that workspace and a user, and
   records `time_in_minutes` (1..1440) on one `date_performed`; `billable` defaults to the
-  story's flag and `role_id` to the user's role;
+  story's flag and `role_id` to the user's project role on the workspace (their workspace
+  resource's role), else their account role. The role is fixed on the entry when it is
+  booked: changing the user's role later does not change it. An entry booked by a user with
+  no role then has none;
 - a closed (or archived) workspace takes no new time;
 - time is approved through a timesheet submission: one user's entries in one workspace for a
   date range, `pending` until it is approved (the entries turn `approved` and are locked) or
@@ -18,7 +21,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from sandbox.psa import validation as v
-from sandbox.psa.models import Role, Story, TimeEntry, TimesheetSubmission, User, Workspace, utcnow
+from sandbox.psa.models import (Role, Story, TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceResource,
+                                utcnow)
 from sandbox.psa.render import KantataError, error
 
 CLOSED_STATUSES = ("closed", "completed", "cancelled", "archived")
@@ -72,6 +76,17 @@ def _story_in(problems: v.Problems, s: Session, data: dict[str, Any], wid: int |
     return story
 
 
+def booking_role(s: Session, user: User, workspace_id: int | None) -> int | None:
+    """The role a new entry is booked under when none is given: the user's project role on the
+    workspace (their one workspace resource's role), else their account role, else none."""
+    if workspace_id is not None:
+        roles = {r.role_id for r in s.exec(select(WorkspaceResource).where(
+            WorkspaceResource.workspace_id == workspace_id, WorkspaceResource.user_id == user.id)).all()}
+        if len(roles) == 1:
+            return roles.pop()
+    return user.role_id
+
+
 def new_entry(s: Session, data: dict[str, Any], problems: v.Problems) -> TimeEntry | None:
     """A validated, unsaved TimeEntry from a create payload (problems added, None if any)."""
     before = len(problems.items)
@@ -86,7 +101,7 @@ def new_entry(s: Session, data: dict[str, Any], problems: v.Problems) -> TimeEnt
     user = s.get(User, uid) if uid is not None else None
     if uid is not None and user is None:
         problems.add("user_id", f"User {uid} does not exist")
-    role_id = user.role_id if user is not None else None
+    role_id = booking_role(s, user, wid) if user is not None else None
     if not v.blank(data.get("role_id")):
         role_id = v.check_int_id(problems, data, "role_id", "Role")
         if role_id is not None and s.get(Role, role_id) is None:
