@@ -76,6 +76,7 @@ class Settings:
     http_timeout_seconds: float = 15.0
     period_seconds: int | None = None  # demo: seconds per billing month; None = calendar months
     payment_poll_seconds: int = 86_400
+    grace_days: int = 3  # after the end date, late approvals are collected this long before the final posting
     extra: dict = field(default_factory=dict)
 
     @property
@@ -128,4 +129,5 @@ def load_settings() -> Settings:
         http_timeout_seconds=float(_env("Q2C_HTTP_TIMEOUT_SECONDS", "15")),
         period_seconds=int(_env("Q2C_PERIOD_SECONDS", "0")) or None,
         payment_poll_seconds=int(_env("Q2C_PAYMENT_POLL_SECONDS", "86400")),
+        grace_days=int(_env("Q2C_GRACE_DAYS", "3")),
     )

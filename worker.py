@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.bounded import BoundedUnexpectedErrors
 from activities.delivery import DeliveryActivities
 from activities.engagement import EngagementActivities
 from connectors.kantata import KantataClient
@@ -72,6 +73,7 @@ def build_worker(client: Client, settings: Settings, activities: Activities,
         task_queue=settings.task_queue,
         workflows=[EngagementWorkflow],
         activities=activities.all(),
+        interceptors=[BoundedUnexpectedErrors()],
         max_concurrent_activities=50,
         graceful_shutdown_timeout=graceful_shutdown,
     )

@@ -23,10 +23,11 @@ from activities.models import (
     IssueInvoiceInput,
     PostTimeInput,
     RefreshPaymentsInput,
+    WriteOffExceptionsInput,
 )
 from domain.billing import check_time_entry, invoice_total, time_invoice_lines
 from domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
-from workflows.models import InvoiceSummary, PostingResult, TimeExceptionInfo
+from workflows.models import OPEN_EXCEPTION_SAMPLE, InvoiceSummary, PostingResult, TimeExceptionInfo
 
 if TYPE_CHECKING:
     from connectors.kantata import KantataClient
@@ -119,50 +120,105 @@ class DeliveryActivities:
 
     @activity.defn
     async def post_approved_time(self, input: PostTimeInput) -> PostingResult:
-        entries = await self._read_approved(input)
-        result = PostingResult(examined=len(entries))
+        """Post the approved, unposted time up to `through` (or replay parked entries). The
+        result's lists are bounded samples; the engagement's open exceptions come back as a
+        count, a count per reason and a sample, read from the ledger, which holds them all."""
+        if self.ledger is None:
+            raise ApplicationError("the ledger is required to post time", type="Misconfigured", non_retryable=True)
+        only = input.only_psa_ids
+        if input.replay_open:
+            only = await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id)
+        result = PostingResult()
+        open_before: set[str] = set()
+        if only is not None:
+            open_before = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            asked = list(dict.fromkeys(only))
+            result.not_open = sorted(set(asked) - open_before)[:OPEN_EXCEPTION_SAMPLE]
+            only = [i for i in asked if i in open_before]
+            if not only:
+                return await self._with_open_summary(input, result)
+        entries = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
+        # written off by a steward: never posted, never parked again
+        if entries:
+            written_off = await asyncio.to_thread(self.ledger.written_off_among, [e.psa_id for e in entries])
+            entries = [e for e in entries if e.psa_id not in written_off]
+        result.examined = len(entries)
         if not entries:
-            return result
+            return await self._with_open_summary(input, result)
         # only the accounting periods the entries fall in (each period is one ERP read)
         first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
         periods = await with_transient_retries(
             lambda: self.erp.list_accounting_periods(ending_on_or_after=first, starting_on_or_before=last))
         tasks = await with_transient_retries(lambda: self.psa.workspace_tasks(input.psa_workspace_id))
         task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
-        open_exceptions = set(input.open_exception_ids)
+        parked: list[TimeExceptionInfo] = []
 
         for start in range(0, len(entries), input.batch_size):
             chunk = entries[start:start + input.batch_size]
             valid: list[tuple[TimeEntry, Decimal | None]] = []
             for entry in chunk:
                 check = check_time_entry(entry, tasks=task_map, rate_card=input.rate_card, periods=periods,
-                                         bill_time=input.bill_time)
+                                         bill_time=input.bill_time, currency=input.currency)
                 if check.ok:
                     posted_entry = entry if input.bill_time else entry.model_copy(update={"billable": False})
                     valid.append((posted_entry, check.rate))
                 else:
-                    result.exceptions.append(TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code,
-                                                               message=check.message))
-            posted = await self._post_chunk(input, valid, result) if valid else []
+                    parked.append(TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code,
+                                                    message=check.message))
+            chunk_result = PostingResult()
+            posted = await self._post_chunk(input, valid, chunk_result) if valid else []
+            parked += chunk_result.exceptions
             result.posted += len(posted)
             result.posted_minutes += sum(p.minutes for p in posted)
             if posted:
                 latest = max(p.date_performed for p in posted)
                 result.last_date = max(result.last_date, latest) if result.last_date else latest
-            result.resolved += [p.psa_id for p in posted if p.psa_id in open_exceptions]
             activity.heartbeat(f"{start + len(chunk)}/{len(entries)} examined, {result.posted} posted")
 
-        for exc in result.exceptions:
+        for exc in parked:
             await self._ledger("upsert_exception", input.opportunity_id, input.workflow_id, exc.psa_id,
                                exc.reason_code, exc.message)
-        if self.ledger is not None:
-            # absolute figures: an earlier attempt of this activity may have posted part of the batch
-            result.total_entries, result.total_minutes, result.last_date = await asyncio.to_thread(
-                self.ledger.posted_totals, input.opportunity_id)
-            parked = {x.psa_id for x in result.exceptions}
-            posted = await asyncio.to_thread(self.ledger.posted_among, input.open_exception_ids)
-            result.resolved = sorted(posted - parked)
+        result.exceptions_count = len(parked)
+        result.exceptions = parked[:OPEN_EXCEPTION_SAMPLE]
+        # absolute figures: an earlier attempt of this activity may have posted part of the batch
+        result.total_entries, result.total_minutes, last_posted = await asyncio.to_thread(
+            self.ledger.posted_totals, input.opportunity_id)
+        result.last_date = max(filter(None, [result.last_date, last_posted]), default=None)
+        return await self._with_open_summary(input, result, open_before=open_before or None)
+
+    async def _with_open_summary(self, input: PostTimeInput, result: PostingResult,
+                                 open_before: set[str] | None = None) -> PostingResult:
+        if open_before is None:
+            open_before = set(input.open_exception_ids)
+        count, by_reason, sample = await asyncio.to_thread(
+            self.ledger.open_exception_summary, input.opportunity_id, OPEN_EXCEPTION_SAMPLE)
+        result.open_count, result.open_by_reason = count, by_reason
+        result.open_sample = [TimeExceptionInfo(psa_id=x.psa_id, reason_code=x.reason_code, message=x.message)
+                              for x in sample]
+        if open_before:
+            still_open = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            resolved = sorted(open_before - still_open)
+            result.resolved_count = len(resolved)
+            result.resolved = resolved[:OPEN_EXCEPTION_SAMPLE]
         return result
+
+    @activity.defn
+    async def write_off_exceptions(self, input: WriteOffExceptionsInput) -> PostingResult:
+        """A steward's decision that parked time will never be billed: the exceptions close as
+        written off in the ledger (who and why kept with them) and are never posted again."""
+        if self.ledger is None:
+            raise ApplicationError("the ledger is required", type="Misconfigured", non_retryable=True)
+        wanted = list(dict.fromkeys(input.psa_ids)) or None
+        closed = await asyncio.to_thread(self.ledger.write_off_exceptions, input.opportunity_id, wanted,
+                                         input.reason, input.requested_by)
+        result = PostingResult(written_off=len(closed), resolved=closed[:OPEN_EXCEPTION_SAMPLE],
+                               resolved_count=len(closed))
+        if wanted is not None:
+            # an id closed by an earlier attempt of this activity is not "not open": it was ours
+            mine = set(closed) | await asyncio.to_thread(self.ledger.written_off_among, wanted)
+            result.not_open = sorted(set(wanted) - mine)[:OPEN_EXCEPTION_SAMPLE]
+        return await self._with_open_summary(PostTimeInput.model_construct(opportunity_id=input.opportunity_id,
+                                                                           open_exception_ids=[]), result)
 
     # --- invoices --------------------------------------------------------------------
     async def _unbilled_time(self, input: IssueInvoiceInput) -> list[PostedTime]:
@@ -245,11 +301,13 @@ class DeliveryActivities:
     # --- closure ---------------------------------------------------------------------
     @activity.defn
     async def close_erp_project(self, input: CloseSystemsInput) -> None:
-        await self.erp.close_project(input.erp_project_id)
+        if input.erp_project_id:
+            await self.erp.close_project(input.erp_project_id)
 
     @activity.defn
     async def close_psa_workspace(self, input: CloseSystemsInput) -> None:
-        await self.psa.close_workspace(input.psa_workspace_id)
+        if input.psa_workspace_id:
+            await self.psa.close_workspace(input.psa_workspace_id)
 
     @activity.defn
     async def write_crm_status(self, input: CrmStatusInput) -> None:
@@ -259,5 +317,5 @@ class DeliveryActivities:
                                                psa_workspace_id=None, status=input.status)
 
     def all(self) -> list:
-        return [self.post_approved_time, self.issue_invoice, self.refresh_payments, self.close_erp_project,
+        return [self.post_approved_time, self.write_off_exceptions, self.issue_invoice, self.refresh_payments, self.close_erp_project,
                 self.close_psa_workspace, self.write_crm_status]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.models import (
     ApplyAmendmentInput,
@@ -38,7 +40,18 @@ class EngagementActivities:
 
     @activity.defn
     async def fetch_engagement(self, input: FetchEngagementInput) -> Engagement:
-        return await self.crm.get_engagement(input.opportunity_id)
+        """The opportunity as an Engagement. Data the canonical model refuses (an unsupported
+        currency, a malformed date) is the CRM's to fix: a non-retryable rejection naming the
+        fields, never an error retried forever."""
+        try:
+            return await self.crm.get_engagement(input.opportunity_id)
+        except ValidationError as err:
+            problems = [{"code": "INVALID_FIELD", "message": e["msg"],
+                         "fields": [".".join(str(p) for p in e["loc"])]} for e in err.errors(include_url=False)]
+            text = "; ".join(f"{p['fields'][0]}: {p['message']}" for p in problems)
+            raise ApplicationError(f"crm opportunity {input.opportunity_id} cannot be read as an engagement: {text}",
+                                   {"system": "crm", "operation": "read opportunity", "errors": problems},
+                                   type="VendorRejected", non_retryable=True) from None
 
     @activity.defn
     async def validate_engagement(self, input: ValidateEngagementInput) -> ValidationReport:
@@ -68,7 +81,7 @@ class EngagementActivities:
         await self.crm.write_back_provisioning(
             input.opportunity_id, erp_customer_id=input.erp_customer_id,
             erp_project_id=input.erp_project_id, psa_workspace_id=input.psa_workspace_id,
-            status=input.status)
+            status=input.status, contract_version=input.contract_version)
 
     @activity.defn
     async def write_customer_to_crm(self, input: WriteCustomerInput) -> None:

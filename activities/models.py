@@ -44,9 +44,9 @@ class ProvisionWorkspaceInput(BaseModel):
 
 class WriteBackInput(BaseModel):
     opportunity_id: str
-    erp_customer_id: str
-    erp_project_id: str
-    psa_workspace_id: str
+    erp_customer_id: str | None = None
+    erp_project_id: str | None = None
+    psa_workspace_id: str | None = None
     status: str
     contract_version: int | None = None  # 1 at activation
 
@@ -63,7 +63,8 @@ class PostTimeInput(BaseModel):
     bill_time: bool  # time and materials: billable time carries a rate and is invoiced
     currency: str
     only_psa_ids: list[str] | None = None  # a replay of specific entries
-    open_exception_ids: list[str] = Field(default_factory=list)
+    replay_open: bool = False  # a replay of every open exception of the engagement (the ledger knows them)
+    open_exception_ids: list[str] = Field(default_factory=list)  # unused since the ledger holds them
     batch_size: int = 50
 
 
@@ -91,8 +92,15 @@ class RefreshPaymentsInput(BaseModel):
 
 class CloseSystemsInput(BaseModel):
     opportunity_id: str
-    erp_project_id: str
-    psa_workspace_id: str
+    erp_project_id: str | None = None
+    psa_workspace_id: str | None = None
+
+
+class WriteOffExceptionsInput(BaseModel):
+    opportunity_id: str
+    psa_ids: list[str] = Field(default_factory=list)  # empty: every open exception
+    reason: str
+    requested_by: str
 
 
 class CrmStatusInput(BaseModel):

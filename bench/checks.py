@@ -1,8 +1,9 @@
 """Correctness checks after the timed part: a fast but wrong month-end must say so.
 
 The expected invoice is computed independently, from the entries the benchmark itself loaded
-into the PSA and the deal's rate card (per role: hours = minutes / 60 rounded half-up to 6
-places, amount = hours x rate rounded half-up to the cent), and compared with what the ERP
+into the PSA and the deal's rate card (per entry: exact minutes x rate / 60, rounded half-up
+to the cent once; a total is the sum of its entries, the rule stated in domain/billing.py,
+written again here with its own arithmetic), and compared with what the ERP
 holds (its records read from the sandbox's database with the sandbox's own store),
 with the workflow's own totals and with q2c's ledger.
 """
@@ -17,7 +18,6 @@ from bench.deals import RATE_CARD
 from bench.time_load import LoadedEntry
 from workflows.models import EngagementStatus
 
-HOURS_PLACES = Decimal("0.000001")
 CENTS = Decimal("0.01")
 
 
@@ -29,13 +29,9 @@ class Check:
 
 
 def expected_total(entries: list[LoadedEntry]) -> Decimal:
-    minutes: dict[str, int] = defaultdict(int)
-    for e in entries:
-        minutes[e.role] += e.minutes
     total = Decimal(0)
-    for role, m in minutes.items():
-        hours = (Decimal(m) / 60).quantize(HOURS_PLACES, rounding=ROUND_HALF_UP)
-        total += (hours * RATE_CARD[role]).quantize(CENTS, rounding=ROUND_HALF_UP)
+    for e in entries:
+        total += (Decimal(e.minutes) * RATE_CARD[e.role] / 60).quantize(CENTS, rounding=ROUND_HALF_UP)
     return total
 
 

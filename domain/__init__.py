@@ -1,1 +1,1 @@
-"""Canonical, vendor-neutral model of quote-to-cash (see shared/DOMAIN.md)."""
+"""Canonical, vendor-neutral model of quote-to-cash (see docs/domain.md)."""

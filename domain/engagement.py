@@ -30,8 +30,16 @@ class Milestone(BaseModel):
     name: str
     amount: Decimal
     due_date: date | None = None
-    accepted: bool = False
+    accepted: bool = False  # set together with invoiced, once the invoice exists
     invoiced: bool = False
+    waived: bool = False  # decided not to invoice, by waived_by, because waived_reason
+    waived_by: str | None = None
+    waived_reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """Neither invoiced nor waived: an engagement cannot close with such a milestone."""
+        return not self.invoiced and not self.waived
 
 
 class Engagement(BaseModel):

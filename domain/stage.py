@@ -1,4 +1,4 @@
-"""The stages of one engagement's life (DOMAIN.md, "One engagement's life")."""
+"""The stages of one engagement's life (docs/domain.md, "One engagement's life")."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import re
 from datetime import date
 from decimal import Decimal
 
+from domain.billing import rate_issue
 from domain.customer import Address, Customer
 from domain.engagement import BillingModel, Engagement, Milestone, RateCardEntry
 from domain.money import Money, is_currency
@@ -160,10 +161,14 @@ def validate_amendment(amendment, engagement: Engagement, *, billed: Decimal,
             current = by_key.get(m.key)
             if current is None:
                 issues.append(FieldIssue(field=f"milestones[{i}].key", reason=f"no milestone '{m.key}' to replace"))
-            elif current.invoiced or current.accepted:
+            elif current.invoiced or current.accepted or current.waived:
+                state = "invoiced" if current.invoiced else "accepted" if current.accepted else "waived"
                 issues.append(FieldIssue(field=f"milestones[{i}].key",
-                                         reason=f"milestone '{current.name}' is already "
-                                                f"{'invoiced' if current.invoiced else 'accepted'} and cannot change"))
+                                         reason=f"milestone '{current.name}' is already {state} and cannot change"))
+        new_key = getattr(m, "new_key", None)
+        if m.key is None and new_key is not None and new_key in by_key:
+            issues.append(FieldIssue(field=f"milestones[{i}].new_key",
+                                     reason=f"a milestone '{new_key}' exists already"))
         if not m.name.strip():
             issues.append(FieldIssue(field=f"milestones[{i}].name", reason="must not be blank"))
         if m.amount <= 0:
@@ -175,8 +180,9 @@ def validate_amendment(amendment, engagement: Engagement, *, billed: Decimal,
         if r.role not in known_roles:
             issues.append(FieldIssue(field=f"rates[{i}].role",
                                      reason=f"'{r.role}' is not on the rate card ({', '.join(sorted(known_roles))})"))
-        if r.rate <= 0:
-            issues.append(FieldIssue(field=f"rates[{i}].rate", reason="must be positive"))
+        problem = rate_issue(r.rate, e.currency)
+        if problem:
+            issues.append(FieldIssue(field=f"rates[{i}].rate", reason=problem))
         if last_invoiced_period_end and r.effective_from < last_invoiced_period_end:
             issues.append(FieldIssue(field=f"rates[{i}].effective_from",
                                      reason=f"{r.effective_from} is before the end of the last invoiced period "
@@ -195,13 +201,18 @@ def apply_amendment(engagement: Engagement, amendment, *, version: int) -> Engag
     milestones = [m.model_copy() for m in engagement.milestones]
     for i, change in enumerate(amendment.milestones):
         if change.key is None:
-            milestones.append(Milestone(key=f"co{version}-{i + 1}", name=change.name.strip(), amount=change.amount,
+            key = getattr(change, "new_key", None) or f"co{version}-{i + 1}"
+            milestones.append(Milestone(key=key, name=change.name.strip(), amount=change.amount,
                                         due_date=change.due_date))
         else:
             milestones = [Milestone(key=m.key, name=change.name.strip(), amount=change.amount,
                                     due_date=change.due_date) if m.key == change.key else m for m in milestones]
-    rate_card = list(engagement.rate_card) + [
-        RateCardEntry(role=r.role, rate=r.rate, effective_from=r.effective_from) for r in amendment.rates]
+    # a rate for a (role, date) already on the card replaces it: the card holds one rate per
+    # role and date, however many change orders restate it
+    rate_card = list(engagement.rate_card)
+    for r in amendment.rates:
+        rate_card = [e for e in rate_card if (e.role, e.effective_from) != (r.role, r.effective_from)]
+        rate_card.append(RateCardEntry(role=r.role, rate=r.rate, effective_from=r.effective_from))
     value = engagement.contract_value
     if amendment.contract_value is not None:
         value = Money(amount=amendment.contract_value, currency=value.currency)

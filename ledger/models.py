@@ -28,6 +28,7 @@ from ledger.columns import ExactDecimal, UTCDateTime, utcnow
 SYSTEMS = ("crm", "psa", "erp")
 EXCEPTION_OPEN = "open"
 EXCEPTION_RESOLVED = "resolved"
+EXCEPTION_WRITTEN_OFF = "write_off"  # a steward decided it will never be billed (who and why in message)
 
 # Reason codes of the time-entry exception queue (free text is allowed, these are the known ones).
 PERIOD_CLOSED = "PERIOD_CLOSED"

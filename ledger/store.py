@@ -28,7 +28,7 @@ from connectors.http import CallRecord
 from domain.delivery import Invoice, PaymentStatus, PostedTime
 from ledger.columns import utcnow
 from ledger.config import make_ledger_engine
-from ledger.models import (EXCEPTION_OPEN, EXCEPTION_RESOLVED, SYSTEMS, ApiCall, LedgerInvoice,
+from ledger.models import (EXCEPTION_OPEN, EXCEPTION_RESOLVED, EXCEPTION_WRITTEN_OFF, SYSTEMS, ApiCall, LedgerInvoice,
                            LedgerPostedTime, LedgerTable, TimeException, Xref, exception_id)
 
 _ZERO = Decimal("0")
@@ -263,14 +263,67 @@ class Ledger:
         if opportunity_id is not None:
             stmt = stmt.where(TimeException.opportunity_id == opportunity_id)
         if status not in (None, "all"):
-            if status not in (EXCEPTION_OPEN, EXCEPTION_RESOLVED):
-                raise ValueError(f"status must be open, resolved or all, not {status!r}")
+            if status not in (EXCEPTION_OPEN, EXCEPTION_RESOLVED, EXCEPTION_WRITTEN_OFF):
+                raise ValueError(f"status must be open, resolved, {EXCEPTION_WRITTEN_OFF} or all, "
+                                 f"not {status!r}")
             stmt = stmt.where(TimeException.status == status)
         return self._all(stmt.order_by(TimeException.first_seen, TimeException.id))
 
     def get_exception(self, exc_id: str) -> TimeException | None:
         with Session(self.engine) as s:
             return s.get(TimeException, exc_id)
+
+    def open_exception_summary(self, opportunity_id: str, sample: int) -> tuple[int, dict[str, int],
+                                                                               list[TimeException]]:
+        """The engagement's open exceptions as the workflow carries them: the count, the count
+        per reason code, and the first `sample` by PSA id (the workflow never holds them all)."""
+        t = TimeException.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.reason_code, func.count()).where(
+                t.c.opportunity_id == opportunity_id, t.c.status == EXCEPTION_OPEN).group_by(t.c.reason_code)).all()
+        by_reason = {code: int(n) for code, n in rows}
+        first = self._all(select(TimeException).where(TimeException.opportunity_id == opportunity_id,
+                                                      TimeException.status == EXCEPTION_OPEN)
+                          .order_by(TimeException.psa_id).limit(sample))
+        return sum(by_reason.values()), by_reason, first
+
+    def open_exception_psa_ids(self, opportunity_id: str) -> list[str]:
+        t = TimeException.__table__
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(t.c.psa_id).where(
+                t.c.opportunity_id == opportunity_id, t.c.status == EXCEPTION_OPEN).order_by(t.c.psa_id))]
+
+    def written_off_among(self, psa_ids: Iterable[str]) -> set[str]:
+        """Of these PSA entries, the ones a steward wrote off (never posted again)."""
+        ids = list(psa_ids)
+        found: set[str] = set()
+        t = TimeException.__table__
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                found |= {r[0] for r in conn.execute(select(t.c.psa_id).where(
+                    t.c.psa_id.in_(ids[start:start + 500]), t.c.status == EXCEPTION_WRITTEN_OFF))}
+        return found
+
+    def write_off_exceptions(self, opportunity_id: str, psa_ids: Iterable[str] | None, reason: str,
+                             decided_by: str) -> list[str]:
+        """Close open exceptions as written off, keeping who decided and why in the message (the
+        original reason stays in front of it). None: every open one. Returns the PSA ids closed;
+        an id that is not open is left alone (a repeat writes nothing)."""
+        t = TimeException.__table__
+        cond = [t.c.opportunity_id == opportunity_id, t.c.status == EXCEPTION_OPEN]
+        wanted = None if psa_ids is None else set(psa_ids)
+        closed: list[str] = []
+        with self.engine.begin() as conn:
+            stmt = select(t.c.id, t.c.psa_id, t.c.reason_code, t.c.message).where(*cond)
+            rows = conn.execute(stmt).all()
+            for row in rows:
+                if wanted is not None and row.psa_id not in wanted:
+                    continue
+                note = f"written off by {decided_by}: {reason} (was {row.reason_code}: {row.message})"[:2000]
+                conn.execute(update(t).where(t.c.id == row.id, t.c.status == EXCEPTION_OPEN)
+                             .values(status=EXCEPTION_WRITTEN_OFF, message=note, resolved_at=utcnow()))
+                closed.append(row.psa_id)
+        return sorted(closed)
 
     # --- audit of vendor calls ------------------------------------------------------------------
     def record_api_call(self, record: CallRecord, *, at: datetime | None = None,

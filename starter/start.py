@@ -40,7 +40,7 @@ RESTARTABLE = (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATE
 def delivery_config(settings: Settings) -> DeliveryConfig:
     """The engagement calendar new engagements get (Q2C_PERIOD_SECONDS, Q2C_PAYMENT_POLL_SECONDS)."""
     return DeliveryConfig(period_seconds=settings.period_seconds,
-                          payment_poll_seconds=settings.payment_poll_seconds)
+                          payment_poll_seconds=settings.payment_poll_seconds, grace_days=settings.grace_days)
 
 
 def workflow_id_for(opportunity_id: str) -> str:

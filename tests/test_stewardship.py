@@ -16,6 +16,7 @@ from tests.deals import create_deal
 from tests.engagement_helpers import status_of, wait_for_stage
 from tests.test_delivery import _run_to_close, _start, invoices_of
 from workflows.models import (
+    EngagementStatus,
     AcceptMilestoneInput,
     Amendment,
     CancelInput,
@@ -144,7 +145,9 @@ async def test_invoiced_milestone_cannot_change_and_a_new_one_is_invoiced_once(f
     version = await handle.execute_update("amend_contract", Amendment(
         contract_value=Decimal("92000"), milestones=[MilestoneChange(name="Hypercare", amount=Decimal("12000"))],
         reason="CO-2: hypercare"), result_type=ContractVersion)
-    new_key = version.milestones[-1]["key"]
+    assert version.changes["milestones"][0]["name"] == "Hypercare"  # a version records what changed
+    current = await handle.query("status", result_type=EngagementStatus)
+    new_key = next(m.key for m in current.engagement.milestones if m.name == "Hypercare")
     schedule = stack.erp.record_by_eid("billingSchedule", f"bs-{deal.opportunity_id}")
     assert len(schedule["milestone"]["items"]) == 4
     for m in status.engagement.milestones[1:]:

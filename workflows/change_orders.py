@@ -9,7 +9,11 @@ from workflows.models import Amendment, MilestoneChange, RateChange
 
 
 def amendment_from_crm(current: Engagement, fresh: Engagement) -> Amendment | None:
-    """What changed in the CRM, as an Amendment; None when nothing that q2c bills did."""
+    """What changed in the CRM, as an Amendment; None when nothing that q2c bills did, so a
+    redelivered or unchanged message makes no version and no vendor call.
+
+    Milestones are matched by the CRM line item ID (a new line becomes a milestone under that
+    ID); rates by (role, rate, effective date)."""
     contract_value = fresh.contract_value.amount if fresh.contract_value.amount != current.contract_value.amount \
         else None
     end_date = fresh.end_date if fresh.end_date != current.end_date else None
@@ -22,7 +26,8 @@ def amendment_from_crm(current: Engagement, fresh: Engagement) -> Amendment | No
     for m in fresh.milestones:
         old = by_key.get(m.key)
         if old is None:
-            milestones.append(MilestoneChange(name=m.name, amount=m.amount, due_date=m.due_date))
+            # keyed by the CRM's own line ID: the same line arriving again is the same milestone
+            milestones.append(MilestoneChange(new_key=m.key, name=m.name, amount=m.amount, due_date=m.due_date))
         elif (old.name, old.amount, old.due_date) != (m.name, m.amount, m.due_date):
             milestones.append(MilestoneChange(key=m.key, name=m.name, amount=m.amount, due_date=m.due_date))
     if contract_value is None and end_date is None and not rates and not milestones:

@@ -2,24 +2,29 @@
 
 Workflow id: ``engagement-<OpportunityId>``. Deterministic orchestration only; every call to
 a system of record is an activity whose summary says what it does, so the Temporal UI reads
-like the life of the engagement in DOMAIN.md. Setup (validate, provision) is in
+like the life of the engagement (docs/domain.md). Setup (validate, provision) is in
 `workflows/provisioning.py`; delivery to cash (periods, time, invoices, payments, closure)
-in `workflows/delivery.py`. The state travels across continue-as-new in `EngagementStatus`.
+in `workflows/delivery.py`; the failure model and the door in `workflows/steps.py`. The
+state travels across continue-as-new in `EngagementStatus`.
+
+Every state-changing handler below has a validator (a fast answer, field by field, before
+anything reaches the history) and then runs inside `steps.door`, where it checks its rules
+again against the state it finds there: a change order queued behind another one, or behind
+the period close, is judged on what they did.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities
     from activities.engagement import EngagementActivities
-    from activities.models import CrmStatusInput, FetchEngagementInput, WriteCustomerInput
-    from domain.engagement import BillingModel
-    from domain.stewardship import apply_customer_patch, validate_amendment, validate_customer_patch
+    from activities.models import CloseSystemsInput, FetchEngagementInput, WriteBackInput, WriteCustomerInput
     from domain.stage import EngagementStage
+    from domain.stewardship import apply_customer_patch, validate_amendment, validate_customer_patch
+    from domain.validation import FieldIssue
+    from workflows.change_orders import amendment_from_crm
     from workflows.delivery import Delivery
     from workflows.models import (
         AcceptMilestoneInput,
@@ -37,16 +42,20 @@ with workflow.unsafe.imports_passed_through():
         PostingResult,
         RecheckInput,
         ReplayExceptionsInput,
+        RetryInput,
         StatusQueryInput,
+        StewardAction,
+        WaiveMilestoneInput,
+        WriteOffInput,
+        WriteOffResult,
     )
-    from workflows.change_orders import amendment_from_crm
-    from workflows.provisioning import VENDOR_RETRY, VENDOR_TIMEOUT, EngagementCancelled, Provisioning
+    from workflows.provisioning import EngagementCancelled, Provisioning
     from workflows.rejections import reject, reject_one
+    from workflows.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Abandoned, Steps
     from workflows.visibility import set_details, set_stage
 
-SETUP_STAGES = {EngagementStage.RECEIVED, EngagementStage.VALIDATING,
-                EngagementStage.AWAITING_STEWARD, EngagementStage.PROVISIONING}
 DELIVERY_STAGES = {EngagementStage.ACTIVE, EngagementStage.COLLECTING}
+RECENT_UPDATE_IDS = 50  # remembered across continue-as-new, so a retried request applies once
 
 
 @workflow.defn
@@ -61,11 +70,14 @@ class EngagementWorkflow:
                                             details=f"Closed-won event received (source: {input.source})")
         self._input = input
         self._recheck: RecheckInput | None = None
-        self._provisioning = Provisioning(self._status, self._recheck_requested, self._take_recheck)
-        self._delivery = Delivery(self._status, input.delivery)
-        self._amending = asyncio.Lock()
+        self._steps = Steps(self._status)
+        self._provisioning = Provisioning(self._status, self._steps, self._recheck_requested, self._take_recheck)
+        self._delivery = Delivery(self._status, input.delivery, self._steps)
+        # CRM notifications are coalesced: a burst of redeliveries reads the CRM once
+        self._crm_signals = 0
+        self._crm_read_upto = 0
 
-    # --- queries, signals, updates ----------------------------------------------------
+    # --- queries, signals --------------------------------------------------------------
     @workflow.query(name="status")
     def status(self, _: StatusQueryInput | None = None) -> EngagementStatus:
         return self._status
@@ -77,26 +89,31 @@ class EngagementWorkflow:
 
     @workflow.signal(name="crm_changed")
     async def crm_changed(self, input: CrmChangedInput) -> None:
-        """The CRM notified a change: waiting engagements re-check; active ones take a change
-        order (contract value, end date, rates, milestones) through amend_contract's rules."""
+        """The CRM notified a change: a waiting engagement re-checks; an active one reads the
+        opportunity and takes what changed as a change order through amend_contract's rules.
+        Idempotent: an unchanged or redelivered message changes nothing (one CRM read)."""
         st = self._status
-        if st.stage is EngagementStage.AWAITING_STEWARD:
+        if st.stage is EngagementStage.AWAITING_STEWARD and st.pause is not None \
+                and st.pause.action is StewardAction.RECHECK:
             self._recheck = RecheckInput(requested_by="crm", note=f"CRM changed ({input.source})")
             return
-        if st.stage is not EngagementStage.ACTIVE:
-            return
-        async with self._amending:
-            fresh = await workflow.execute_activity_method(
+        if st.active_since is None or st.collecting_since is not None or \
+                st.stage in (EngagementStage.CLOSED, EngagementStage.CANCELLED):
+            return  # setup reads the CRM anyway; after the end date the contract no longer changes
+        # (parked on a failed step: the door is held until the steward's retry, then this runs)
+        self._crm_signals += 1
+        mine = self._crm_signals
+        async with self._steps.door:
+            if self._crm_read_upto >= mine or st.stage is not EngagementStage.ACTIVE:
+                return  # a read made after this notification arrived has already seen it
+            self._crm_read_upto = self._crm_signals
+            fresh = await self._steps.call(
                 EngagementActivities.fetch_engagement, FetchEngagementInput(opportunity_id=st.opportunity_id),
-                start_to_close_timeout=VENDOR_TIMEOUT, retry_policy=VENDOR_RETRY,
-                summary="CRM: read the amended opportunity (change order)")
+                "CRM: read the amended opportunity (change order)", system="crm", operation="read opportunity")
             amendment = amendment_from_crm(st.engagement, fresh)
             if amendment is None:
                 return
-            invoiced_ends = [i.period_end for i in st.invoices]
-            issues = validate_amendment(amendment, st.engagement, billed=st.totals.billed,
-                                        last_invoiced_period_end=max(invoiced_ends) if invoiced_ends else None,
-                                        last_posted_date=st.last_posted_date)
+            issues = self._amendment_issues(amendment)
             st.crm_change_issues = issues
             if issues:
                 set_details(st, "CRM change order refused: " + "; ".join(f"{i.field}: {i.reason}" for i in issues))
@@ -104,142 +121,297 @@ class EngagementWorkflow:
             version = await self._delivery.amend(amendment)
             set_details(st, f"Contract version {version.version} from the CRM applied")
 
+    # --- updates: a validator for the early answer, the door for the real one ------------
+    @workflow.update(name="retry")
+    async def retry(self, input: RetryInput) -> str:
+        """The cause of a parked step was fixed in the named system: run the step again."""
+        pause = self._status.pause
+        self._steps.retry(input)
+        self._applied()
+        return f"retrying {pause.system if pause else ''} {pause.operation if pause else ''}".strip()
+
+    @retry.validator
+    def _validate_retry(self, input: RetryInput) -> None:
+        self._once()
+        reject(self._steps.retry_issues())
+
     @workflow.update(name="accept_milestone")
     async def accept_milestone(self, input: AcceptMilestoneInput) -> InvoiceSummary | None:
         """The client accepted a fixed-fee milestone: invoice it, once."""
-        return await self._delivery.accept_milestone(input)
+        async with self._steps.door:
+            reject(self._delivery.milestone_issues(input.milestone_key))
+            result = await self._delivery.accept_milestone(input)
+            self._applied()
+            return result
 
     @accept_milestone.validator
     def _validate_accept_milestone(self, input: AcceptMilestoneInput) -> None:
-        self._require_delivery("accept a milestone")
-        engagement = self._status.engagement
-        if engagement.billing_model is not BillingModel.FIXED_FEE:
-            reject_one("milestone_key", f"engagement is {engagement.billing_model.value}, not fixed fee")
-        milestone = next((m for m in engagement.milestones if m.key == input.milestone_key), None)
-        if milestone is None:
-            known = ", ".join(m.key for m in engagement.milestones)
-            reject_one("milestone_key", f"'{input.milestone_key}' is not a milestone of this engagement "
-                                        f"(known: {known})")
-        if milestone.accepted:
-            reject_one("milestone_key", f"milestone '{milestone.name}' was already accepted")
+        self._once()
+        self._require_unparked("accept a milestone", allow=PauseKind.MILESTONES_NOT_INVOICED)
+        reject(self._delivery.milestone_issues(input.milestone_key))
+
+    @workflow.update(name="waive_milestone")
+    async def waive_milestone(self, input: WaiveMilestoneInput) -> str:
+        """The PMO decided a milestone will not be invoiced (recorded with who and why)."""
+        async with self._steps.door:
+            reject(self._waive_issues(input))
+            self._applied()
+            return self._delivery.waive_milestone(input)
+
+    @waive_milestone.validator
+    def _validate_waive(self, input: WaiveMilestoneInput) -> None:
+        self._once()
+        self._require_unparked("waive a milestone", allow=PauseKind.MILESTONES_NOT_INVOICED)
+        reject(self._waive_issues(input))
+
+    def _waive_issues(self, input: WaiveMilestoneInput) -> list[FieldIssue]:
+        issues = self._delivery.milestone_issues(input.milestone_key)
+        if not input.reason.strip():
+            issues.append(FieldIssue(field="reason", reason="say why the milestone is waived"))
+        return issues
 
     @workflow.update(name="replay_exceptions")
     async def replay_exceptions(self, input: ReplayExceptionsInput) -> PostingResult:
         """Post parked time entries again after their cause was fixed (posted at most once)."""
-        return await self._delivery.replay(input)
+        async with self._steps.door:
+            reject(self._exception_issues(input.psa_ids))
+            result = await self._delivery.replay(input)
+            self._applied()
+            return result
 
     @replay_exceptions.validator
     def _validate_replay(self, input: ReplayExceptionsInput) -> None:
-        self._require_delivery("replay time exceptions")
-        open_ids = {e.psa_id for e in self._status.open_exceptions}
-        unknown = [i for i in input.psa_ids if i not in open_ids]
-        if unknown:
-            reject_one("psa_ids", f"{', '.join(unknown)} not open exceptions of this engagement")
-        if not open_ids:
-            reject_one("psa_ids", "this engagement has no open time exceptions")
+        self._once()
+        self._require_unparked("replay time exceptions", allow=PauseKind.TIME_EXCEPTIONS_OPEN)
+        reject(self._exception_issues(input.psa_ids))
+
+    @workflow.update(name="write_off_exceptions")
+    async def write_off_exceptions(self, input: WriteOffInput) -> WriteOffResult:
+        """Parked time that will never be billed: closed in the ledger with who decided and why."""
+        async with self._steps.door:
+            reject(self._write_off_issues(input))
+            result = await self._delivery.write_off(input)
+            self._applied()
+            return result
+
+    @write_off_exceptions.validator
+    def _validate_write_off(self, input: WriteOffInput) -> None:
+        self._once()
+        self._require_unparked("write off time exceptions", allow=PauseKind.TIME_EXCEPTIONS_OPEN)
+        reject(self._write_off_issues(input))
+
+    def _write_off_issues(self, input: WriteOffInput) -> list[FieldIssue]:
+        issues = self._exception_issues(input.psa_ids)
+        if not input.reason.strip():
+            issues.append(FieldIssue(field="reason", reason="say why this time will never be billed"))
+        return issues
+
+    def _exception_issues(self, psa_ids: list[str]) -> list[FieldIssue]:
+        st = self._status
+        if st.engagement is None or st.active_since is None:
+            return [FieldIssue(field="stage", reason=f"the engagement is {st.stage.value}: it has no posted time")]
+        if st.stage in (EngagementStage.CLOSED, EngagementStage.CANCELLED):
+            return [FieldIssue(field="stage", reason=f"the engagement is {st.stage.value}")]
+        if st.open_exception_count <= len(st.open_exceptions):  # the sample is the whole list: check ids here
+            known = {x.psa_id for x in st.open_exceptions}
+            unknown = [i for i in psa_ids if i not in known]
+            if unknown:
+                return [FieldIssue(field="psa_ids",
+                                   reason=f"{', '.join(unknown[:20])} not open exceptions of this engagement")]
+        if not st.open_exception_count:
+            return [FieldIssue(field="psa_ids", reason="this engagement has no open time exceptions")]
+        return []
 
     @workflow.update(name="provide_customer_data")
     async def provide_customer_data(self, patch: CustomerPatch) -> str:
         """A steward supplies customer-master fields: written back to the CRM account, then the
         engagement re-validates and resumes."""
-        given = patch.model_dump(exclude={"provided_by"}, exclude_none=True)
-        customer = self._status.engagement.customer
-        await workflow.execute_activity_method(
-            EngagementActivities.write_customer_to_crm,
-            WriteCustomerInput(account_id=customer.crm_account_id, patch=given),
-            start_to_close_timeout=VENDOR_TIMEOUT, retry_policy=VENDOR_RETRY,
-            summary=f"CRM: write {', '.join(sorted(given))} to account {customer.crm_account_id} "
-                    f"(from {patch.provided_by})")
-        self._status.engagement.customer = apply_customer_patch(customer, given)
-        self._recheck = RecheckInput(requested_by=patch.provided_by, note=f"provided {', '.join(sorted(given))}")
-        return f"accepted {', '.join(sorted(given))}; re-validating"
+        async with self._steps.door:
+            reject(self._customer_data_issues(patch))
+            given = patch.model_dump(exclude={"provided_by"}, exclude_none=True)
+            customer = self._status.engagement.customer
+            # a CRM refusal fails this Update (the steward sees the CRM's message), not the engagement
+            await workflow.execute_activity_method(
+                EngagementActivities.write_customer_to_crm,
+                WriteCustomerInput(account_id=customer.crm_account_id, patch=given),
+                start_to_close_timeout=VENDOR_TIMEOUT, retry_policy=VENDOR_RETRY,
+                summary=f"CRM: write {', '.join(sorted(given))} to account {customer.crm_account_id} "
+                        f"(from {patch.provided_by})")
+            self._status.engagement.customer = apply_customer_patch(customer, given)
+            self._recheck = RecheckInput(requested_by=patch.provided_by, note=f"provided {', '.join(sorted(given))}")
+            self._applied()
+            return f"accepted {', '.join(sorted(given))}; re-validating"
 
     @provide_customer_data.validator
     def _validate_customer_data(self, patch: CustomerPatch) -> None:
+        self._once()
+        reject(self._customer_data_issues(patch))
+
+    def _customer_data_issues(self, patch: CustomerPatch) -> list[FieldIssue]:
         pause = self._status.pause
         if self._status.stage is not EngagementStage.AWAITING_STEWARD or pause is None:
-            reject_one("stage", f"the engagement is {self._status.stage.value}, not waiting for customer data")
-        if pause.kind not in (PauseKind.CUSTOMER_MASTER_INCOMPLETE, PauseKind.ERP_REJECTED):
-            reject_one("stage", f"the engagement waits for {pause.queue.value} ({pause.kind.value}), "
-                                "not for customer data")
-        reject(validate_customer_patch(patch.model_dump(exclude={"provided_by"}),
-                                       self._status.engagement.customer, self._provisioning.subsidiaries))
+            return [FieldIssue(field="stage",
+                               reason=f"the engagement is {self._status.stage.value}, not waiting for customer data")]
+        if pause.action is not StewardAction.RECHECK or self._status.engagement is None:
+            return [FieldIssue(field="stage", reason=f"the engagement waits for {pause.queue.value} "
+                                                     f"({pause.kind.value}), not for customer data")]
+        return validate_customer_patch(patch.model_dump(exclude={"provided_by"}),
+                                       self._status.engagement.customer, self._provisioning.subsidiaries)
 
     @workflow.update(name="amend_contract")
     async def amend_contract(self, amendment: Amendment) -> ContractVersion:
         """A change order: applied to the ERP and PSA; the contract is versioned."""
-        async with self._amending:
-            return await self._delivery.amend(amendment)
+        async with self._steps.door:
+            if self._status.stage is not EngagementStage.ACTIVE:
+                reject_one("stage", f"only an Active engagement can be amended (it is {self._status.stage.value})")
+            reject(self._amendment_issues(amendment))
+            version = await self._delivery.amend(amendment)
+            self._applied()
+            return version
 
     @amend_contract.validator
     def _validate_amendment(self, amendment: Amendment) -> None:
+        self._once()
         if self._status.stage is not EngagementStage.ACTIVE:
             reject_one("stage", f"only an Active engagement can be amended (it is {self._status.stage.value})")
-        invoiced_ends = [i.period_end for i in self._status.invoices]
-        reject(validate_amendment(amendment, self._status.engagement, billed=self._status.totals.billed,
-                                  last_invoiced_period_end=max(invoiced_ends) if invoiced_ends else None,
-                                  last_posted_date=self._status.last_posted_date))
+        reject(self._amendment_issues(amendment))
+
+    def _amendment_issues(self, amendment: Amendment) -> list[FieldIssue]:
+        st = self._status
+        ends = [i.period_end for i in st.invoices]
+        closed = self._delivery.closed_through()
+        if closed is not None:
+            ends.append(closed)
+        return validate_amendment(amendment, st.engagement, billed=st.totals.billed,
+                                  last_invoiced_period_end=max(ends) if ends else None,
+                                  last_posted_date=st.last_posted_date)
 
     @workflow.update(name="cancel")
     async def cancel(self, input: CancelInput) -> str:
         """Stop future billing, invoice the work done, then close as usual (ending Cancelled)."""
-        self._status.cancelled = input
-        if self._status.stage is EngagementStage.ACTIVE:
-            self._status.close_requested = CloseInput(requested_by=input.requested_by,
-                                                      reason=f"cancelled: {input.reason}")
-        return f"cancellation by {input.requested_by} accepted: {input.reason}"
+        async with self._steps.door:
+            reject(self._cancel_issues(input))
+            self._status.cancelled = input
+            if self._status.active_since is not None:
+                self._status.close_requested = CloseInput(requested_by=input.requested_by,
+                                                          reason=f"cancelled: {input.reason}")
+            self._applied()
+            return f"cancellation by {input.requested_by} accepted: {input.reason}"
 
     @cancel.validator
     def _validate_cancel(self, input: CancelInput) -> None:
+        self._once()
+        reject(self._cancel_issues(input))
+
+    def _cancel_issues(self, input: CancelInput) -> list[FieldIssue]:
+        st = self._status
         if not input.reason.strip():
-            reject_one("reason", "say why the engagement is cancelled")
-        if self._status.cancelled is not None:
-            reject_one("stage", "the engagement is already being cancelled")
-        if self._status.stage not in (EngagementStage.ACTIVE, EngagementStage.AWAITING_STEWARD):
-            reject_one("stage", f"an engagement that is {self._status.stage.value} cannot be cancelled")
+            return [FieldIssue(field="reason", reason="say why the engagement is cancelled")]
+        if st.cancelled is not None:
+            return [FieldIssue(field="stage", reason="the engagement is already being cancelled")]
+        if st.active_since is not None and st.stage is EngagementStage.AWAITING_STEWARD and st.pause is not None \
+                and st.pause.action is StewardAction.RETRY:
+            return [FieldIssue(field="stage", reason=f"a step is parked ({st.pause.message[:200]}): fix it and "
+                                                     "retry first, then cancel")]
+        if st.stage not in (EngagementStage.ACTIVE, EngagementStage.AWAITING_STEWARD):
+            return [FieldIssue(field="stage", reason=f"an engagement that is {st.stage.value} cannot be cancelled")]
+        return []
 
     @workflow.update(name="request_close")
     async def request_close(self, input: CloseInput) -> str:
         """Close now: post remaining time, issue the final invoice, collect, close the projects."""
-        self._status.close_requested = input
-        return f"closing requested by {input.requested_by}: {input.reason}"
+        async with self._steps.door:
+            if self._status.stage is not EngagementStage.ACTIVE:
+                reject_one("stage", f"only an Active engagement can be closed (it is {self._status.stage.value})")
+            self._status.close_requested = input
+            self._applied()
+            return f"closing requested by {input.requested_by}: {input.reason}"
 
     @request_close.validator
     def _validate_close(self, input: CloseInput) -> None:
+        self._once()
         if self._status.stage is not EngagementStage.ACTIVE:
             reject_one("stage", f"only an Active engagement can be closed (it is {self._status.stage.value})")
         if not input.reason.strip():
             reject_one("reason", "say why the engagement is closing")
 
-    def _require_delivery(self, what: str) -> None:
-        if self._status.stage not in DELIVERY_STAGES or self._status.engagement is None:
-            reject_one("stage", f"cannot {what} while the engagement is {self._status.stage.value}")
+    def _once(self) -> None:
+        """Temporal answers a repeated update ID within a run with the first result; across
+        continue-as-new it cannot know it, so the engagement remembers the latest IDs itself."""
+        info = workflow.current_update_info()
+        if info is not None and info.id in self._status.recent_update_ids:
+            reject_one("update_id", f"request {info.id} was already applied to this engagement")
+
+    def _applied(self) -> None:
+        info = workflow.current_update_info()
+        if info is not None:
+            ids = self._status.recent_update_ids
+            ids.append(info.id)
+            del ids[:-RECENT_UPDATE_IDS]
+
+    def _require_unparked(self, what: str, allow: PauseKind | None = None) -> None:
+        """Delivery changes need a delivering engagement; while a step is parked, the steward's
+        answer to the pause comes first (except the pause this action resolves)."""
+        st = self._status
+        if st.engagement is None or st.active_since is None:
+            reject_one("stage", f"cannot {what} while the engagement is {st.stage.value}")
+        if st.stage is EngagementStage.AWAITING_STEWARD and st.pause is not None and st.pause.kind is not allow:
+            reject_one("stage", f"cannot {what} while the engagement is parked ({st.pause.kind.value}: "
+                                f"{st.pause.message[:200]}); {st.pause.action.value} first")
+        if st.stage not in DELIVERY_STAGES and st.stage is not EngagementStage.AWAITING_STEWARD:
+            reject_one("stage", f"cannot {what} while the engagement is {st.stage.value}")
 
     # --- main -------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: EngagementInput) -> EngagementSummary:
-        if self._status.stage in SETUP_STAGES:
+        if self._status.active_since is None:
             try:
                 await self._provisioning.run(input.opportunity_id)
-            except EngagementCancelled as cancelled:
-                return await self._cancelled_before_active(str(cancelled))
+            except (EngagementCancelled, Abandoned) as cancelled:
+                return await self._finish(await self._cancelled_before_active(str(cancelled)))
             set_stage(self._status, EngagementStage.ACTIVE,
                       f"Active: ERP project {self._status.erp_project_id}, "
                       f"PSA workspace {self._status.psa_workspace.workspace_id}")
             self._status.active_since = workflow.now()
             self._delivery.record_version("contract as closed-won", "crm")
-        if await self._delivery.run_periods():
+        if self._status.collecting_since is None and await self._delivery.run_periods():
             await self._continue_as_new()
-        return await self._delivery.collect_and_close()
+        return await self._finish(await self._delivery.collect_and_close())
+
+    async def _finish(self, summary: EngagementSummary) -> EngagementSummary:
+        """No Update is left half-done when the engagement completes."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return summary
 
     async def _cancelled_before_active(self, reason: str) -> EngagementSummary:
-        """Nothing was provisioned (the engagement never left setup): tell the CRM and end."""
-        await workflow.execute_activity_method(
-            DeliveryActivities.write_crm_status,
-            CrmStatusInput(opportunity_id=self._status.opportunity_id, status=EngagementStage.CANCELLED.value),
-            start_to_close_timeout=VENDOR_TIMEOUT, retry_policy=VENDOR_RETRY,
-            summary="CRM: status Cancelled (nothing was provisioned)")
-        set_stage(self._status, EngagementStage.CANCELLED, f"Cancelled before provisioning: {reason}")
+        """Cancelled during setup: close whatever was provisioned, and tell the CRM what was."""
+        st = self._status
+        closed: list[str] = []
+        ids = CloseSystemsInput(opportunity_id=st.opportunity_id, erp_project_id=st.erp_project_id,
+                                psa_workspace_id=st.psa_workspace.workspace_id if st.psa_workspace else None)
+        if st.erp_project_id:
+            await self._steps.call(DeliveryActivities.close_erp_project, ids,
+                                   f"ERP: close project {st.erp_project_id} (cancelled during setup)",
+                                   system="erp", operation="close project")
+            closed.append(f"ERP project {st.erp_project_id} closed (its billing schedule "
+                          f"{st.erp_billing_schedule_id or '-'} bills nothing on a closed project)")
+        if ids.psa_workspace_id:
+            await self._steps.call(DeliveryActivities.close_psa_workspace, ids,
+                                   f"PSA: close workspace {ids.psa_workspace_id} (cancelled during setup)",
+                                   system="psa", operation="close workspace")
+            closed.append(f"PSA workspace {ids.psa_workspace_id} closed")
+        if st.erp_customer_id:
+            closed.append(f"ERP customer {st.erp_customer_id} kept (customer master, shared by its engagements)")
+        what = "; ".join(closed) if closed else "nothing was provisioned"
+        await self._steps.call(
+            EngagementActivities.write_back_crm,
+            WriteBackInput(opportunity_id=st.opportunity_id, erp_customer_id=st.erp_customer_id,
+                           erp_project_id=st.erp_project_id,
+                           psa_workspace_id=st.psa_workspace.workspace_id if st.psa_workspace else None,
+                           status=EngagementStage.CANCELLED.value),
+            f"CRM: status Cancelled; {what}", system="crm", operation="write status")
+        st.pause = None
+        set_stage(st, EngagementStage.CANCELLED, f"Cancelled during setup ({reason}): {what}")
         return self._delivery.summary()
 
     async def _continue_as_new(self) -> None:

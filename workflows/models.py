@@ -16,7 +16,6 @@ from domain.validation import FieldIssue
 
 DAY_SECONDS = 86_400
 OPEN_EXCEPTION_SAMPLE = 20
-CONTRACT_VERSIONS_KEPT = 10
 
 
 class DeliveryConfig(BaseModel):
@@ -31,6 +30,9 @@ class DeliveryConfig(BaseModel):
     period_seconds: int | None = None
     payment_poll_seconds: int = DAY_SECONDS
     posting_batch_size: int = 50
+    # after the end date, approved time for the final period keeps being collected this long
+    # before the final posting (on the demo calendar: this share of a 30-day month)
+    grace_days: int = 3
 
 
 class EngagementInput(BaseModel):
@@ -74,14 +76,25 @@ class TimeExceptionInfo(BaseModel):
 
 
 class PostingResult(BaseModel):
+    """One posting run (or replay, or write-off). Lists are bounded samples (at most
+    OPEN_EXCEPTION_SAMPLE); the counts are exact; every exception in full is in the ledger."""
+
     examined: int = 0
     posted: int = 0
     posted_minutes: int = 0
-    exceptions: list[TimeExceptionInfo] = Field(default_factory=list)
-    resolved: list[str] = Field(default_factory=list)  # psa ids that were exceptions and are now posted
+    exceptions: list[TimeExceptionInfo] = Field(default_factory=list)  # parked by this run (sample)
+    exceptions_count: int = 0  # parked by this run
+    resolved: list[str] = Field(default_factory=list)  # psa ids that were exceptions and are now posted (sample)
+    resolved_count: int = 0
+    not_open: list[str] = Field(default_factory=list)  # asked to replay/write off, but not open exceptions
+    written_off: int = 0
     last_date: date | None = None  # the latest date_performed posted
     total_entries: int | None = None  # all posted for the engagement so far (from the ledger)
     total_minutes: int | None = None
+    # the engagement's open exceptions after this run, from the ledger
+    open_count: int | None = None
+    open_by_reason: dict[str, int] = Field(default_factory=dict)
+    open_sample: list[TimeExceptionInfo] = Field(default_factory=list)
 
 
 class InvoiceSummary(BaseModel):
@@ -131,17 +144,22 @@ class EngagementStatus(BaseModel):
     open_exception_count: int = 0
     open_exceptions_by_reason: dict[str, int] = Field(default_factory=dict)
     written_off_entries: int = 0
-    written_off_minutes: int = 0
     totals: EngagementTotals = Field(default_factory=EngagementTotals)
     close_requested: CloseInput | None = None
     final_invoices: int = 0
     runs: int = 1  # how many runs (continue-as-new) this engagement has had
     pause: "PauseReason | None" = None
     contract_version: int = 0  # the current version number (1 from activation)
-    contract_versions: list["ContractVersion"] = Field(default_factory=list)  # the latest few; all in the ledger
+    contract_versions: list["ContractVersion"] = Field(default_factory=list)  # each one's changes, not its whole card
     cancelled: "CancelInput | None" = None
     last_posted_date: date | None = None
     crm_change_issues: list[FieldIssue] = Field(default_factory=list)  # a CRM change order that was refused
+    # closure: the grace window for late approvals, then the final posting
+    collecting_since: datetime | None = None
+    grace_until: datetime | None = None
+    final_posting_done: bool = False
+    unbilled_after_final: bool = False  # time posted after the final period's invoice: bill it
+    recent_update_ids: list[str] = Field(default_factory=list)  # the latest applied (bounded)
 
     def invoice(self, external_id: str) -> InvoiceSummary | None:
         return next((i for i in self.invoices if i.external_id == external_id), None)
@@ -253,11 +271,15 @@ class Amendment(BaseModel):
 
 
 class ContractVersion(BaseModel):
+    """One version of the contract: its headline terms and what changed from the one before
+    (not the whole rate card again, so a long engagement's versions stay small)."""
+
     version: int
     contract_value: Decimal
     end_date: date | None
-    rate_card: list = Field(default_factory=list)
-    milestones: list = Field(default_factory=list)
+    changes: dict = Field(default_factory=dict)  # the amendment that made this version (JSON)
+    rate_card: list = Field(default_factory=list)  # version 1 only: the card as closed-won
+    milestones: list = Field(default_factory=list)  # version 1 only
     reason: str = ""
     requested_by: str = ""
     at: datetime | None = None
@@ -300,8 +322,9 @@ class WaiveMilestoneInput(BaseModel):
 
 class WriteOffResult(BaseModel):
     written_off: int = 0
-    minutes: int = 0
-    psa_ids: list[str] = Field(default_factory=list)
+    psa_ids: list[str] = Field(default_factory=list)  # a sample (at most OPEN_EXCEPTION_SAMPLE)
+    not_open: list[str] = Field(default_factory=list)
+    open_remaining: int = 0
 
 
 EngagementStatus.model_rebuild()

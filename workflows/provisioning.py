@@ -9,8 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.engagement import EngagementActivities
@@ -28,46 +27,48 @@ with workflow.unsafe.imports_passed_through():
     from domain.project import Subsidiary
     from domain.stewardship import pause_kind_and_queue, rejection_kind_and_queue
     from domain.validation import FieldIssue, ValidationReport
-    from workflows.models import EngagementStatus, PauseKind, PauseReason, RecheckInput, StewardQueue
+    from workflows.models import (
+        EngagementStatus,
+        PauseKind,
+        PauseReason,
+        RecheckInput,
+        StewardAction,
+        StewardQueue,
+    )
+    from workflows.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Steps, vendor_failure
     from workflows.visibility import describe_engagement, set_stage, set_steward_queue
-
-# Vendor calls: retry transient failures (5xx, 429, timeouts) without limit, with back-off;
-# data rejections are raised non-retryable by the connectors and park the engagement.
-VENDOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                           maximum_interval=timedelta(seconds=30))
-VENDOR_TIMEOUT = timedelta(seconds=60)
-
 
 class EngagementCancelled(Exception):
     """A steward cancelled the engagement while it waited."""
 
 
 class ProvisioningRejected(Exception):
-    """A system of record refused our data; a steward must look."""
+    """A system of record refused our data; a steward must look (then `recheck`)."""
 
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, step: str, pause: PauseReason) -> None:
+        super().__init__(pause.vendor_message or pause.message)
         self.step = step
+        self.pause = pause
 
 
-async def call(fn, arg, summary: str, *, step: str | None = None,
-               timeout: timedelta = VENDOR_TIMEOUT, heartbeat: timedelta | None = None):
-    """Run one activity; with `step`, a non-retryable vendor rejection becomes ProvisioningRejected."""
+async def call(fn, arg, summary: str, *, step: str, timeout: timedelta = VENDOR_TIMEOUT,
+               heartbeat: timedelta | None = None):
+    """Run one setup activity; any failure that Temporal stops retrying (a vendor's rejection,
+    an unexpected error after its bounded attempts) becomes ProvisioningRejected."""
     try:
         return await workflow.execute_activity_method(
             fn, arg, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
             retry_policy=VENDOR_RETRY, summary=summary)
     except ActivityError as err:
-        cause = err.cause
-        if step and isinstance(cause, ApplicationError) and cause.non_retryable:
-            raise ProvisioningRejected(step, cause.message) from err
-        raise
+        system, _, operation = step.partition(".")
+        raise ProvisioningRejected(step, vendor_failure(err, system, operation or step)) from err
 
 
 class Provisioning:
-    def __init__(self, status: EngagementStatus, recheck_requested: Callable[[], bool],
+    def __init__(self, status: EngagementStatus, steps: Steps, recheck_requested: Callable[[], bool],
                  take_recheck: Callable[[], RecheckInput | None]) -> None:
         self.status = status
+        self.steps = steps
         self._recheck_requested = recheck_requested
         self._take_recheck = take_recheck
         self.subsidiaries: list[Subsidiary] = []  # the ERP's legal entities, for checking a steward's fix
@@ -80,21 +81,43 @@ class Provisioning:
                 return
             except ProvisioningRejected as rejected:
                 kind, queue = rejection_kind_and_queue(rejected.step)
+                pause = rejected.pause
+                if pause.kind is PauseKind.UNEXPECTED_ERROR:
+                    kind = pause.kind.value
                 await self._await_steward([FieldIssue(field=rejected.step, reason=str(rejected))],
-                                          f"{rejected.step} was rejected: {rejected}", kind, queue)
+                                          f"{rejected.step} was rejected: {rejected}", kind, queue,
+                                          vendor=pause)
 
     async def _validated_engagement(self, opp: str) -> tuple[Engagement, ValidationReport]:
         while True:
             set_stage(self.status, EngagementStage.VALIDATING, f"Reading opportunity {opp} from the CRM")
-            engagement = await call(EngagementActivities.fetch_engagement, FetchEngagementInput(opportunity_id=opp),
-                                    f"CRM: read opportunity {opp}, its account and lines")
+            try:
+                engagement = await call(EngagementActivities.fetch_engagement,
+                                        FetchEngagementInput(opportunity_id=opp),
+                                        f"CRM: read opportunity {opp}, its account and lines", step="crm.read")
+            except ProvisioningRejected as rejected:
+                # the deal cannot be read as an engagement (a blank billing model, an unsupported
+                # currency...): the CRM must be fixed, then `recheck` reads it again
+                pause = rejected.pause
+                kind = (PauseKind.UNEXPECTED_ERROR if pause.kind is PauseKind.UNEXPECTED_ERROR
+                        else PauseKind.CRM_DATA_INVALID)
+                await self._await_steward(pause.fields, f"the CRM opportunity cannot be read as an engagement: "
+                                          f"{pause.vendor_message}", kind.value, StewardQueue.FINANCE_OPS.value,
+                                          vendor=pause)
+                continue
             self.status.engagement = engagement
             describe_engagement(engagement)
             set_stage(self.status, EngagementStage.VALIDATING,
                       f"Checking the customer master of {engagement.customer.name}")
-            report = await call(EngagementActivities.validate_engagement,
-                                ValidateEngagementInput(engagement=engagement),
-                                "Validate customer master (legal entity, tax ID, address, currency, terms, template)")
+            try:
+                report = await call(EngagementActivities.validate_engagement,
+                                    ValidateEngagementInput(engagement=engagement),
+                                    "Validate customer master (legal entity, tax ID, address, currency, terms, "
+                                    "template)", step="erp.reference_data")
+            except ProvisioningRejected as rejected:
+                await self._await_steward(rejected.pause.fields, rejected.pause.message,
+                                          rejected.pause.kind.value, rejected.pause.queue.value, vendor=rejected.pause)
+                continue
             self.subsidiaries = report.subsidiaries
             if report.ok:
                 self.status.missing_fields = []
@@ -104,14 +127,23 @@ class Provisioning:
             await self._await_steward(report.issues, "Missing or invalid: " +
                                       "; ".join(f"{i.field} ({i.reason})" for i in report.issues), kind, queue)
 
-    async def _await_steward(self, issues: list[FieldIssue], details: str, kind: str, queue: str) -> None:
+    async def _await_steward(self, issues: list[FieldIssue], details: str, kind: str, queue: str,
+                             vendor: PauseReason | None = None) -> None:
+        """Setup pauses end with `recheck` (or `provide_customer_data`): the CRM is read again and
+        everything re-validated, then provisioning resumes with the same external IDs."""
         st = self.status
         st.missing_fields = issues
         st.pause = PauseReason(kind=PauseKind(kind), queue=StewardQueue(queue), fields=issues, message=details,
-                               since=workflow.now())
+                               since=workflow.now(), action=StewardAction.RECHECK,
+                               resume_stage=EngagementStage.VALIDATING,
+                               system=vendor.system if vendor else None,
+                               operation=vendor.operation if vendor else None,
+                               vendor_code=vendor.vendor_code if vendor else None,
+                               vendor_message=vendor.vendor_message if vendor else None)
         set_stage(st, EngagementStage.AWAITING_STEWARD, f"[{queue}] {details}")
         set_steward_queue(queue)
-        self._take_recheck()
+        self._take_recheck()  # a recheck from before this pause is stale; one during the CRM write below counts
+        await self.steps.mirror_stage()
         await workflow.wait_condition(lambda: self._recheck_requested() or st.cancelled is not None)
         st.pause = None
         set_steward_queue(None)
@@ -154,5 +186,6 @@ class Provisioning:
         await call(
             EngagementActivities.write_back_crm,
             WriteBackInput(opportunity_id=opp, erp_customer_id=st.erp_customer_id, erp_project_id=st.erp_project_id,
-                           psa_workspace_id=st.psa_workspace.workspace_id, status=EngagementStage.ACTIVE.value),
+                           psa_workspace_id=st.psa_workspace.workspace_id, status=EngagementStage.ACTIVE.value,
+                           contract_version=1),
             f"CRM: write ERP/PSA IDs and status to opportunity {opp}", step="crm.write_back")
