@@ -2,6 +2,12 @@
 
 Settable at run time through the sandbox-only admin endpoint
 (`GET/PUT /__sandbox/faults`). Each vendor supplies how its errors look.
+
+Besides transient faults (latency, 5xx, 429), `reject_writes` stands in for a vendor's
+business rule that the sandbox does not model (a NetSuite approval workflow locking a
+project, a Kantata account setting refusing a workspace): a write to a matching path is
+answered 4xx in the vendor's own error shape, as the real system would, until the rule is
+removed (the "fix" a steward makes in the vendor system). Reads are never rejected.
 """
 
 from __future__ import annotations
@@ -21,6 +27,26 @@ ADMIN_PREFIX = "/__sandbox"
 ErrorRenderer = Callable[[int, str, str], tuple[bytes, str, dict[str, str]]]
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+class WriteRejection(BaseModel):
+    """A write the vendor refuses: `status` (4xx, non-retryable) with `code` and `message` in
+    the vendor's error body, for requests whose path starts with `path_prefix`."""
+
+    path_prefix: str = Field(..., min_length=2, description="e.g. /services/rest/record/v1/job/eid:006...")
+    methods: list[str] = Field(default_factory=lambda: list(WRITE_METHODS),
+                               description="which write methods (never GET)")
+    status: int = Field(400, ge=400, le=499)
+    code: str = Field(..., min_length=1, description="the vendor's error code, e.g. USER_ERROR")
+    message: str = Field(..., min_length=1)
+
+    def matches(self, method: str, path: str) -> bool:
+        method = method.upper()
+        return (method in WRITE_METHODS and method in {m.upper() for m in self.methods}
+                and path.startswith(self.path_prefix))
+
+
 class FaultConfig(BaseModel):
     error_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of requests answered 5xx")
     rate_429: float = Field(0.0, ge=0.0, le=1.0, description="share of requests answered 429")
@@ -28,6 +54,8 @@ class FaultConfig(BaseModel):
     path_prefix: str = Field("", description="only requests whose path starts with this")
     retry_after_seconds: int = Field(1, ge=0, le=3600)
     concurrency_limit: int | None = Field(None, ge=1, description="in-flight request limit (429 beyond)")
+    reject_writes: list[WriteRejection] = Field(default_factory=list,
+                                                description="writes refused with the vendor's own 4xx")
 
 
 @dataclass
@@ -38,6 +66,7 @@ class FaultState:
     injected_errors: int = 0
     injected_429s: int = 0
     concurrency_rejections: int = 0
+    rejected_writes: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
     def counters(self) -> dict[str, int]:
@@ -47,14 +76,17 @@ class FaultState:
             "injected_errors": self.injected_errors,
             "injected_429s": self.injected_429s,
             "concurrency_rejections": self.concurrency_rejections,
+            "rejected_writes": self.rejected_writes,
         }
 
     def reset_counters(self) -> None:
         self.requests = self.injected_errors = self.injected_429s = self.concurrency_rejections = 0
+        self.rejected_writes = 0
 
 
 class FaultInjectionMiddleware:
-    """Pure ASGI middleware: latency, random 5xx/429, in-flight concurrency limit."""
+    """Pure ASGI middleware: latency, random 5xx/429, in-flight concurrency limit, and the
+    configured write rejections."""
 
     def __init__(self, app: ASGIApp, state: FaultState, render_error: ErrorRenderer,
                  exempt_prefixes: tuple[str, ...] = ()) -> None:
@@ -80,6 +112,11 @@ class FaultInjectionMiddleware:
         try:
             if cfg.latency_ms:
                 await asyncio.sleep(cfg.latency_ms / 1000)
+            rule = next((r for r in cfg.reject_writes if r.matches(scope.get("method", ""), scope["path"])), None)
+            if rule is not None:
+                st.rejected_writes += 1
+                await self._error(send, rule.status, rule.code, rule.message)
+                return
             if scope["path"].startswith(cfg.path_prefix):
                 roll = st.rng.random()
                 if roll < cfg.rate_429:
