@@ -77,6 +77,13 @@ class EngagementActivities:
                                                   erp_project_id=input.erp_project_id)
 
     @activity.defn
+    async def find_psa_workspace(self, input: FetchEngagementInput) -> str | None:
+        """The PSA workspace made for this opportunity, if any (by external reference): a setup
+        step that failed half-way may have created it without q2c learning its ID."""
+        found = await self.psa.find_workspace(input.opportunity_id)
+        return str(found["id"]) if found else None
+
+    @activity.defn
     async def write_back_crm(self, input: WriteBackInput) -> None:
         await self.crm.write_back_provisioning(
             input.opportunity_id, erp_customer_id=input.erp_customer_id,
@@ -99,6 +106,6 @@ class EngagementActivities:
         await self.crm.write_contract_version(input.opportunity_id, input.version)
 
     def all(self) -> list:
-        return [self.write_customer_to_crm, self.apply_amendment, self.fetch_engagement, self.validate_engagement, self.upsert_erp_customer,
+        return [self.find_psa_workspace, self.write_customer_to_crm, self.apply_amendment, self.fetch_engagement, self.validate_engagement, self.upsert_erp_customer,
                 self.upsert_erp_project, self.upsert_billing_schedule,
                 self.provision_psa_workspace, self.write_back_crm]

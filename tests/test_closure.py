@@ -101,10 +101,6 @@ async def test_cancel_after_psa_rejected_the_workspace_closes_the_erp_project(fr
     assert not invoices_of(stack.erp, opp)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a PSA rejection after the workspace was created (here its staffing request) leaves "
-    "status.psa_workspace None, so _cancelled_before_active closes only the ERP project: the PSA "
-    "workspace stays open and the CRM is not told it exists (PSA_Workspace_Id__c empty)"))
 async def test_cancel_after_psa_rejected_staffing_closes_the_half_created_workspace(fresh_ts_stack, crm_client):
     stack = fresh_ts_stack
     # Kantata refuses the staffing request of a workspace it has just created

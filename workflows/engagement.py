@@ -387,8 +387,15 @@ class EngagementWorkflow:
         """Cancelled during setup: close whatever was provisioned, and tell the CRM what was."""
         st = self._status
         closed: list[str] = []
+        workspace_id = st.psa_workspace.workspace_id if st.psa_workspace else None
+        if workspace_id is None and st.erp_project_id:
+            # the PSA step may have failed after creating the workspace: find it by its reference
+            workspace_id = await self._steps.call(
+                EngagementActivities.find_psa_workspace, FetchEngagementInput(opportunity_id=st.opportunity_id),
+                "PSA: find a workspace made for this opportunity (cancelled during setup)",
+                system="psa", operation="find workspace")
         ids = CloseSystemsInput(opportunity_id=st.opportunity_id, erp_project_id=st.erp_project_id,
-                                psa_workspace_id=st.psa_workspace.workspace_id if st.psa_workspace else None)
+                                psa_workspace_id=workspace_id)
         if st.erp_project_id:
             await self._steps.call(DeliveryActivities.close_erp_project, ids,
                                    f"ERP: close project {st.erp_project_id} (cancelled during setup)",
@@ -406,8 +413,7 @@ class EngagementWorkflow:
         await self._steps.call(
             EngagementActivities.write_back_crm,
             WriteBackInput(opportunity_id=st.opportunity_id, erp_customer_id=st.erp_customer_id,
-                           erp_project_id=st.erp_project_id,
-                           psa_workspace_id=st.psa_workspace.workspace_id if st.psa_workspace else None,
+                           erp_project_id=st.erp_project_id, psa_workspace_id=workspace_id,
                            status=EngagementStage.CANCELLED.value),
             f"CRM: status Cancelled; {what}", system="crm", operation="write status")
         st.pause = None
