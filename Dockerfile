@@ -6,4 +6,4 @@ COPY . .
 RUN pip install --no-cache-dir -e .
 ENV PYTHONUNBUFFERED=1 Q2C_STATE_DIR=/data
 VOLUME /data
-CMD ["python", "worker.py"]
+CMD ["python", "-m", "q2c.worker"]

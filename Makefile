@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make up    - start Temporal (UI :8233), CRM/PSA/ERP sandboxes, worker, webhook; run the demo"
-	@echo "make test  - run the test suite (real Temporal servers, real HTTP)"
+	@echo "make test  - ruff, then the test suite (real Temporal servers, real HTTP)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,23 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# ruff first (lint, import order, format): CI fails on it. Then the suite: the long runs
+# (marker `slow`) in a second process beside the rest, so the two share the wall time; their
+# output follows the main run's, and either one failing fails `make test`.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@mkdir -p .state
+	@$(BIN)/python -m pytest -q -s -m slow > .state/slow-tests.log 2>&1 & slow=$$!; \
+	$(BIN)/python -m pytest -q -m "not slow"; fast=$$?; \
+	wait $$slow; slowrc=$$?; echo "--- slow tests (pytest -m slow) ---"; grep -v "WARN" .state/slow-tests.log | tail -n 30; \
+	test $$fast -eq 0 && test $$slowrc -eq 0
 
 worker: $(STAMP)
-	$(BIN)/python worker.py
+	$(BIN)/python -m q2c.worker
 
 webhook: $(STAMP)
-	$(BIN)/python -m starter.webhook
+	$(BIN)/python -m q2c.webhook.app
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -13,7 +13,7 @@ import logging
 
 from bench.month_end import BenchOptions, run_month_end
 from bench.report import render
-from workflows.client import exit_process
+from q2c.temporal import exit_process
 
 
 def parse(argv: list[str] | None = None) -> BenchOptions:
@@ -23,15 +23,22 @@ def parse(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--latency-ms", type=int, default=20, help="ERP latency per request in ms (20)")
     p.add_argument("--concurrency-limit", type=int, default=5, help="ERP account-wide in-flight limit (5)")
     p.add_argument("--timeout", type=float, default=1800, help="give up on the timed part after (s, 1800)")
-    p.add_argument("--stall", type=float, default=300,
-                   help="give up when nothing was posted or invoiced for this long (s, 300)")
+    p.add_argument(
+        "--stall", type=float, default=300, help="give up when nothing was posted or invoiced for this long (s, 300)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp folder (SQLite files, sandbox logs)")
     a = p.parse_args(argv)
     if a.engagements < 1 or a.entries < 1 or a.concurrency_limit < 1 or a.latency_ms < 0:
         p.error("engagements, entries and concurrency limit must be >= 1, latency >= 0")
-    return BenchOptions(engagements=a.engagements, entries=a.entries, latency_ms=a.latency_ms,
-                        concurrency_limit=a.concurrency_limit, keep=a.keep, timeout_seconds=a.timeout,
-                        stall_seconds=a.stall)
+    return BenchOptions(
+        engagements=a.engagements,
+        entries=a.entries,
+        latency_ms=a.latency_ms,
+        concurrency_limit=a.concurrency_limit,
+        keep=a.keep,
+        timeout_seconds=a.timeout,
+        stall_seconds=a.stall,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

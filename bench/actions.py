@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-DEFINITION = ("activity attempts (scheduled + retries) + timers started + updates accepted + signals "
-              "+ search-attribute upserts + markers + continue-as-new + child workflows started")
+DEFINITION = (
+    "activity attempts (scheduled + retries) + timers started + updates accepted + signals "
+    "+ search-attribute upserts + markers + continue-as-new + child workflows started"
+)
 
 _COUNTED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activities_scheduled",
@@ -49,8 +51,17 @@ class ActionCount:
     @property
     def actions(self) -> int:
         c = self.counts
-        return (c["activities_scheduled"] + c["activity_retries"] + c["timers"] + c["updates"] + c["signals"]
-                + c["search_attribute_upserts"] + c["markers"] + c["continue_as_new"] + c["children"])
+        return (
+            c["activities_scheduled"]
+            + c["activity_retries"]
+            + c["timers"]
+            + c["updates"]
+            + c["signals"]
+            + c["search_attribute_upserts"]
+            + c["markers"]
+            + c["continue_as_new"]
+            + c["children"]
+        )
 
     def per_engagement(self, key: str | None = None) -> float:
         value = self.actions if key is None else self.counts[key]

@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from bench.deals import RATE_CARD
 from bench.time_load import LoadedEntry
-from workflows.models import EngagementStatus
+from q2c.engagement.messages import EngagementStatus
 
 CENTS = Decimal("0.01")
 
@@ -40,8 +40,8 @@ def erp_records(erp_db_url: str, record_type: str) -> list[dict]:
     database the benchmark gave it (rendering 20,000 timeBills through
     `GET /__sandbox/records/timeBill` costs the sandbox minutes of CPU). Stored records carry
     the same fields as rendered ones: `externalId`, `customer.id`, `isBilled`, `invoice.id`, `total`."""
-    from sandbox.common.db import make_engine
-    from sandbox.erp.store import RecordStore
+    from sandboxes.common.db import make_engine
+    from sandboxes.erp.store import RecordStore
 
     engine = make_engine(erp_db_url)
     try:
@@ -57,8 +57,14 @@ def _verdict(name: str, bad: list[str], total: int) -> Check:
     return Check(name, False, f"{total - len(bad)}/{total} ok; {shown}")
 
 
-def run_checks(*, erp_db_url: str, statuses: dict[str, EngagementStatus], loaded: dict[str, list[LoadedEntry]],
-               entries_per_engagement: int, ledger=None) -> list[Check]:
+def run_checks(
+    *,
+    erp_db_url: str,
+    statuses: dict[str, EngagementStatus],
+    loaded: dict[str, list[LoadedEntry]],
+    entries_per_engagement: int,
+    ledger=None,
+) -> list[Check]:
     """statuses and loaded are keyed by opportunity id."""
     m = entries_per_engagement
     opps = sorted(statuses)
@@ -75,8 +81,10 @@ def run_checks(*, erp_db_url: str, statuses: dict[str, EngagementStatus], loaded
     for opp in opps:
         st = statuses[opp]
         if not (st.totals.posted_entries == m and len(st.invoices) == 1 and not st.open_exceptions):
-            done.append(f"{opp}: posted {st.totals.posted_entries}, {len(st.invoices)} invoice(s), "
-                        f"{len(st.open_exceptions)} exception(s)")
+            done.append(
+                f"{opp}: posted {st.totals.posted_entries}, {len(st.invoices)} invoice(s), "
+                f"{len(st.open_exceptions)} exception(s)"
+            )
         bills = bills_by_project.get(str(st.erp_project_id), [])
         eids = [b.get("externalId") for b in bills]
         wanted = {f"psa-{e.psa_id}" for e in loaded[opp]}
@@ -87,7 +95,9 @@ def run_checks(*, erp_db_url: str, statuses: dict[str, EngagementStatus], loaded
             invoice_one.append(f"{opp}: {[i.get('externalId') for i in invoices]}")
             continue
         inv = invoices[0]
-        unbilled = [b for b in bills if not b.get("isBilled") or str((b.get("invoice") or {}).get("id")) != str(inv["id"])]
+        unbilled = [
+            b for b in bills if not b.get("isBilled") or str((b.get("invoice") or {}).get("id")) != str(inv["id"])
+        ]
         if unbilled:
             billed_all.append(f"{opp}: {len(unbilled)} timeBills not billed on {inv.get('tranId')}")
         want = expected_total(loaded[opp])
@@ -98,19 +108,17 @@ def run_checks(*, erp_db_url: str, statuses: dict[str, EngagementStatus], loaded
         if ledger is not None:
             rows = ledger.posted_time(opp)
             if len(rows) != m or any(r.invoice_external_id != f"inv-{opp}-final01" for r in rows):
-                ledger_ok.append(f"{opp}: {len(rows)} ledger rows, "
-                                 f"{sum(1 for r in rows if r.invoice_external_id)} invoiced")
+                ledger_ok.append(
+                    f"{opp}: {len(rows)} ledger rows, {sum(1 for r in rows if r.invoice_external_id)} invoiced"
+                )
     n = len(opps)
     checks = [
         _verdict(f"every engagement posted {m} entries, issued 1 invoice, has no open exception", done, n),
-        _verdict(f"ERP holds exactly {m} timeBills per project, one per loaded PSA entry (no duplicate)",
-                 bills_ok, n),
+        _verdict(f"ERP holds exactly {m} timeBills per project, one per loaded PSA entry (no duplicate)", bills_ok, n),
         _verdict("ERP holds exactly one invoice per engagement (inv-<opp>-final01)", invoice_one, n),
         _verdict("every timeBill is billed on that invoice", billed_all, n),
-        _verdict("invoice total = independent rate-card computation = workflow totals (to the cent)",
-                 totals_ok, n),
+        _verdict("invoice total = independent rate-card computation = workflow totals (to the cent)", totals_ok, n),
     ]
     if ledger is not None:
-        checks.append(_verdict(f"ledger: {m} posted-time rows per engagement, all on the final invoice",
-                               ledger_ok, n))
+        checks.append(_verdict(f"ledger: {m} posted-time rows per engagement, all on the final invoice", ledger_ok, n))
     return checks

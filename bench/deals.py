@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from connectors.salesforce import SalesforceClient
+from q2c.vendors.salesforce.client import SalesforceClient
 
 RATE_CARD: dict[str, Decimal] = {
     "Engagement Manager": Decimal(250),
@@ -22,9 +22,17 @@ RATE_CARD: dict[str, Decimal] = {
     "Consultant": Decimal(150),
 }
 RATE_HOURS = {"Engagement Manager": 100, "Senior Consultant": 300, "Consultant": 200}
-ACCOUNT_FIELDS = dict(Region__c="NA", Payment_Terms__c="Net 30", CurrencyIsoCode="USD",
-                      BillingStreet="500 Market St", BillingCity="San Francisco", BillingState="CA",
-                      BillingPostalCode="94105", BillingCountry="US", Tax_Id__c="12-3456789")
+ACCOUNT_FIELDS = dict(
+    Region__c="NA",
+    Payment_Terms__c="Net 30",
+    CurrencyIsoCode="USD",
+    BillingStreet="500 Market St",
+    BillingCity="San Francisco",
+    BillingState="CA",
+    BillingPostalCode="94105",
+    BillingCountry="US",
+    Tax_Id__c="12-3456789",
+)
 
 
 @dataclass(frozen=True)
@@ -39,21 +47,40 @@ async def create_tm_deal(crm: SalesforceClient, *, start: date, end: date, label
     tag = uuid.uuid4().hex[:6]
     account_id = await crm.create_record("Account", {"Name": f"Month-End Client {label} {tag}", **ACCOUNT_FIELDS})
     name = f"Month-end benchmark {label} {tag}"
-    opportunity_id = await crm.create_record("Opportunity", {
-        "Name": name, "AccountId": account_id, "StageName": "Negotiation/Review",
-        "CloseDate": start.isoformat(), "CurrencyIsoCode": "USD", "Service_Line__c": "Data & Analytics",
-        "Billing_Model__c": "Time and Materials", "Start_Date__c": start.isoformat(),
-        "End_Date__c": end.isoformat(), "Amount": 120000})
+    opportunity_id = await crm.create_record(
+        "Opportunity",
+        {
+            "Name": name,
+            "AccountId": account_id,
+            "StageName": "Negotiation/Review",
+            "CloseDate": start.isoformat(),
+            "CurrencyIsoCode": "USD",
+            "Service_Line__c": "Data & Analytics",
+            "Billing_Model__c": "Time and Materials",
+            "Start_Date__c": start.isoformat(),
+            "End_Date__c": end.isoformat(),
+            "Amount": 120000,
+        },
+    )
     for role, rate in RATE_CARD.items():
-        await crm.create_record("OpportunityLineItem", {
-            "OpportunityId": opportunity_id, "Name": role, "Line_Type__c": "Rate", "Role__c": role,
-            "Quantity": RATE_HOURS[role], "UnitPrice": int(rate)})
+        await crm.create_record(
+            "OpportunityLineItem",
+            {
+                "OpportunityId": opportunity_id,
+                "Name": role,
+                "Line_Type__c": "Rate",
+                "Role__c": role,
+                "Quantity": RATE_HOURS[role],
+                "UnitPrice": int(rate),
+            },
+        )
     await crm.set_opportunity_stage(opportunity_id, "Closed Won")
     return Deal(account_id=account_id, opportunity_id=opportunity_id, name=name)
 
 
-async def create_deals(crm: SalesforceClient, count: int, *, start: date, end: date,
-                       concurrency: int = 8) -> list[Deal]:
+async def create_deals(
+    crm: SalesforceClient, count: int, *, start: date, end: date, concurrency: int = 8
+) -> list[Deal]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Deal:

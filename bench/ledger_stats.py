@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from ledger.models import ApiCall, LedgerInvoice, LedgerPostedTime
-from ledger.store import Ledger
+from q2c.ledger.models import ApiCall, LedgerInvoice, LedgerPostedTime
+from q2c.ledger.store import Ledger
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,11 @@ def calls_by_operation(ledger: Ledger, system: str, after_id: int) -> list[tuple
     """[(operation, {outcome: count})] for calls after `after_id`, busiest operation first."""
     t = ApiCall.__table__
     with ledger.engine.connect() as conn:
-        rows = conn.execute(select(t.c.operation, t.c.outcome, func.count())
-                            .where(t.c.id > after_id, t.c.system == system)
-                            .group_by(t.c.operation, t.c.outcome)).all()
+        rows = conn.execute(
+            select(t.c.operation, t.c.outcome, func.count())
+            .where(t.c.id > after_id, t.c.system == system)
+            .group_by(t.c.operation, t.c.outcome)
+        ).all()
     out: dict[str, dict[str, int]] = {}
     for operation, outcome, count in rows:
         out.setdefault(operation, {})[outcome] = count

@@ -1,7 +1,7 @@
 """The month-end spike: N engagements x M approved entries posted and invoiced at once.
 
 Setup (not timed): N time-and-materials deals for the current calendar month are created in
-the CRM sandbox and closed won; N engagements are started (`starter.start.start_engagement`)
+the CRM sandbox and closed won; N engagements are started (`q2c.engagement.client.start_engagement`)
 and provisioned until Active; M approved entries per workspace are loaded into the PSA,
 dated from the first of the month to today.
 
@@ -11,7 +11,8 @@ Timed part: the ERP gets its latency and account-wide concurrency limit (`PUT
 batched posting activity) and issues the final invoice `inv-<opp>-final01` for the whole
 month, then refreshes its payment status. An engagement is done when its `status` query
 shows the final invoice and the Collecting wait ("Collecting: ..."), i.e. its last ERP call
-of the period has returned (the checks then say whether all M entries were posted). The wall time runs from the first request_close to
+of the period has returned (the checks then say whether all M entries were posted). The wall time runs from
+the first request_close to
 the last activity completion among all engagements (read from the histories afterwards, so
 it does not depend on the polling interval).
 
@@ -29,7 +30,7 @@ import calendar
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import httpx
 from temporalio.client import Client
@@ -41,10 +42,10 @@ from bench.deals import create_deals
 from bench.ledger_stats import Progress, calls_by_operation, last_call_id, progress
 from bench.stack import BenchStack, bench_stack
 from bench.time_load import LoadedEntry, load_all
-from connectors.salesforce import SalesforceClient
-from domain.stage import EngagementStage
-from starter.start import start_engagement, workflow_id_for
-from workflows.models import CloseInput, DeliveryConfig, EngagementStatus
+from q2c.domain.stage import EngagementStage
+from q2c.engagement.client import start_engagement, workflow_id_for
+from q2c.engagement.messages import CloseInput, DeliveryConfig, EngagementStatus
+from q2c.vendors.salesforce.client import SalesforceClient
 
 QUERY_CONCURRENCY = 32
 NO_PAYMENT_POLLING = DeliveryConfig(payment_poll_seconds=90 * 86_400)
@@ -111,7 +112,7 @@ class BenchResult:
 
 def current_month(today: date | None = None) -> tuple[date, date, date]:
     """(first day, last day, today) of the month containing today (UTC)."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
     return today.replace(day=1), last, today
 
@@ -120,8 +121,9 @@ async def _status(client: Client, opp: str) -> EngagementStatus:
     return await client.get_workflow_handle(workflow_id_for(opp)).query("status", result_type=EngagementStatus)
 
 
-async def _poll(client: Client, opps: list[str], done, *, timeout: float, interval: float | None = None,
-                on_round=None) -> dict[str, EngagementStatus]:
+async def _poll(
+    client: Client, opps: list[str], done, *, timeout: float, interval: float | None = None, on_round=None
+) -> dict[str, EngagementStatus]:
     """Query until done(status) holds for every engagement (or give up after timeout).
 
     Queries are answered by the worker (the same process and cores as the activities), so
@@ -149,36 +151,52 @@ async def _poll(client: Client, opps: list[str], done, *, timeout: float, interv
     return finished
 
 
-async def _setup(stack: BenchStack, opts: BenchOptions, first: date, last: date, today: date,
-                 log) -> tuple[list[str], dict[str, list[LoadedEntry]]]:
+async def _setup(
+    stack: BenchStack, opts: BenchOptions, first: date, last: date, today: date, log
+) -> tuple[list[str], dict[str, list[LoadedEntry]]]:
     started = time.perf_counter()
     async with SalesforceClient(stack.settings.crm, timeout=60) as crm:
         deals = await create_deals(crm, opts.engagements, start=first, end=last)
     opps = [d.opportunity_id for d in deals]
-    log(f"  setup: {len(opps)} closed-won deals in the CRM ({first} to {last}) "
-        f"in {time.perf_counter() - started:.1f} s")
+    log(
+        f"  setup: {len(opps)} closed-won deals in the CRM ({first} to {last}) in {time.perf_counter() - started:.1f} s"
+    )
 
     gate = asyncio.Semaphore(16)
 
     async def start(opp: str) -> None:
         async with gate:
-            await start_engagement(stack.client, opp, task_queue=stack.settings.task_queue, source="bench",
-                                   delivery=NO_PAYMENT_POLLING)
+            await start_engagement(
+                stack.client, opp, task_queue=stack.settings.task_queue, source="bench", delivery=NO_PAYMENT_POLLING
+            )
 
     await asyncio.gather(*(start(o) for o in opps))
-    active = await _poll(stack.client, opps, lambda st: st.stage is EngagementStage.ACTIVE,
-                         timeout=max(600.0, opts.engagements * 3.0), interval=1.0)
+    active = await _poll(
+        stack.client,
+        opps,
+        lambda st: st.stage is EngagementStage.ACTIVE,
+        timeout=max(600.0, opts.engagements * 3.0),
+        interval=1.0,
+    )
     if len(active) != len(opps):
         raise RuntimeError(f"only {len(active)} of {len(opps)} engagements became Active")
-    log(f"  setup: {len(opps)} engagements Active (ERP customer, project, billing schedule; PSA workspace) "
-        f"at {time.perf_counter() - started:.1f} s")
+    log(
+        f"  setup: {len(opps)} engagements Active (ERP customer, project, billing schedule; PSA workspace) "
+        f"at {time.perf_counter() - started:.1f} s"
+    )
 
-    workspaces = {opp: (st.psa_workspace.workspace_id,
-                        [t.psa_story_id for t in st.psa_workspace.tasks if t.billable and t.psa_story_id])
-                  for opp, st in active.items()}
+    workspaces = {
+        opp: (
+            st.psa_workspace.workspace_id,
+            [t.psa_story_id for t in st.psa_workspace.tasks if t.billable and t.psa_story_id],
+        )
+        for opp, st in active.items()
+    }
     loaded = await load_all(stack.psa_url, workspaces, opts.entries, first=first, last=today)
-    log(f"  setup: {opts.entries} approved entries loaded into each PSA workspace ({first} to {today}) "
-        f"at {time.perf_counter() - started:.1f} s")
+    log(
+        f"  setup: {opts.entries} approved entries loaded into each PSA workspace ({first} to {today}) "
+        f"at {time.perf_counter() - started:.1f} s"
+    )
     return opps, loaded
 
 
@@ -197,8 +215,7 @@ async def _counters(http: httpx.AsyncClient, url: str) -> dict[str, int]:
 def _done(st: EngagementStatus) -> bool:
     """The close has run its course: time posted, final invoice issued, payment status read, and
     the workflow waits in Collecting. (Whether the counts are right is for the checks to say.)"""
-    return (st.stage is EngagementStage.COLLECTING and len(st.invoices) >= 1
-            and st.details.startswith("Collecting:"))
+    return st.stage is EngagementStage.COLLECTING and len(st.invoices) >= 1 and st.details.startswith("Collecting:")
 
 
 def _cpu_by_role(stack: BenchStack, used: dict[int, tuple[str, float]]) -> dict[str, float]:
@@ -227,10 +244,13 @@ async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) ->
     async with httpx.AsyncClient(timeout=30) as http:
         for vendor in ("crm", "psa"):
             await _put_faults(http, stack.sandboxes[vendor].url, {})  # resets their counters
-        await _put_faults(http, stack.erp_url, {"latency_ms": opts.latency_ms,
-                                                "concurrency_limit": opts.concurrency_limit})
-        log(f"  timed: ERP latency {opts.latency_ms} ms, concurrency limit {opts.concurrency_limit}; "
-            f"request_close to {len(opps)} engagements")
+        await _put_faults(
+            http, stack.erp_url, {"latency_ms": opts.latency_ms, "concurrency_limit": opts.concurrency_limit}
+        )
+        log(
+            f"  timed: ERP latency {opts.latency_ms} ms, concurrency limit {opts.concurrency_limit}; "
+            f"request_close to {len(opps)} engagements"
+        )
         first_call_id = last_call_id(stack.ledger)
         cpu_before = cpu.snapshot()
         started_at = time.time()
@@ -244,8 +264,7 @@ async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) ->
                 await stack.client.get_workflow_handle(workflow_id_for(opp)).execute_update("request_close", close)
 
         await asyncio.gather(*(trigger(o) for o in opps))
-        finished = await _poll(stack.client, opps, _done, timeout=opts.timeout_seconds,
-                               on_round=watch.round)
+        finished = await _poll(stack.client, opps, _done, timeout=opts.timeout_seconds, on_round=watch.round)
         wall = time.perf_counter() - t0
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         cpu_used = _cpu_by_role(stack, cpu.used_between(cpu_before, cpu.snapshot()))
@@ -253,8 +272,16 @@ async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) ->
     outcome = "completed" if len(finished) == len(opps) else ("stalled" if watch.stalled else "timeout")
     if outcome != "completed":
         log(f"  timed: {outcome.upper()} after {wall:.0f} s: {len(finished)} of {len(opps)} engagements done")
-    return _Timed(started_at=started_at, polled_wall=wall, completed=len(finished), counters=counters,
-                  cpu_seconds=cpu_used, load_average=load, outcome=outcome, first_call_id=first_call_id)
+    return _Timed(
+        started_at=started_at,
+        polled_wall=wall,
+        completed=len(finished),
+        counters=counters,
+        cpu_seconds=cpu_used,
+        load_average=load,
+        outcome=outcome,
+        first_call_id=first_call_id,
+    )
 
 
 class _Watch:
@@ -273,8 +300,10 @@ class _Watch:
             self.last, self.last_change = current, now
         if now - self.last_log >= 60:
             self.last_log = now
-            self.log(f"  timed: {now - self.t0:5.0f} s: {current.posted:,}/{self.engagements * self.opts.entries:,} "
-                     f"entries posted, {current.invoices}/{self.engagements} invoices, {done} engagements done")
+            self.log(
+                f"  timed: {now - self.t0:5.0f} s: {current.posted:,}/{self.engagements * self.opts.entries:,} "
+                f"entries posted, {current.invoices}/{self.engagements} invoices, {done} engagements done"
+            )
         if now - self.last_change > self.opts.stall_seconds:
             self.stalled = True
         return self.stalled
@@ -296,11 +325,31 @@ async def run_month_end(opts: BenchOptions, log=print) -> BenchResult:
         statuses = dict(zip(opps, await asyncio.gather(*(_status(stack.client, o) for o in opps))))
         final = progress(stack.ledger)
         erp_calls = calls_by_operation(stack.ledger, "erp", timed.first_call_id)
-        checks = await asyncio.to_thread(run_checks, erp_db_url=stack.sandboxes["erp"].db_url, statuses=statuses, loaded=loaded,
-                                         entries_per_engagement=opts.entries, ledger=stack.ledger)
-        return BenchResult(options=opts, month=(first, last), wall_seconds=wall, completed=timed.completed,
-                           erp_counters=timed.counters["erp"], psa_requests=timed.counters["psa"]["requests"],
-                           crm_requests=timed.counters["crm"]["requests"], actions=actions, done_after=done_after,
-                           cpu_seconds=timed.cpu_seconds, setup_seconds=setup_seconds, polled_wall=timed.polled_wall,
-                           load_average=timed.load_average, outcome=timed.outcome, posted=final.posted,
-                           invoices=final.invoices, erp_calls=erp_calls, checks=checks)
+        checks = await asyncio.to_thread(
+            run_checks,
+            erp_db_url=stack.sandboxes["erp"].db_url,
+            statuses=statuses,
+            loaded=loaded,
+            entries_per_engagement=opts.entries,
+            ledger=stack.ledger,
+        )
+        return BenchResult(
+            options=opts,
+            month=(first, last),
+            wall_seconds=wall,
+            completed=timed.completed,
+            erp_counters=timed.counters["erp"],
+            psa_requests=timed.counters["psa"]["requests"],
+            crm_requests=timed.counters["crm"]["requests"],
+            actions=actions,
+            done_after=done_after,
+            cpu_seconds=timed.cpu_seconds,
+            setup_seconds=setup_seconds,
+            polled_wall=timed.polled_wall,
+            load_average=timed.load_average,
+            outcome=timed.outcome,
+            posted=final.posted,
+            invoices=final.invoices,
+            erp_calls=erp_calls,
+            checks=checks,
+        )

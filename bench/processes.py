@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.common.server import free_port
+from sandboxes.common.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_PATH = "/__sandbox/health"
@@ -52,9 +52,14 @@ def _spawn(vendor: str, db_url: str, log_dir: Path) -> SandboxProcess:
     log_path = log_dir / f"{vendor}.log"
     log = open(log_path, "ab")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.serve_sandbox", vendor, "--port", str(port),
-                             "--db", db_url], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve_sandbox", vendor, "--port", str(port), "--db", db_url],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return SandboxProcess(vendor=vendor, port=port, proc=proc, log_path=log_path, db_url=db_url, _log=log)
 
 
@@ -67,8 +72,9 @@ def _ready(sp: SandboxProcess) -> bool:
         return False
 
 
-def start_sandboxes(state_dir: Path, vendors: tuple[str, ...] = ("crm", "psa", "erp"),
-                    timeout: float = 60.0) -> dict[str, SandboxProcess]:
+def start_sandboxes(
+    state_dir: Path, vendors: tuple[str, ...] = ("crm", "psa", "erp"), timeout: float = 60.0
+) -> dict[str, SandboxProcess]:
     """Start every sandbox (in parallel), wait until each answers its health check."""
     log_dir = state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

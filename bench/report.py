@@ -30,16 +30,19 @@ def render(r: BenchResult) -> str:
         "",
         f"  {'engagements':<46}{o.engagements:>12,}",
         f"  {'entries':<46}{r.total_entries:>12,}",
-        f"  {'outcome':<46}{r.outcome.upper():>12}" + ("" if r.outcome == "completed" else
-                                                       "   (figures below are up to the moment it gave up)"),
+        f"  {'outcome':<46}{r.outcome.upper():>12}"
+        + ("" if r.outcome == "completed" else "   (figures below are up to the moment it gave up)"),
         f"  {'engagements completed':<46}{r.completed:>12,}",
         f"  {'entries posted / invoices issued (ledger)':<46}{r.posted:>12,} / {r.invoices:,}",
         f"  {'wall time (s)':<46}{r.wall_seconds:>12.2f}   (first request_close -> last activity "
         f"completion; the poller saw it at {r.polled_wall:.2f})",
         f"  {'entries/s':<46}{r.entries_per_second:>12.1f}",
-        (f"  {'engagement done after p50 / p90 / max (s)':<46}{_pct(r.done_after, .5):>12.2f} / "
-         f"{_pct(r.done_after, .9):.2f} / {max(r.done_after, default=float('nan')):.2f}"
-         if r.outcome == "completed" else f"  {'engagement done after p50 / p90 / max (s)':<46}{'n/a':>12}"),
+        (
+            f"  {'engagement done after p50 / p90 / max (s)':<46}{_pct(r.done_after, 0.5):>12.2f} / "
+            f"{_pct(r.done_after, 0.9):.2f} / {max(r.done_after, default=float('nan')):.2f}"
+            if r.outcome == "completed"
+            else f"  {'engagement done after p50 / p90 / max (s)':<46}{'n/a':>12}"
+        ),
         f"  {'ERP requests made':<46}{r.erp_requests:>12,}",
         f"  {'429s received':<46}{r.erp_429s:>12,}   (concurrency_rejections "
         f"{c.get('concurrency_rejections', 0):,} + injected_429s {c.get('injected_429s', 0):,})",
@@ -50,21 +53,34 @@ def render(r: BenchResult) -> str:
         f"  {'bound on served requests only (s)':<46}{served_bound:>12.2f}   "
         f"(wall / that bound {(r.wall_seconds / served_bound if served_bound else float('nan')):.2f}; "
         "a 429 costs no latency)",
-        "  ERP calls by operation (q2c audit ledger; ok / 429 or other retryable / rejected): " + "; ".join(
+        "  ERP calls by operation (q2c audit ledger; ok / 429 or other retryable / rejected): "
+        + "; ".join(
             f"{op} {o.get('ok', 0):,}/{o.get('retryable', 0):,}/{o.get('rejected', 0) + o.get('error', 0):,}"
-            for op, o in r.erp_calls[:8]),
+            for op, o in r.erp_calls[:8]
+        ),
         f"  {'PSA requests / CRM requests':<46}{r.psa_requests:>12,} / {r.crm_requests:,}",
         f"  {'Temporal actions per engagement-period':<46}{a.per_engagement():>12.2f}",
         f"      actions = {DEFINITION}",
-        "      per engagement-period: " + ", ".join(
-            f"{k.replace('_', ' ')} {a.per_engagement(k):.2f}" for k in
-            ("activities_scheduled", "activity_retries", "timers", "updates", "signals",
-             "search_attribute_upserts", "markers", "continue_as_new", "children")),
+        "      per engagement-period: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {a.per_engagement(k):.2f}"
+            for k in (
+                "activities_scheduled",
+                "activity_retries",
+                "timers",
+                "updates",
+                "signals",
+                "search_attribute_upserts",
+                "markers",
+                "continue_as_new",
+                "children",
+            )
+        ),
         f"  {'activities per engagement-period':<46}{a.per_engagement('activities_scheduled'):>12.2f}   "
         f"(attempts {(a.counts['activities_scheduled'] + a.activity_retries) / max(1, a.engagements):.2f})",
         f"  {'setup, not timed (s)':<46}{r.setup_seconds:>12.1f}",
-        "  CPU seconds during the timed part: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in sorted(r.cpu_seconds.items(), key=lambda kv: -kv[1])),
+        "  CPU seconds during the timed part: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.cpu_seconds.items(), key=lambda kv: -kv[1])),
         f"  machine: {os.cpu_count()} cores, 1-minute load average {r.load_average:.2f} at the end of the timed part",
         "",
         "Checks",

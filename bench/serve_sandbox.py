@@ -20,14 +20,14 @@ VENDORS = ("crm", "psa", "erp")
 
 def build_app(vendor: str, db_url: str):
     if vendor == "crm":
-        from sandbox.crm.app import create_app as crm_app
+        from sandboxes.crm.app import create_app as crm_app
 
         return crm_app(db_url, outbound_url=None, daily_api_limit=1_000_000_000)
     if vendor == "psa":
-        from sandbox.psa.app import create_app as psa_app
+        from sandboxes.psa.app import create_app as psa_app
 
         return psa_app(db_url)
-    from sandbox.erp.app import create_app as erp_app
+    from sandboxes.erp.app import create_app as erp_app
 
     return erp_app(db_url, concurrency_limit=None)
 

@@ -23,8 +23,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.processes import SandboxProcess, start_sandboxes, stop_sandboxes
-from ledger.store import Ledger
-from settings import (
+from q2c.engagement.search_attributes import ensure_search_attributes
+from q2c.ledger.store import Ledger
+from q2c.settings import (
     DEMO_CRM_CLIENT_ID,
     DEMO_CRM_CLIENT_SECRET,
     DEMO_CRM_ORG_ID,
@@ -38,8 +39,7 @@ from settings import (
     Settings,
     load_settings,
 )
-from worker import Activities, build_worker, engagement_activities
-from workflows.search_attributes import ensure_search_attributes
+from q2c.worker import Activities, build_worker, engagement_activities
 
 
 def temporal_binary() -> str:
@@ -76,13 +76,23 @@ def bench_settings(state_dir: Path, temporal_address: str, sandboxes: dict[str, 
     """Settings pointing at the benchmark's own servers, with the sandboxes' demo credentials."""
     base = load_settings()
     return dataclasses.replace(
-        base, state_dir=state_dir, temporal_address=temporal_address,
+        base,
+        state_dir=state_dir,
+        temporal_address=temporal_address,
         task_queue=f"q2c-bench-{uuid.uuid4().hex[:8]}",
-        crm=CrmSettings(base_url=sandboxes["crm"].url, client_id=DEMO_CRM_CLIENT_ID,
-                        client_secret=DEMO_CRM_CLIENT_SECRET, api_version=base.crm.api_version,
-                        organization_id=DEMO_CRM_ORG_ID),
-        erp=ErpSettings(base_url=sandboxes["erp"].url, account_id=DEMO_ERP_ACCOUNT,
-                        client_id=DEMO_ERP_CLIENT_ID, client_secret=DEMO_ERP_CLIENT_SECRET),
+        crm=CrmSettings(
+            base_url=sandboxes["crm"].url,
+            client_id=DEMO_CRM_CLIENT_ID,
+            client_secret=DEMO_CRM_CLIENT_SECRET,
+            api_version=base.crm.api_version,
+            organization_id=DEMO_CRM_ORG_ID,
+        ),
+        erp=ErpSettings(
+            base_url=sandboxes["erp"].url,
+            account_id=DEMO_ERP_ACCOUNT,
+            client_id=DEMO_ERP_CLIENT_ID,
+            client_secret=DEMO_ERP_CLIENT_SECRET,
+        ),
         psa=PsaSettings(base_url=sandboxes["psa"].url, token=DEMO_PSA_TOKEN),
     )
 
@@ -96,19 +106,31 @@ async def bench_stack(*, keep: bool = False, log=print):
     try:
         sandboxes = start_sandboxes(state_dir)
         env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter, dev_server_existing_path=temporal_binary(),
-            dev_server_log_level="error", ui=False)
+            data_converter=pydantic_data_converter,
+            dev_server_existing_path=temporal_binary(),
+            dev_server_log_level="error",
+            ui=False,
+        )
         await ensure_search_attributes(env.client)
         settings = bench_settings(state_dir, env.client.service_client.config.target_host, sandboxes)
         ledger = Ledger.from_url(f"sqlite:///{state_dir / 'ledger.db'}")
         ledger.create_all()
-        log(f"  stack: Temporal dev server {settings.temporal_address}, CRM {sandboxes['crm'].url}, "
-            f"PSA {sandboxes['psa'].url}, ERP {sandboxes['erp'].url}, state {state_dir}")
+        log(
+            f"  stack: Temporal dev server {settings.temporal_address}, CRM {sandboxes['crm'].url}, "
+            f"PSA {sandboxes['psa'].url}, ERP {sandboxes['erp'].url}, state {state_dir}"
+        )
         async with engagement_activities(settings, ledger) as activities:
             worker = build_worker(env.client, settings, activities)
             async with worker:
-                yield BenchStack(client=env.client, settings=settings, sandboxes=sandboxes, ledger=ledger,
-                                 activities=activities, worker=worker, state_dir=state_dir)
+                yield BenchStack(
+                    client=env.client,
+                    settings=settings,
+                    sandboxes=sandboxes,
+                    ledger=ledger,
+                    activities=activities,
+                    worker=worker,
+                    state_dir=state_dir,
+                )
     finally:
         if env is not None:
             await env.shutdown()

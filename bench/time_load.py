@@ -20,8 +20,13 @@ from datetime import date, timedelta
 import httpx
 
 # user id -> role name (PSA seed: sandbox/psa/seed.py)
-USERS = {"201": "Engagement Manager", "202": "Senior Consultant", "207": "Senior Consultant",
-         "203": "Consultant", "206": "Consultant"}
+USERS = {
+    "201": "Engagement Manager",
+    "202": "Senior Consultant",
+    "207": "Senior Consultant",
+    "203": "Consultant",
+    "206": "Consultant",
+}
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,9 @@ class LoadedEntry:
     date_performed: date
 
 
-def plan_entries(workspace_id: str, story_ids: list[str], count: int, *, first: date, last: date,
-                 seed: int) -> tuple[list[dict], list[tuple[str, int, date]]]:
+def plan_entries(
+    workspace_id: str, story_ids: list[str], count: int, *, first: date, last: date, seed: int
+) -> tuple[list[dict], list[tuple[str, int, date]]]:
     """The bulk payload rows and (role, minutes, date) of each, in the same order."""
     rng = random.Random(seed)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
@@ -43,15 +49,24 @@ def plan_entries(workspace_id: str, story_ids: list[str], count: int, *, first: 
         user = users[i % len(users)]
         day = days[i % len(days)]
         minutes = rng.randrange(60, 481, 15)
-        rows.append({"workspace_id": workspace_id, "story_id": story_ids[i % len(story_ids)], "user_id": user,
-                     "date_performed": day.isoformat(), "time_in_minutes": minutes, "billable": True,
-                     "notes": f"Month-end benchmark entry {i + 1}"})
+        rows.append(
+            {
+                "workspace_id": workspace_id,
+                "story_id": story_ids[i % len(story_ids)],
+                "user_id": user,
+                "date_performed": day.isoformat(),
+                "time_in_minutes": minutes,
+                "billable": True,
+                "notes": f"Month-end benchmark entry {i + 1}",
+            }
+        )
         plan.append((USERS[user], minutes, day))
     return rows, plan
 
 
-async def load_workspace(psa: httpx.AsyncClient, workspace_id: str, story_ids: list[str], count: int, *,
-                         first: date, last: date, seed: int) -> list[LoadedEntry]:
+async def load_workspace(
+    psa: httpx.AsyncClient, workspace_id: str, story_ids: list[str], count: int, *, first: date, last: date, seed: int
+) -> list[LoadedEntry]:
     rows, plan = plan_entries(workspace_id, story_ids, count, first=first, last=last, seed=seed)
     r = await psa.post("/__sandbox/time/bulk", json={"time_entries": rows, "approved": True})
     if r.status_code >= 300:
@@ -60,11 +75,19 @@ async def load_workspace(psa: httpx.AsyncClient, workspace_id: str, story_ids: l
     return [LoadedEntry(psa_id=str(i), role=role, minutes=m, date_performed=d) for i, (role, m, d) in zip(ids, plan)]
 
 
-async def load_all(psa_url: str, workspaces: dict[str, tuple[str, list[str]]], count: int, *,
-                   first: date, last: date, concurrency: int = 4) -> dict[str, list[LoadedEntry]]:
+async def load_all(
+    psa_url: str,
+    workspaces: dict[str, tuple[str, list[str]]],
+    count: int,
+    *,
+    first: date,
+    last: date,
+    concurrency: int = 4,
+) -> dict[str, list[LoadedEntry]]:
     """workspaces: opportunity id -> (workspace id, billable story ids). Answers entries per opportunity."""
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=psa_url, timeout=120) as psa:
+
         async def one(seed: int, opp: str, ws: str, stories: list[str]) -> tuple[str, list[LoadedEntry]]:
             async with gate:
                 return opp, await load_workspace(psa, ws, stories, count, first=first, last=last, seed=seed)

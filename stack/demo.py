@@ -14,22 +14,22 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from connectors.salesforce import SalesforceClient
-from domain.stage import EngagementStage
-from sandbox.crm.seed import DEMO_CLOSE_OPPORTUNITY_IDS
-from settings import Settings
-from starter.start import workflow_id_for
-from workflows.client import connect
-from workflows.models import EngagementStatus
+from q2c.domain.stage import EngagementStage
+from q2c.engagement.client import workflow_id_for
+from q2c.engagement.messages import EngagementStatus
+from q2c.settings import Settings
+from q2c.temporal import connect
+from q2c.vendors.salesforce.client import SalesforceClient
+from sandboxes.crm.seed import DEMO_CLOSE_OPPORTUNITY_IDS
 
-SETTLED = {EngagementStage.ACTIVE, EngagementStage.AWAITING_STEWARD,
-           EngagementStage.CLOSED, EngagementStage.CANCELLED}
+SETTLED = {EngagementStage.ACTIVE, EngagementStage.AWAITING_STEWARD, EngagementStage.CLOSED, EngagementStage.CANCELLED}
 
 
 async def _status(client: Client, opportunity_id: str) -> EngagementStatus | None:
     try:
         return await client.get_workflow_handle(workflow_id_for(opportunity_id)).query(
-            "status", result_type=EngagementStatus, rpc_timeout=timedelta(seconds=5))
+            "status", result_type=EngagementStatus, rpc_timeout=timedelta(seconds=5)
+        )
     except RPCError:
         return None
 

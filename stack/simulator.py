@@ -18,14 +18,14 @@ from decimal import Decimal
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from connectors.kantata import KantataClient
-from connectors.netsuite import NetSuiteClient
-from domain.delivery import InvoiceStatus
-from domain.engagement import BillingModel
-from domain.stage import EngagementStage
-from settings import Settings, load_settings
-from workflows.client import connect, exit_process
-from workflows.models import AcceptMilestoneInput, EngagementStatus
+from q2c.domain.delivery import InvoiceStatus
+from q2c.domain.engagement import BillingModel
+from q2c.domain.stage import EngagementStage
+from q2c.engagement.messages import AcceptMilestoneInput, EngagementStatus
+from q2c.settings import Settings, load_settings
+from q2c.temporal import connect, exit_process
+from q2c.vendors.kantata.client import KantataClient
+from q2c.vendors.netsuite.client import NetSuiteClient
 
 log = logging.getLogger("q2c.simulator")
 TICK_SECONDS = 3.0
@@ -46,10 +46,14 @@ class World:
     async def engagements(self) -> list[EngagementStatus]:
         out = []
         async for wf in self.client.list_workflows(
-                "WorkflowType = 'EngagementWorkflow' AND ExecutionStatus = 'Running'"):
+            "WorkflowType = 'EngagementWorkflow' AND ExecutionStatus = 'Running'"
+        ):
             try:
-                out.append(await self.client.get_workflow_handle(wf.id).query(
-                    "status", result_type=EngagementStatus, rpc_timeout=timedelta(seconds=5)))
+                out.append(
+                    await self.client.get_workflow_handle(wf.id).query(
+                        "status", result_type=EngagementStatus, rpc_timeout=timedelta(seconds=5)
+                    )
+                )
             except RPCError:
                 continue
         return out
@@ -68,17 +72,18 @@ class World:
         ws = st.psa_workspace.workspace_id
         if ws in self.time_booked:
             return
-        existing, _ = await self.psa.list_approved_time(ws, through=date(9999, 12, 31), per_page=1,
-                                                        unposted_only=False)
+        existing, _ = await self.psa.list_approved_time(ws, through=date(9999, 12, 31), per_page=1, unposted_only=False)
         if not existing:
             e = st.engagement
             start = e.start_date
             while start <= e.end_date:  # the generator takes up to two years at a time
                 end = min(e.end_date, start + timedelta(days=700))
-                made = await self.psa.generate_time(ws, start=start, end=end, entries_per_week=4,
-                                                    seed=int(ws) if ws.isdigit() else 1)
-                log.info("booked %s approved entries for %s (%s to %s)", made.get("count"),
-                         e.opportunity_name, start, end)
+                made = await self.psa.generate_time(
+                    ws, start=start, end=end, entries_per_week=4, seed=int(ws) if ws.isdigit() else 1
+                )
+                log.info(
+                    "booked %s approved entries for %s (%s to %s)", made.get("count"), e.opportunity_name, start, end
+                )
                 start = end + timedelta(days=1)
         self.time_booked.add(ws)
 
@@ -91,7 +96,8 @@ class World:
         self.last_milestone[st.opportunity_id] = time.monotonic()
         try:
             await self.client.get_workflow_handle(f"engagement-{st.opportunity_id}").execute_update(
-                "accept_milestone", AcceptMilestoneInput(milestone_key=pending[0].key, accepted_by="client (demo)"))
+                "accept_milestone", AcceptMilestoneInput(milestone_key=pending[0].key, accepted_by="client (demo)")
+            )
             log.info("client accepted milestone %s of %s", pending[0].name, st.engagement.opportunity_name)
         except WorkflowUpdateFailedError as err:
             log.info("milestone not accepted: %s", err.cause)
@@ -129,7 +135,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 log.exception("simulator tick failed; going on")
             try:
                 await asyncio.wait_for(stop.wait(), TICK_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

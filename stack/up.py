@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from settings import Settings, load_settings
+from q2c.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def search_attribute_flags() -> list[str]:
     registers them on any server that lacks them)."""
     from temporalio.api.enums.v1 import IndexedValueType
 
-    from workflows.search_attributes import ALL_KEYS
+    from q2c.engagement.search_attributes import ALL_KEYS
 
     flags = []
     for key in ALL_KEYS:
@@ -71,17 +71,33 @@ def services(settings: Settings) -> list[Service]:
     host, tport = _temporal_host_port(settings)
     ui_port = int(settings.temporal_ui_url.rsplit(":", 1)[1].split("/")[0])
     return [
-        Service("temporal", [temporal, "server", "start-dev",
-                             "--db-filename", str(settings.state_dir / "temporal.db"),
-                             "--ip", host, "--port", str(tport), "--ui-port", str(ui_port),
-                             "--namespace", settings.temporal_namespace, "--log-level", "warn",
-                             *search_attribute_flags()],
-                tport),
-        Service("crm-sandbox", [py, "-m", "sandbox.crm"], settings.crm_port, "/__sandbox/health"),
-        Service("psa-sandbox", [py, "-m", "sandbox.psa"], settings.psa_port, "/__sandbox/health"),
-        Service("erp-sandbox", [py, "-m", "sandbox.erp"], settings.erp_port, "/__sandbox/health"),
-        Service("webhook", [py, "-m", "starter.webhook"], settings.webhook_port, "/healthz"),
-        Service("worker", [py, str(ROOT / "worker.py")], 0),
+        Service(
+            "temporal",
+            [
+                temporal,
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(settings.state_dir / "temporal.db"),
+                "--ip",
+                host,
+                "--port",
+                str(tport),
+                "--ui-port",
+                str(ui_port),
+                "--namespace",
+                settings.temporal_namespace,
+                "--log-level",
+                "warn",
+                *search_attribute_flags(),
+            ],
+            tport,
+        ),
+        Service("crm-sandbox", [py, "-m", "sandboxes.crm"], settings.crm_port, "/__sandbox/health"),
+        Service("psa-sandbox", [py, "-m", "sandboxes.psa"], settings.psa_port, "/__sandbox/health"),
+        Service("erp-sandbox", [py, "-m", "sandboxes.erp"], settings.erp_port, "/__sandbox/health"),
+        Service("webhook", [py, "-m", "q2c.webhook.app"], settings.webhook_port, "/healthz"),
+        Service("worker", [py, "-m", "q2c.worker"], 0),
         Service("simulator", [py, "-m", "stack.simulator"], 0),
     ]
 
@@ -90,8 +106,9 @@ def _wait_ready(svc: Service, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if svc.proc and svc.proc.poll() is not None:
-            raise RuntimeError(f"{svc.name} exited with code {svc.proc.returncode}; "
-                               f"see {svc.name}.log in the state folder")
+            raise RuntimeError(
+                f"{svc.name} exited with code {svc.proc.returncode}; see {svc.name}.log in the state folder"
+            )
         if svc.port == 0:
             return
         if svc.health is None:
@@ -111,15 +128,18 @@ def start_all(settings: Settings, log_dir: Path) -> list[Service]:
     busy = [s for s in services(settings) if s.port and _port_open(s.port)]
     if busy:
         names = ", ".join(f"{s.name} ({s.port})" for s in busy)
-        raise SystemExit(f"ports already in use: {names}. Is another `make up` running? "
-                         "Stop it, or set the Q2C_*_PORT / TEMPORAL_ADDRESS variables.")
+        raise SystemExit(
+            f"ports already in use: {names}. Is another `make up` running? "
+            "Stop it, or set the Q2C_*_PORT / TEMPORAL_ADDRESS variables."
+        )
     env = {**DEMO_DEFAULTS, **os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     started: list[Service] = []
     try:
         for svc in services(settings):
             log = open(log_dir / f"{svc.name}.log", "ab")
-            svc.proc = subprocess.Popen(svc.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+            svc.proc = subprocess.Popen(
+                svc.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             started.append(svc)
             _wait_ready(svc)
             print(f"  started {svc.name:<12} pid {svc.proc.pid}" + (f"  port {svc.port}" if svc.port else ""))
@@ -142,22 +162,26 @@ def stop_all(started: list[Service]) -> None:
 
 
 def print_urls(settings: Settings) -> None:
-    print(f"""
+    print(
+        f"""
 q2c is up.
   Temporal Web UI   {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows
                     (filter e.g. EngagementStage="Active" or EngagementStage="AwaitingSteward")
-  Temporal gRPC     {settings.temporal_address}  (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
+  Temporal gRPC     {settings.temporal_address}
+                    (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
   Webhook service   {settings.webhook_base_url}  (Outbound Messages: {settings.outbound_message_url})
   Steward console   {settings.webhook_base_url}/console  (token steward-demo-token, or viewer-demo-token)
   CRM sandbox       {settings.crm.base_url}  (Salesforce REST, org {settings.crm.organization_id})
   PSA sandbox       {settings.psa.base_url}  (Kantata API v1, bearer {settings.psa.token})
   ERP sandbox       {settings.erp.base_url}  (NetSuite REST, account {settings.erp.account_id})
-  Logs              {settings.state_dir / 'logs'}
+  Logs              {settings.state_dir / "logs"}
   CLI               .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>   |   .venv/bin/q2c exceptions list
-  Demo calendar     one engagement month every {settings.period_seconds or 'calendar month'} s; the simulator books
+  Demo calendar     one engagement month every {settings.period_seconds or "calendar month"} s; the simulator books
                     time, accepts milestones and pays invoices (log: simulator.log)
 Ctrl-C stops everything; the next `make up` resumes with histories kept.
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -184,8 +208,10 @@ def main() -> None:
         while not stopping:
             dead = [s for s in started if s.proc and s.proc.poll() is not None]
             if dead:
-                print(f"{dead[0].name} stopped unexpectedly (exit {dead[0].proc.returncode}); "
-                      f"see {log_dir / (dead[0].name + '.log')}. Stopping the stack.")
+                print(
+                    f"{dead[0].name} stopped unexpectedly (exit {dead[0].proc.returncode}); "
+                    f"see {log_dir / (dead[0].name + '.log')}. Stopping the stack."
+                )
                 break
             time.sleep(0.5)
     finally:
@@ -195,7 +221,7 @@ def main() -> None:
 
 
 def run() -> None:
-    from workflows.client import exit_process
+    from q2c.temporal import exit_process
 
     try:
         main()

@@ -54,8 +54,9 @@ def booked_roles(psa, workspace_id: str) -> dict[str, str]:
     return out
 
 
-def expected_entry_amounts(psa, workspace_id: str, rates: list[tuple[str, Decimal, date | None]],
-                           minor_unit: str = "0.01") -> dict[str, Decimal]:
+def expected_entry_amounts(
+    psa, workspace_id: str, rates: list[tuple[str, Decimal, date | None]], minor_unit: str = "0.01"
+) -> dict[str, Decimal]:
     """PSA entry id -> what it bills, for the workspace's approved, billable entries on
     billable stories whose role can be told."""
     stories = {str(s["id"]): s for s in psa.records("stories")}
@@ -63,17 +64,26 @@ def expected_entry_amounts(psa, workspace_id: str, rates: list[tuple[str, Decima
     out = {}
     for e in psa.records("time_entries"):
         eid = str(e["id"])
-        if (str(e["workspace_id"]) == str(workspace_id) and e["approved"] and e["billable"]
-                and stories[str(e["story_id"])]["billable"] and eid in roles):
+        if (
+            str(e["workspace_id"]) == str(workspace_id)
+            and e["approved"]
+            and e["billable"]
+            and stories[str(e["story_id"])]["billable"]
+            and eid in roles
+        ):
             rate = rate_on(rates, roles[eid], date.fromisoformat(e["date_performed"]))
             out[eid] = entry_amount(e["time_in_minutes"], rate, minor_unit)
     return out
 
 
-def expected_tm_totals(psa, workspace_id: str, rates: list[tuple[str, Decimal, date | None]],
-                       periods: list[tuple[date, date]], minor_unit: str = "0.01") -> list[Decimal]:
+def expected_tm_totals(
+    psa,
+    workspace_id: str,
+    rates: list[tuple[str, Decimal, date | None]],
+    periods: list[tuple[date, date]],
+    minor_unit: str = "0.01",
+) -> list[Decimal]:
     """Per billing period (start, end), the invoice total: the sum of its entries' amounts."""
     amounts = expected_entry_amounts(psa, workspace_id, rates, minor_unit)
     dates = {str(e["id"]): date.fromisoformat(e["date_performed"]) for e in psa.records("time_entries")}
-    return [sum((a for eid, a in amounts.items() if start <= dates[eid] <= end), Decimal(0))
-            for start, end in periods]
+    return [sum((a for eid, a in amounts.items() if start <= dates[eid] <= end), Decimal(0)) for start, end in periods]

@@ -1,3 +1,17 @@
+"""Shared fixtures (tests/fixtures/) and the markers that split the suite by what it needs.
+
+Every test is marked by its folder: `unit` (pure code, seconds), `integration` (one real part:
+a sandbox over HTTP, the ledger on SQLite/PostgreSQL), `e2e` (the real workflow on a Temporal
+server with the sandboxes), `replay` (recorded histories against today's workflow code).
+`pytest -m "unit or integration"` is the fast half; `-m "not slow"` leaves out the long runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.temporal",
     "tests.fixtures.crm",
@@ -7,3 +21,16 @@ pytest_plugins = [
     "tests.fixtures.ledger",
     "tests.fixtures.console",
 ]
+
+_KINDS = ("unit", "integration", "e2e", "replay")
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            kind = Path(item.path).relative_to(_HERE).parts[0]
+        except ValueError:
+            continue
+        if kind in _KINDS:
+            item.add_marker(getattr(pytest.mark, kind))

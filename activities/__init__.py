@@ -1,1 +1,0 @@
-"""Thin activities: each one calls a connector and returns canonical models."""

@@ -1,1 +1,0 @@
-"""One module per vendor; each maps to and from the canonical model in `domain/`."""

@@ -1,0 +1,396 @@
+"""Activities for delivery to cash: post approved time, invoice, refresh payments, close.
+
+Each posting run is ONE activity however many entries it carries (paged reads, batched
+writes, a heartbeat per batch), so the history does not grow with the number of entries.
+Every write is keyed by an external ID (timeBill eid:psa-<entry>, invoice eid:inv-...), so a
+retried activity, a worker restart or a replay never posts or invoices twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from q2c.delivery.inputs import (
+    CloseSystemsInput,
+    CrmStatusInput,
+    IssueInvoiceInput,
+    PostTimeInput,
+    RefreshPaymentsInput,
+    WriteOffExceptionsInput,
+)
+from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
+from q2c.domain.billing import check_time_entry, invoice_total, time_invoice_lines
+from q2c.domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
+from q2c.engagement.messages import OPEN_EXCEPTION_SAMPLE, InvoiceSummary, PostingResult, TimeExceptionInfo
+
+if TYPE_CHECKING:
+    from q2c.ledger.store import Ledger
+    from q2c.vendors.kantata.client import KantataClient
+    from q2c.vendors.netsuite.client import NetSuiteClient
+    from q2c.vendors.salesforce.client import SalesforceClient
+
+PSA_MARK_CONCURRENCY = 4
+PAGE_SIZE = 200
+
+
+def _erp_reason(error_field: str | None, message: str | None) -> str:
+    text = (message or "").lower()
+    if "closed" in text and (error_field in ("tranDate", "postingPeriod") or "period" in text):
+        return "PERIOD_CLOSED"
+    if "closed" in text and error_field in ("customer", "job"):
+        return "PROJECT_CLOSED"
+    return "ERP_REJECTED"
+
+
+class DeliveryActivities:
+    def __init__(
+        self, crm: SalesforceClient, erp: NetSuiteClient, psa: KantataClient, ledger: Ledger | None = None
+    ) -> None:
+        self.crm = crm
+        self.erp = erp
+        self.psa = psa
+        self.ledger = ledger
+
+    async def _ledger(self, method: str, *args, **kwargs) -> None:
+        if self.ledger is not None:
+            await asyncio.to_thread(getattr(self.ledger, method), *args, **kwargs)
+
+    # --- time ------------------------------------------------------------------------
+    async def _read_approved(self, input: PostTimeInput) -> list[TimeEntry]:
+        """All approved, not yet posted entries up to `through` (read fully before writing, so
+        marking entries as posted cannot shift the pages under us)."""
+        entries: list[TimeEntry] = []
+        page = 1
+        while True:
+            batch, more = await with_transient_retries(
+                lambda: self.psa.list_approved_time(
+                    input.psa_workspace_id,
+                    through=input.through,
+                    page=page,  # noqa: B023
+                    per_page=PAGE_SIZE,
+                    unposted_only=True,
+                    only_ids=input.only_psa_ids,
+                )
+            )
+            entries += batch
+            activity.heartbeat(f"read {len(entries)} approved entries (page {page})")
+            if not more:
+                return entries
+            page += 1
+
+    async def _post_chunk(
+        self, input: PostTimeInput, valid: list[tuple[TimeEntry, Decimal | None]], result: PostingResult
+    ) -> list[PostedTime]:
+        """Post one chunk to the ERP and mark each posted entry in the PSA, retrying transient
+        failures entry by entry; what is posted and marked stays done even if the attempt fails."""
+        pending = {e.psa_id: (e, rate) for e, rate in valid}
+        posted: list[PostedTime] = []
+        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
+
+        async def mark(entry_id: str, bill_id: str) -> None:
+            async with marks:
+                await with_transient_retries(lambda: self.psa.mark_time_posted(entry_id, bill_id))
+
+        for attempt in range(ATTEMPTS):
+            outcomes = await self.erp.post_time_bills(
+                project_id=input.erp_project_id,
+                entries=list(pending.values()),
+                currency=input.currency,
+                transient_as_results=True,
+            )
+            done: list[PostedTime] = []
+            for outcome in outcomes:
+                entry, rate = pending[outcome.psa_id]
+                if outcome.erp_time_bill_id:
+                    done.append(
+                        PostedTime(
+                            psa_id=entry.psa_id,
+                            erp_time_bill_id=outcome.erp_time_bill_id,
+                            role=entry.role,
+                            date_performed=entry.date_performed,
+                            minutes=entry.minutes,
+                            billable=entry.billable,
+                            rate=rate,
+                            currency=input.currency,
+                        )
+                    )
+                elif not outcome.retryable:
+                    result.exceptions.append(
+                        TimeExceptionInfo(
+                            psa_id=entry.psa_id,
+                            reason_code=_erp_reason(outcome.error_field, outcome.message),
+                            message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}",
+                        )
+                    )
+                if not outcome.retryable:
+                    pending.pop(outcome.psa_id)
+            # the ledger first: an entry marked in the PSA is never read again, so what is marked
+            # must already be known to the ledger (invoices are built from it)
+            await self._ledger("record_posted_time", done, input.opportunity_id)
+            await self._ledger("resolve_exceptions", [p.psa_id for p in done])
+            await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
+            posted += done
+            if not pending:
+                return posted
+            activity.heartbeat(f"{len(pending)} entries to post again after transient ERP failures")
+            await asyncio.sleep(backoff(attempt))
+        raise ApplicationError(
+            f"ERP kept failing transiently for {len(pending)} time entries; retrying the batch",
+            type="VendorUnavailable",
+        )
+
+    @activity.defn
+    async def post_approved_time(self, input: PostTimeInput) -> PostingResult:
+        """Post the approved, unposted time up to `through` (or replay parked entries). The
+        result's lists are bounded samples; the engagement's open exceptions come back as a
+        count, a count per reason and a sample, read from the ledger, which holds them all."""
+        if self.ledger is None:
+            raise ApplicationError("the ledger is required to post time", type="Misconfigured", non_retryable=True)
+        only = input.only_psa_ids
+        if input.replay_open:
+            only = await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id)
+        result = PostingResult()
+        open_before: set[str] = set()
+        if only is not None:
+            open_before = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            asked = list(dict.fromkeys(only))
+            result.not_open = sorted(set(asked) - open_before)[:OPEN_EXCEPTION_SAMPLE]
+            only = [i for i in asked if i in open_before]
+            if not only:
+                return await self._with_open_summary(input, result)
+        entries = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
+        # written off by a steward: never posted, never parked again
+        if entries:
+            written_off = await asyncio.to_thread(self.ledger.written_off_among, [e.psa_id for e in entries])
+            entries = [e for e in entries if e.psa_id not in written_off]
+        if only is None and entries:
+            # already parked: they wait for a steward's replay (after the cause is fixed), not for
+            # every period close to check them again (2,000 parked entries x 60 periods)
+            parked_now = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            entries = [e for e in entries if e.psa_id not in parked_now]
+        result.examined = len(entries)
+        if not entries:
+            return await self._with_open_summary(input, result)
+        # only the accounting periods the entries fall in (each period is one ERP read)
+        first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
+        periods = await with_transient_retries(
+            lambda: self.erp.list_accounting_periods(ending_on_or_after=first, starting_on_or_before=last)
+        )
+        tasks = await with_transient_retries(lambda: self.psa.workspace_tasks(input.psa_workspace_id))
+        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
+        parked: list[TimeExceptionInfo] = []
+
+        for start in range(0, len(entries), input.batch_size):
+            chunk = entries[start : start + input.batch_size]
+            valid: list[tuple[TimeEntry, Decimal | None]] = []
+            for entry in chunk:
+                check = check_time_entry(
+                    entry,
+                    tasks=task_map,
+                    rate_card=input.rate_card,
+                    periods=periods,
+                    bill_time=input.bill_time,
+                    currency=input.currency,
+                )
+                if check.ok:
+                    posted_entry = entry if input.bill_time else entry.model_copy(update={"billable": False})
+                    valid.append((posted_entry, check.rate))
+                else:
+                    parked.append(
+                        TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code, message=check.message)
+                    )
+            chunk_result = PostingResult()
+            posted = await self._post_chunk(input, valid, chunk_result) if valid else []
+            parked += chunk_result.exceptions
+            result.posted += len(posted)
+            result.posted_minutes += sum(p.minutes for p in posted)
+            if posted:
+                latest = max(p.date_performed for p in posted)
+                result.last_date = max(result.last_date, latest) if result.last_date else latest
+            activity.heartbeat(f"{start + len(chunk)}/{len(entries)} examined, {result.posted} posted")
+
+        for exc in parked:
+            await self._ledger(
+                "upsert_exception", input.opportunity_id, input.workflow_id, exc.psa_id, exc.reason_code, exc.message
+            )
+        result.exceptions_count = len(parked)
+        result.exceptions = parked[:OPEN_EXCEPTION_SAMPLE]
+        # absolute figures: an earlier attempt of this activity may have posted part of the batch
+        result.total_entries, result.total_minutes, last_posted = await asyncio.to_thread(
+            self.ledger.posted_totals, input.opportunity_id
+        )
+        result.last_date = max(filter(None, [result.last_date, last_posted]), default=None)
+        return await self._with_open_summary(input, result, open_before=open_before or None)
+
+    async def _with_open_summary(
+        self, input: PostTimeInput, result: PostingResult, open_before: set[str] | None = None
+    ) -> PostingResult:
+        if open_before is None:
+            open_before = set(input.open_exception_ids)
+        count, by_reason, sample = await asyncio.to_thread(
+            self.ledger.open_exception_summary, input.opportunity_id, OPEN_EXCEPTION_SAMPLE
+        )
+        result.open_count, result.open_by_reason = count, by_reason
+        result.open_sample = [
+            TimeExceptionInfo(psa_id=x.psa_id, reason_code=x.reason_code, message=x.message) for x in sample
+        ]
+        if open_before:
+            still_open = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            resolved = sorted(open_before - still_open)
+            result.resolved_count = len(resolved)
+            result.resolved = resolved[:OPEN_EXCEPTION_SAMPLE]
+        return result
+
+    @activity.defn
+    async def write_off_exceptions(self, input: WriteOffExceptionsInput) -> PostingResult:
+        """A steward's decision that parked time will never be billed: the exceptions close as
+        written off in the ledger (who and why kept with them) and are never posted again."""
+        if self.ledger is None:
+            raise ApplicationError("the ledger is required", type="Misconfigured", non_retryable=True)
+        wanted = list(dict.fromkeys(input.psa_ids)) or None
+        closed = await asyncio.to_thread(
+            self.ledger.write_off_exceptions, input.opportunity_id, wanted, input.reason, input.requested_by
+        )
+        result = PostingResult(
+            written_off=len(closed), resolved=closed[:OPEN_EXCEPTION_SAMPLE], resolved_count=len(closed)
+        )
+        if wanted is not None:
+            # an id closed by an earlier attempt of this activity is not "not open": it was ours
+            mine = set(closed) | await asyncio.to_thread(self.ledger.written_off_among, wanted)
+            result.not_open = sorted(set(wanted) - mine)[:OPEN_EXCEPTION_SAMPLE]
+        return await self._with_open_summary(
+            PostTimeInput.model_construct(opportunity_id=input.opportunity_id, open_exception_ids=[]), result
+        )
+
+    # --- invoices --------------------------------------------------------------------
+    async def _unbilled_time(self, input: IssueInvoiceInput) -> list[PostedTime]:
+        """The ERP says which timeBills are unbilled (one list call); what each one holds comes
+        from the ledger, which recorded it when we posted it, and from the ERP only for any the
+        ledger does not know."""
+        ids = await self.erp.unbilled_time_ids(input.erp_project_id, through=input.period_end)
+        known = await asyncio.to_thread(self.ledger.posted_time_for_bills, ids) if self.ledger else []
+        missing = sorted(set(ids) - {p.erp_time_bill_id for p in known})
+        fetched = await self.erp.time_bills(missing) if missing else []
+        activity.heartbeat(f"{len(ids)} unbilled timeBills ({len(fetched)} read from the ERP)")
+        return sorted(known + fetched, key=lambda p: (p.date_performed, p.psa_id))
+
+    @activity.defn
+    async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
+        """Create the period's invoice once (external ID), or return the one already issued.
+        A period with nothing to bill creates nothing and returns None."""
+        invoice = Invoice(
+            external_id=input.external_id,
+            period_start=input.period_start,
+            period_end=input.period_end,
+            lines=list(input.lines),
+            total=invoice_total(input.lines),
+            currency=input.currency,
+        )
+        billed_psa_ids: list[str] = []
+        if input.bill_unbilled_time:
+            unbilled = await self._unbilled_time(input)
+            invoice.lines = time_invoice_lines(unbilled, input.currency)
+            invoice.total = invoice_total(invoice.lines)
+            invoice.time_bill_ids = [u.erp_time_bill_id for u in unbilled]
+            billed_psa_ids = [u.psa_id for u in unbilled]
+        if not invoice.lines:
+            if await self.erp.get_by_external_id("invoice", input.external_id) is None:
+                return None  # nothing to bill, and nothing was billed by an earlier attempt
+        issued = await self.erp.upsert_invoice(
+            invoice, customer_id=input.erp_customer_id, project_id=input.erp_project_id
+        )
+        await self._ledger("record_invoice", issued, input.opportunity_id)
+        if billed_psa_ids:
+            await self._ledger("mark_time_invoiced", billed_psa_ids, input.external_id)
+        await self.crm.write_invoice_reference(
+            input.opportunity_id,
+            number=issued.number,
+            amount=issued.total,
+            currency=issued.currency,
+            status=InvoiceStatus.OPEN.value,
+        )
+        # collection status comes from refresh_payments, never from the moment of issue
+        return InvoiceSummary(
+            external_id=input.external_id,
+            erp_id=issued.erp_id,
+            number=issued.number,
+            period_start=input.period_start,
+            period_end=input.period_end,
+            total=issued.total,
+            currency=issued.currency,
+            status=InvoiceStatus.OPEN,
+            open_balance=issued.total,
+        )
+
+    # --- payments --------------------------------------------------------------------
+    @activity.defn
+    async def refresh_payments(self, input: RefreshPaymentsInput) -> list[PaymentStatus]:
+        """Collection status of EVERY invoice of the engagement as the ERP has it now, copied to
+        the CRM in one update. The CRM's figures are totals over all the invoices, paid ones
+        included, so Amount_Paid__c only grows as payments arrive (summing open invoices only made
+        it fall when an invoice was paid off or a new one issued); days overdue is the worst open
+        invoice; the last-invoice fields follow the latest invoice's ERP status (Paid In Full
+        included); the customer's unapplied payments (an overpayment) show as a credit.
+        Returns one status per invoice, for the workflow's own bookkeeping."""
+        invoice_ids = list(dict.fromkeys(input.invoice_erp_ids))  # an invoice listed twice counts once
+        if not invoice_ids:
+            return []
+        statuses = await self.erp.invoice_payment_status(invoice_ids, as_of=input.as_of)
+        for status in statuses:
+            await self._ledger("update_payment", status)
+        credit = await self.erp.customer_credit(input.erp_customer_id) if input.erp_customer_id else None
+
+        def created_order(item: tuple[int, PaymentStatus]) -> tuple[int, int]:
+            # the ERP's internal IDs grow with creation: the latest invoice is the one issued last,
+            # the same one issue_invoice wrote to the CRM when it was issued
+            index, s = item
+            return (int(s.invoice_erp_id) if s.invoice_erp_id.isdigit() else -1, index)
+
+        latest = max(enumerate(statuses), key=created_order)[1] if statuses else None
+        await self.crm.write_collection_status(
+            input.opportunity_id,
+            amount_paid=sum((s.amount_paid for s in statuses), Decimal(0)),
+            open_balance=sum((s.open_balance for s in statuses), Decimal(0)),
+            days_overdue=max((s.days_overdue for s in statuses if s.open_balance > 0), default=0),
+            unapplied_credit=credit,
+            last_invoice_number=latest.invoice_number if latest else None,
+            last_invoice_amount=latest.total if latest else None,
+            last_invoice_currency=latest.currency if latest else None,
+            last_invoice_status=latest.status.value if latest else None,
+        )
+        return statuses
+
+    # --- closure ---------------------------------------------------------------------
+    @activity.defn
+    async def close_erp_project(self, input: CloseSystemsInput) -> None:
+        if input.erp_project_id:
+            await self.erp.close_project(input.erp_project_id)
+
+    @activity.defn
+    async def close_psa_workspace(self, input: CloseSystemsInput) -> None:
+        if input.psa_workspace_id:
+            await self.psa.close_workspace(input.psa_workspace_id)
+
+    @activity.defn
+    async def write_crm_status(self, input: CrmStatusInput) -> None:
+        """Q2C_Status__c only (the stage, mirrored): every other reference field is left as it
+        is, so a status change never blanks IDs, the contract version or collection figures."""
+        await self.crm.write_back_provisioning(
+            input.opportunity_id, erp_customer_id=None, erp_project_id=None, psa_workspace_id=None, status=input.status
+        )
+
+    def all(self) -> list:
+        return [
+            self.post_approved_time,
+            self.write_off_exceptions,
+            self.issue_invoice,
+            self.refresh_payments,
+            self.close_erp_project,
+            self.close_psa_workspace,
+            self.write_crm_status,
+        ]

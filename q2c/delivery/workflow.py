@@ -1,0 +1,686 @@
+"""Delivery to cash inside EngagementWorkflow: billing periods, time posting, invoices,
+payments and closure. Deterministic code only; every call is an activity.
+
+One run of the workflow covers one billing period: at the period's end the approved time is
+posted (one batched activity), the period is invoiced by its billing model, payments are
+refreshed, and the workflow continues as new with its state, so a years-long engagement's
+history stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from q2c.delivery.activities import DeliveryActivities
+    from q2c.delivery.inputs import (
+        CloseSystemsInput,
+        IssueInvoiceInput,
+        PostTimeInput,
+        RefreshPaymentsInput,
+        WriteOffExceptionsInput,
+    )
+    from q2c.domain.billing import BillingPeriod, billing_periods, line_amount
+    from q2c.domain.delivery import InvoiceLine, InvoiceStatus
+    from q2c.domain.engagement import BillingModel, Engagement
+    from q2c.domain.stage import EngagementStage
+    from q2c.domain.stewardship import apply_amendment
+    from q2c.domain.validation import FieldIssue
+    from q2c.engagement.messages import (
+        AcceptMilestoneInput,
+        Amendment,
+        ContractVersion,
+        DeliveryConfig,
+        EngagementInput,
+        EngagementStatus,
+        EngagementSummary,
+        InvoiceSummary,
+        PauseKind,
+        PauseReason,
+        PostingResult,
+        ReplayExceptionsInput,
+        StewardAction,
+        StewardQueue,
+        WaiveMilestoneInput,
+        WriteOffInput,
+        WriteOffResult,
+    )
+    from q2c.engagement.steps import Steps
+    from q2c.engagement.visibility import set_details, set_open_exceptions, set_stage
+    from q2c.provisioning.activities import EngagementActivities
+    from q2c.provisioning.inputs import ApplyAmendmentInput
+
+POSTING_TIMEOUT = timedelta(minutes=30)
+POSTING_HEARTBEAT = timedelta(minutes=2)
+COLLECTING_HISTORY_LIMIT = 1500
+FAR_FUTURE = date(9999, 12, 31)
+DEMO_MONTH_DAYS = 30
+
+
+class Delivery:
+    """Delivery to cash. Every state-changing step runs inside `steps.door` (its callers take
+    it: the period close here, the Updates and the CRM signal in EngagementWorkflow), so the
+    methods below assume they hold it and never take it themselves."""
+
+    def __init__(self, status: EngagementStatus, config: DeliveryConfig, steps: Steps) -> None:
+        self.status = status
+        self.config = config
+        self.steps = steps
+        self._calendar_changed = False
+
+    @property
+    def engagement(self) -> Engagement:
+        assert self.status.engagement is not None
+        return self.status.engagement
+
+    @property
+    def opp(self) -> str:
+        return self.status.opportunity_id
+
+    # --- calendar ---------------------------------------------------------------------
+    def periods(self) -> list[BillingPeriod]:
+        """The billing periods as the contract stands now (recomputed after every wait and
+        every amendment: an end date moved in the last period moves the last period)."""
+        e = self.engagement
+        return billing_periods(e.start_date, e.end_date)
+
+    def current_period(self) -> BillingPeriod | None:
+        """The next period to close, or None when the contract has no more (or closing was asked)."""
+        if self.status.close_requested:
+            return None
+        periods = self.periods()
+        index = self.status.next_period_index
+        return periods[index] if index < len(periods) else None
+
+    def fire_time(self, period: BillingPeriod) -> datetime:
+        """When a period closes: midnight UTC after its last day, or on the demo's fast calendar."""
+        if self.config.period_seconds:
+            assert self.status.active_since is not None
+            return self.status.active_since + timedelta(seconds=self.config.period_seconds * (period.index + 1))
+        return datetime.combine(period.end + timedelta(days=1), time(0), tzinfo=UTC)
+
+    def grace(self) -> timedelta:
+        if self.config.period_seconds:
+            return timedelta(seconds=self.config.period_seconds * self.config.grace_days / DEMO_MONTH_DAYS)
+        return timedelta(days=self.config.grace_days)
+
+    def calendar_today(self) -> date:
+        """Today on the engagement's calendar (the demo's fast calendar maps to period ends)."""
+        if not self.config.period_seconds:
+            return workflow.now().date()
+        periods = self.periods()
+        closed = min(self.status.next_period_index, len(periods))
+        return periods[closed - 1].end if closed > 0 else self.engagement.start_date
+
+    def closed_through(self) -> date | None:
+        """The end of the last billing period closed (posted and invoiced by its model)."""
+        index = self.status.next_period_index
+        if index <= 0:
+            return None
+        periods = self.periods()
+        if index - 1 < len(periods):
+            return periods[index - 1].end
+        return self.engagement.end_date
+
+    def contract_changed(self) -> None:
+        """An amendment was applied: whoever waits on the calendar looks again."""
+        self._calendar_changed = True
+
+    # --- main loop --------------------------------------------------------------------
+    async def run_periods(self) -> bool:
+        """Wait for the current period's end and close it. True: continue as new afterwards;
+        False: the engagement is past its end date or closing was requested."""
+        while True:
+            period = self.current_period()
+            if period is None:
+                return False
+            if workflow.now() < self.fire_time(period):
+                await self._wait_for_period_end(period)
+                continue  # the contract may have moved the period: look again
+            async with self.steps.door:
+                period = self.current_period()  # again, inside the door: an amendment may have queued first
+                if period is None:
+                    return False
+                if workflow.now() < self.fire_time(period):
+                    continue
+                await self._close_period(period)
+                self.status.next_period_index = period.index + 1
+            return self.current_period() is not None
+
+    async def _wait_for_period_end(self, period: BillingPeriod) -> None:
+        fire_at = self.fire_time(period)
+        set_details(
+            self.status, f"Delivering: billing period {period.start} to {period.end} closes at {fire_at.isoformat()}"
+        )
+        self._calendar_changed = False
+        await self._wait_polling_payments(
+            fire_at,
+            f"billing period {period.start:%Y-%m} ends",
+            wake=lambda: self.status.close_requested is not None or self._calendar_changed,
+        )
+
+    async def _wait_polling_payments(self, until: datetime, summary: str, wake) -> None:
+        """Sleep until `until` (or `wake()`), reading payments on the poll interval meanwhile."""
+        next_poll = workflow.now() + timedelta(seconds=self.config.payment_poll_seconds)
+        while not wake():
+            now = workflow.now()
+            if now >= until:
+                return
+            polling = bool(self._open_invoices())
+            deadline = min(until, next_poll) if polling else until
+            try:
+                await workflow.wait_condition(
+                    wake,
+                    timeout=deadline - now,
+                    timeout_summary=("payment check" if polling and next_poll < until else summary),
+                )
+            except TimeoutError:
+                pass
+            if polling and workflow.now() >= next_poll:
+                async with self.steps.door:
+                    await self.refresh_payments()
+                next_poll = workflow.now() + timedelta(seconds=self.config.payment_poll_seconds)
+
+    async def _close_period(self, period: BillingPeriod) -> None:
+        e = self.engagement
+        set_details(self.status, f"Closing billing period {period.start} to {period.end}: posting approved time")
+        await self.post_time(through=period.end)
+        set_details(self.status, f"Closing billing period {period.start} to {period.end}: invoicing")
+        if e.billing_model is BillingModel.TIME_AND_MATERIALS:
+            await self.issue(f"inv-{self.opp}-p{period.index:03d}", period.start, period.end, bill_time=True)
+        elif e.billing_model is BillingModel.RETAINER:
+            await self.issue(
+                f"inv-{self.opp}-p{period.index:03d}", period.start, period.end, lines=[self._retainer_line(period)]
+            )
+        if self._open_invoices():
+            await self.refresh_payments()
+
+    def _retainer_line(self, period: BillingPeriod) -> InvoiceLine:
+        amount = self.engagement.retainer_amount or Decimal(0)
+        return InvoiceLine(
+            description=f"Retainer {period.start:%b %Y}",
+            quantity=Decimal(1),
+            rate=amount,
+            amount=line_amount(Decimal(1), amount, self.engagement.currency),
+        )
+
+    # --- time -------------------------------------------------------------------------
+    async def post_time(
+        self, *, through: date, only: list[str] | None = None, replay_open: bool = False
+    ) -> PostingResult:
+        e = self.engagement
+        st = self.status
+        what = (
+            "replay of every open exception"
+            if replay_open
+            else f"replay of {len(only)} entries"
+            if only is not None
+            else None
+        )
+        result: PostingResult = await self.steps.call(
+            DeliveryActivities.post_approved_time,
+            PostTimeInput(
+                opportunity_id=self.opp,
+                workflow_id=workflow.info().workflow_id,
+                erp_project_id=st.erp_project_id,
+                psa_workspace_id=st.psa_workspace.workspace_id,
+                through=through,
+                rate_card=e.rate_card,
+                bill_time=e.billing_model is BillingModel.TIME_AND_MATERIALS,
+                currency=e.currency,
+                only_psa_ids=only,
+                replay_open=replay_open,
+                batch_size=self.config.posting_batch_size,
+            ),
+            "PSA->ERP: post approved time" + (f" ({what})" if what else "") + f" dated up to {through}",
+            system="erp",
+            operation="post time",
+            timeout=POSTING_TIMEOUT,
+            heartbeat=POSTING_HEARTBEAT,
+        )
+        if result.total_entries is not None:
+            st.totals.posted_entries, st.totals.posted_minutes = result.total_entries, result.total_minutes or 0
+        if result.last_date and (st.last_posted_date is None or result.last_date > st.last_posted_date):
+            st.last_posted_date = result.last_date
+        self._apply_open_summary(result)
+        if result.posted and st.collecting_since is not None and e.billing_model is BillingModel.TIME_AND_MATERIALS:
+            st.unbilled_after_final = True
+        return result
+
+    def _apply_open_summary(self, result: PostingResult) -> None:
+        if result.open_count is None:
+            return
+        st = self.status
+        st.open_exception_count = result.open_count
+        st.open_exceptions_by_reason = dict(result.open_by_reason)
+        st.open_exceptions = list(result.open_sample)
+        set_open_exceptions(result.open_count)
+
+    async def replay(self, input: ReplayExceptionsInput) -> PostingResult:
+        if input.psa_ids:
+            return await self.post_time(through=FAR_FUTURE, only=list(input.psa_ids))
+        return await self.post_time(through=FAR_FUTURE, replay_open=True)
+
+    async def write_off(self, input: WriteOffInput) -> WriteOffResult:
+        result: PostingResult = await self.steps.call(
+            DeliveryActivities.write_off_exceptions,
+            WriteOffExceptionsInput(
+                opportunity_id=self.opp,
+                psa_ids=input.psa_ids,
+                reason=input.reason.strip(),
+                requested_by=input.requested_by,
+            ),
+            f"Ledger: write off {len(input.psa_ids) or 'every open'} time exception(s) "
+            f"({input.requested_by}: {input.reason.strip()[:80]})",
+            system="q2c",
+            operation="write off time",
+        )
+        self._apply_open_summary(result)
+        self.status.written_off_entries += result.written_off
+        set_details(
+            self.status,
+            f"{result.written_off} time exception(s) written off by {input.requested_by}: {input.reason.strip()}",
+        )
+        return WriteOffResult(
+            written_off=result.written_off,
+            psa_ids=result.resolved,
+            not_open=result.not_open,
+            open_remaining=self.status.open_exception_count,
+        )
+
+    # --- invoices ---------------------------------------------------------------------
+    async def issue(
+        self,
+        external_id: str,
+        start: date,
+        end: date,
+        *,
+        bill_time: bool = False,
+        lines: list[InvoiceLine] | None = None,
+    ) -> InvoiceSummary | None:
+        st = self.status
+        existing = st.invoice(external_id)
+        if existing is not None:
+            return existing
+        summary: InvoiceSummary | None = await self.steps.call(
+            DeliveryActivities.issue_invoice,
+            IssueInvoiceInput(
+                opportunity_id=self.opp,
+                external_id=external_id,
+                erp_customer_id=st.erp_customer_id,
+                erp_project_id=st.erp_project_id,
+                period_start=start,
+                period_end=end,
+                currency=self.engagement.currency,
+                bill_unbilled_time=bill_time,
+                lines=lines or [],
+            ),
+            f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM",
+            system="erp",
+            operation=f"invoice {external_id}",
+            timeout=POSTING_TIMEOUT,
+            heartbeat=POSTING_HEARTBEAT,
+        )
+        if summary is not None:
+            st.invoices.append(summary)
+            st.totals.billed += summary.total
+            st.totals.currency = summary.currency
+        return summary
+
+    def milestone_issues(self, key: str, *, waiving: bool = False) -> list[FieldIssue]:
+        """Whether a milestone can be accepted (or waived) now, against the state as it is."""
+        st = self.status
+        e = st.engagement
+        if e is None or st.active_since is None or st.stage in (EngagementStage.CLOSED, EngagementStage.CANCELLED):
+            return [FieldIssue(field="stage", reason=f"the engagement is {st.stage.value}")]
+        if e.billing_model is not BillingModel.FIXED_FEE:
+            return [FieldIssue(field="milestone_key", reason=f"engagement is {e.billing_model.value}, not fixed fee")]
+        milestone = next((m for m in e.milestones if m.key == key), None)
+        if milestone is None:
+            known = ", ".join(m.key for m in e.milestones)
+            return [
+                FieldIssue(
+                    field="milestone_key", reason=f"'{key}' is not a milestone of this engagement (known: {known})"
+                )
+            ]
+        if milestone.invoiced:
+            return [
+                FieldIssue(
+                    field="milestone_key", reason=f"milestone '{milestone.name}' was already accepted and invoiced"
+                )
+            ]
+        if milestone.waived:
+            return [
+                FieldIssue(
+                    field="milestone_key",
+                    reason=f"milestone '{milestone.name}' was waived by "
+                    f"{milestone.waived_by}: {milestone.waived_reason}",
+                )
+            ]
+        return []
+
+    async def accept_milestone(self, input: AcceptMilestoneInput) -> InvoiceSummary | None:
+        """Invoice the accepted milestone; it counts as accepted and invoiced only once the
+        invoice exists (a failed invoice parks, and a retry issues it under the same ID)."""
+        milestone = next(m for m in self.engagement.milestones if m.key == input.milestone_key)
+        on = input.accepted_on or self.calendar_today()
+        line = InvoiceLine(
+            description=f"Milestone: {milestone.name}",
+            quantity=Decimal(1),
+            rate=milestone.amount,
+            amount=line_amount(Decimal(1), milestone.amount, self.engagement.currency),
+        )
+        summary = await self.issue(f"inv-{self.opp}-ms-{milestone.key}", on, on, lines=[line])
+        # the amendment path may have replaced the milestone object meanwhile: mark the current one
+        current = next((m for m in self.engagement.milestones if m.key == input.milestone_key), milestone)
+        current.accepted = True
+        current.invoiced = summary is not None
+        return summary
+
+    def waive_milestone(self, input: WaiveMilestoneInput) -> str:
+        milestone = next(m for m in self.engagement.milestones if m.key == input.milestone_key)
+        milestone.waived, milestone.waived_by, milestone.waived_reason = True, input.requested_by, input.reason.strip()
+        set_details(
+            self.status,
+            f"Milestone '{milestone.name}' ({milestone.amount} {self.engagement.currency}) "
+            f"waived by {input.requested_by}: {input.reason.strip()}",
+        )
+        return f"milestone '{milestone.name}' waived by {input.requested_by}: {input.reason.strip()}"
+
+    def open_milestones(self) -> list:
+        e = self.engagement
+        if e.billing_model is not BillingModel.FIXED_FEE:
+            return []
+        return [m for m in e.milestones if m.open]
+
+    # --- change orders ----------------------------------------------------------------
+    def record_version(self, reason: str, requested_by: str, changes: dict | None = None) -> ContractVersion:
+        e = self.engagement
+        st = self.status
+        number = st.contract_version + 1 if st.contract_version else len(st.contract_versions) + 1
+        first = number == 1
+        version = ContractVersion(
+            version=number,
+            contract_value=e.contract_value.amount,
+            end_date=e.end_date,
+            changes=changes or {},
+            rate_card=[r.model_dump(mode="json") for r in e.rate_card] if first else [],
+            milestones=[m.model_dump(mode="json") for m in e.milestones] if first else [],
+            reason=reason,
+            requested_by=requested_by,
+            at=workflow.now(),
+        )
+        st.contract_versions.append(version)
+        st.contract_version = number
+        return version
+
+    async def amend(self, amendment: Amendment) -> ContractVersion:
+        st = self.status
+        number = (st.contract_version or len(st.contract_versions)) + 1
+        changed = apply_amendment(self.engagement, amendment, version=number)
+        await self.steps.call(
+            EngagementActivities.apply_amendment,
+            ApplyAmendmentInput(
+                opportunity_id=self.opp,
+                engagement=changed,
+                erp_customer_id=st.erp_customer_id,
+                erp_project_id=st.erp_project_id,
+                subsidiary=st.subsidiary,
+                psa_workspace_id=st.psa_workspace.workspace_id,
+                version=number,
+            ),
+            f"Change order v{number}: ERP project and billing schedule, PSA budget and dates, CRM version",
+            system="erp",
+            operation=f"change order v{number}",
+        )
+        # milestone flags (accepted/invoiced/waived) may have changed while the activity ran
+        flags = {
+            m.key: (m.accepted, m.invoiced, m.waived, m.waived_by, m.waived_reason) for m in self.engagement.milestones
+        }
+        for m in changed.milestones:
+            if m.key in flags:
+                m.accepted, m.invoiced, m.waived, m.waived_by, m.waived_reason = flags[m.key]
+        st.engagement = changed
+        self.contract_changed()
+        return self.record_version(
+            amendment.reason, amendment.requested_by, amendment.model_dump(mode="json", exclude_defaults=True)
+        )
+
+    # --- payments ---------------------------------------------------------------------
+    def _open_invoices(self) -> list[InvoiceSummary]:
+        return [i for i in self.status.invoices if i.status is not InvoiceStatus.PAID_IN_FULL]
+
+    async def refresh_payments(self) -> None:
+        open_invoices = self._open_invoices()
+        if not open_invoices:
+            return
+        statuses = await self.steps.call(
+            DeliveryActivities.refresh_payments,
+            RefreshPaymentsInput(
+                opportunity_id=self.opp,
+                erp_customer_id=self.status.erp_customer_id,
+                invoice_erp_ids=[i.erp_id for i in self.status.invoices if i.erp_id],
+                as_of=self.calendar_today(),
+            ),
+            f"ERP->CRM: payment status of {len(self.status.invoices)} invoice(s), {len(open_invoices)} open",
+            system="erp",
+            operation="read payments",
+        )
+        by_id = {s.invoice_erp_id: s for s in statuses}
+        for inv in self.status.invoices:
+            s = by_id.get(inv.erp_id)
+            if s is not None:
+                inv.status, inv.amount_paid, inv.open_balance, inv.days_overdue = (
+                    s.status,
+                    s.amount_paid,
+                    s.open_balance,
+                    s.days_overdue,
+                )
+        self.status.totals.collected = sum((i.amount_paid for i in self.status.invoices), Decimal(0))
+
+    # --- closure ----------------------------------------------------------------------
+    async def collect_and_close(self) -> EngagementSummary:
+        """After the end date (or a close request): a grace window for late approvals, the final
+        posting and invoice, then nothing closes while a milestone is neither invoiced nor
+        waived or parked time is neither posted nor written off; then payments; then closure."""
+        st = self.status
+        e = self.engagement
+        if st.collecting_since is None:
+            async with self.steps.door:
+                st.collecting_since = workflow.now()
+                st.grace_until = workflow.now() + self.grace()
+                set_stage(
+                    st,
+                    EngagementStage.COLLECTING,
+                    f"Contract ended: final posting now, late approvals collected until {st.grace_until.isoformat()}",
+                )
+                await self.steps.mirror_stage()
+                periods = self.periods()
+                if st.close_requested and st.next_period_index < len(periods):
+                    # closing early: bill the period in progress as the final one
+                    current = periods[st.next_period_index]
+                    if e.billing_model is BillingModel.RETAINER:
+                        await self.issue(
+                            f"inv-{self.opp}-p{current.index:03d}",
+                            current.start,
+                            current.end,
+                            lines=[self._retainer_line(current)],
+                        )
+                await self._final_posting()
+        if not st.final_posting_done:
+            assert st.grace_until is not None
+            await self._wait_polling_payments(
+                st.grace_until, "grace window for late approvals ends", wake=lambda: False
+            )
+            async with self.steps.door:
+                await self._final_posting()
+                st.final_posting_done = True
+        if not st.cancelled:
+            await self._await_milestones()
+        while True:
+            if st.unbilled_after_final:
+                async with self.steps.door:
+                    if st.unbilled_after_final:
+                        st.unbilled_after_final = False
+                        await self._final_invoice()
+            if st.open_exception_count:
+                await self._await_exceptions()
+                continue
+            async with self.steps.door:
+                await self.refresh_payments()
+            if not self._open_invoices() and not st.open_exception_count and not st.unbilled_after_final:
+                break
+            balance = sum((i.open_balance for i in self._open_invoices()), Decimal(0))
+            set_details(st, f"Collecting: {balance} {e.currency} open on {len(self._open_invoices())} invoice(s)")
+            if (
+                workflow.info().get_current_history_length() > COLLECTING_HISTORY_LIMIT
+                or workflow.info().is_continue_as_new_suggested()
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._carry())
+            try:
+                await workflow.wait_condition(
+                    lambda: st.unbilled_after_final or st.open_exception_count > 0,
+                    timeout=timedelta(seconds=self.config.payment_poll_seconds),
+                    timeout_summary="payment check",
+                )
+            except TimeoutError:
+                pass
+        async with self.steps.door:
+            await self._close_systems()
+        return self.summary()
+
+    async def _final_posting(self) -> None:
+        """Post what is approved up to the last day, and bill it (time and materials). Runs when
+        the contract ends and again when the grace window closes, for approvals that came late."""
+        st = self.status
+        e = self.engagement
+        last_day = e.end_date if not st.close_requested else max(self.calendar_today(), e.start_date)
+        set_details(st, f"Final posting of approved time dated up to {last_day}")
+        await self.post_time(through=last_day)
+        if e.billing_model is BillingModel.TIME_AND_MATERIALS:
+            st.unbilled_after_final = False
+            await self._final_invoice()
+        await self.refresh_payments()
+        balance = sum((i.open_balance for i in self._open_invoices()), Decimal(0))
+        set_details(
+            st,
+            f"Collecting: {balance} {e.currency} open on {len(self._open_invoices())} invoice(s)"
+            + (
+                f"; late approvals collected until {st.grace_until.isoformat()}"
+                if not st.final_posting_done and st.grace_until
+                else ""
+            ),
+        )
+
+    async def _final_invoice(self) -> None:
+        st = self.status
+        e = self.engagement
+        number = st.final_invoices + 1
+        summary = await self.issue(
+            f"inv-{self.opp}-final{number:02d}", e.start_date, max(e.end_date, self.calendar_today()), bill_time=True
+        )
+        if summary is not None:
+            st.final_invoices = number
+
+    async def _await_milestones(self) -> None:
+        """A fixed-fee engagement never closes with a milestone neither invoiced nor waived:
+        the PMO decides (accept_milestone or waive_milestone)."""
+        open_ms = self.open_milestones()
+        if not open_ms:
+            return
+        currency = self.engagement.currency
+        listed = "; ".join(f"{m.key} '{m.name}' {m.amount} {currency}" for m in open_ms)
+        total = sum((m.amount for m in open_ms), Decimal(0))
+        await self.steps.park(
+            PauseReason(
+                kind=PauseKind.MILESTONES_NOT_INVOICED,
+                queue=StewardQueue.PMO,
+                action=StewardAction.ACCEPT_OR_WAIVE,
+                system="q2c",
+                operation="close engagement",
+                fields=[
+                    FieldIssue(
+                        field=f"milestones.{m.key}",
+                        reason=f"'{m.name}' ({m.amount} {currency}) is neither invoiced nor waived",
+                    )
+                    for m in open_ms
+                ],
+                message=f"The end date passed with {len(open_ms)} milestone(s) worth {total} {currency} neither "
+                f"invoiced nor waived: {listed}. Accept (invoice) or waive each one.",
+            ),
+            until=lambda: not self.open_milestones(),
+        )
+
+    async def _await_exceptions(self) -> None:
+        """Parked time keeps the engagement open only while someone decides: finance replays it
+        (after fixing the cause) or writes it off with a reason."""
+        st = self.status
+        reasons = ", ".join(f"{code} {n}" for code, n in sorted(st.open_exceptions_by_reason.items()))
+        await self.steps.park(
+            PauseReason(
+                kind=PauseKind.TIME_EXCEPTIONS_OPEN,
+                queue=StewardQueue.FINANCE_OPS,
+                action=StewardAction.REPLAY_OR_WRITE_OFF,
+                system="q2c",
+                operation="close engagement",
+                fields=[FieldIssue(field="time_exceptions", reason=f"{st.open_exception_count} open ({reasons})")],
+                message=f"{st.open_exception_count} approved time entr{'y' if st.open_exception_count == 1 else 'ies'} "
+                f"could not be posted after the grace window ({reasons}): fix the cause and replay, or write "
+                "off with a reason.",
+            ),
+            until=lambda: st.open_exception_count == 0 or st.unbilled_after_final,
+        )
+
+    def _carry(self) -> EngagementInput:
+        return EngagementInput(
+            opportunity_id=self.opp, source="continue-as-new", delivery=self.config, state=self.status
+        )
+
+    async def _close_systems(self) -> None:
+        st = self.status
+        ids = CloseSystemsInput(
+            opportunity_id=self.opp, erp_project_id=st.erp_project_id, psa_workspace_id=st.psa_workspace.workspace_id
+        )
+        set_details(st, "Everything posted, invoiced and paid: closing the ERP project and the PSA workspace")
+        await self.steps.call(
+            DeliveryActivities.close_erp_project,
+            ids,
+            f"ERP: close project {st.erp_project_id}",
+            system="erp",
+            operation="close project",
+        )
+        await self.steps.call(
+            DeliveryActivities.close_psa_workspace,
+            ids,
+            f"PSA: close workspace {ids.psa_workspace_id}",
+            system="psa",
+            operation="close workspace",
+        )
+        final = EngagementStage.CANCELLED if st.cancelled else EngagementStage.CLOSED
+        summary = self.summary()
+        set_stage(
+            st,
+            final,
+            f"{final.value}: {summary.hours} h posted, billed {summary.billed}, "
+            f"collected {summary.collected}" + (f" ({st.cancelled.reason})" if st.cancelled else ""),
+        )
+        await self.steps.mirror_stage()
+
+    def summary(self) -> EngagementSummary:
+        billed: dict[str, Decimal] = {}
+        collected: dict[str, Decimal] = {}
+        for inv in self.status.invoices:
+            billed[inv.currency] = billed.get(inv.currency, Decimal(0)) + inv.total
+            collected[inv.currency] = collected.get(inv.currency, Decimal(0)) + inv.amount_paid
+        return EngagementSummary(
+            opportunity_id=self.opp,
+            stage=self.status.stage,
+            hours=(Decimal(self.status.totals.posted_minutes) / Decimal(60)).quantize(Decimal("0.01")),
+            billed=billed,
+            collected=collected,
+            invoices=len(self.status.invoices),
+        )

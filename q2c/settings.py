@@ -1,0 +1,139 @@
+"""Configuration from the environment: one place, read when asked (never at import).
+
+Temporal's own variable names are used where they exist (TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE); everything of ours starts with Q2C_. Pointing q2c at a real
+Salesforce / NetSuite / Kantata is a matter of setting the *_URL and credential
+variables, not of code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_TASK_QUEUE = "q2c-engagements"
+
+# Demo credentials shared by the sandboxes and the connectors (sandbox only).
+DEMO_CRM_CLIENT_ID = "q2c-demo-client"
+DEMO_CRM_CLIENT_SECRET = "q2c-demo-secret"
+DEMO_CRM_ORG_ID = "00D5e000000Q2CDEMO"
+DEMO_ERP_ACCOUNT = "1234567_SB1"
+DEMO_ERP_CLIENT_ID = "q2c-demo-erp-client"
+DEMO_ERP_CLIENT_SECRET = "q2c-demo-erp-secret"
+DEMO_PSA_TOKEN = "q2c-demo-psa-token"
+# Standard Webhooks secret: "whsec_" + base64 of the key bytes.
+DEMO_WEBHOOK_SECRET = "whsec_cTJjLWRlbW8td2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+@dataclass(frozen=True)
+class CrmSettings:
+    base_url: str
+    client_id: str
+    client_secret: str
+    api_version: str
+    organization_id: str
+
+
+@dataclass(frozen=True)
+class ErpSettings:
+    base_url: str
+    account_id: str
+    client_id: str
+    client_secret: str
+    # requests this process keeps in flight at most: below NetSuite's account-wide limit (5 on
+    # small accounts), which every integration shares; with N workers use limit / N
+    max_in_flight: int | None = 4
+
+
+@dataclass(frozen=True)
+class PsaSettings:
+    base_url: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str
+    temporal_namespace: str
+    task_queue: str
+    state_dir: Path
+    crm: CrmSettings
+    erp: ErpSettings
+    psa: PsaSettings
+    webhook_host: str
+    webhook_port: int
+    webhook_secret: str
+    crm_port: int
+    psa_port: int
+    erp_port: int
+    temporal_ui_url: str
+    http_timeout_seconds: float = 15.0
+    period_seconds: int | None = None  # demo: seconds per billing month; None = calendar months
+    payment_poll_seconds: int = 86_400
+    grace_days: int = 3  # after the end date, late approvals are collected this long before the final posting
+    ledger_db_url: str | None = None  # Q2C_LEDGER_DB_URL; None: SQLite in the state folder
+    api_tokens: str | None = None  # Q2C_API_TOKENS (user:role:token,...); None: the demo tokens
+    console_secret: str | None = None  # Q2C_CONSOLE_SECRET; None: a random key per process
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def webhook_base_url(self) -> str:
+        return f"http://{self.webhook_host}:{self.webhook_port}"
+
+    @property
+    def outbound_message_url(self) -> str:
+        return f"{self.webhook_base_url}/webhooks/salesforce/outbound"
+
+    def sandbox_db_url(self, system: str) -> str:
+        return _env(f"Q2C_{system.upper()}_DB_URL", f"sqlite:///{self.state_dir / (system + '.db')}")
+
+
+def load_settings() -> Settings:
+    state_dir = Path(_env("Q2C_STATE_DIR", str(Path(__file__).resolve().parents[1] / ".state")))
+    crm_port = int(_env("Q2C_CRM_PORT", "8101"))
+    psa_port = int(_env("Q2C_PSA_PORT", "8102"))
+    erp_port = int(_env("Q2C_ERP_PORT", "8103"))
+    return Settings(
+        temporal_address=_env("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+        temporal_namespace=_env("TEMPORAL_NAMESPACE", "default"),
+        task_queue=_env("TEMPORAL_TASK_QUEUE", DEFAULT_TASK_QUEUE),
+        state_dir=state_dir,
+        crm=CrmSettings(
+            base_url=_env("Q2C_CRM_URL", f"http://127.0.0.1:{crm_port}"),
+            client_id=_env("Q2C_CRM_CLIENT_ID", DEMO_CRM_CLIENT_ID),
+            client_secret=_env("Q2C_CRM_CLIENT_SECRET", DEMO_CRM_CLIENT_SECRET),
+            api_version=_env("Q2C_CRM_API_VERSION", "v60.0"),
+            organization_id=_env("Q2C_CRM_ORG_ID", DEMO_CRM_ORG_ID),
+        ),
+        erp=ErpSettings(
+            base_url=_env("Q2C_ERP_URL", f"http://127.0.0.1:{erp_port}"),
+            account_id=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
+            client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),
+            client_secret=_env("Q2C_ERP_CLIENT_SECRET", DEMO_ERP_CLIENT_SECRET),
+            max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
+        ),
+        psa=PsaSettings(
+            base_url=_env("Q2C_PSA_URL", f"http://127.0.0.1:{psa_port}"),
+            token=_env("Q2C_PSA_TOKEN", DEMO_PSA_TOKEN),
+        ),
+        webhook_host=_env("Q2C_WEBHOOK_HOST", "127.0.0.1"),
+        webhook_port=int(_env("Q2C_WEBHOOK_PORT", "8000")),
+        webhook_secret=_env("Q2C_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET),
+        crm_port=crm_port,
+        psa_port=psa_port,
+        erp_port=erp_port,
+        temporal_ui_url=_env("Q2C_TEMPORAL_UI_URL", "http://127.0.0.1:8233"),
+        http_timeout_seconds=float(_env("Q2C_HTTP_TIMEOUT_SECONDS", "15")),
+        period_seconds=int(_env("Q2C_PERIOD_SECONDS", "0")) or None,
+        payment_poll_seconds=int(_env("Q2C_PAYMENT_POLL_SECONDS", "86400")),
+        grace_days=int(_env("Q2C_GRACE_DAYS", "3")),
+        ledger_db_url=_env("Q2C_LEDGER_DB_URL", "") or None,
+        api_tokens=_env("Q2C_API_TOKENS", "") or None,
+        console_secret=_env("Q2C_CONSOLE_SECRET", "") or None,
+    )

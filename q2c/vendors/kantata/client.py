@@ -1,0 +1,429 @@
+"""Kantata (PSA) connector: templates, roles, and idempotent workspace provisioning.
+
+Kantata API v1 facts this relies on:
+- base path `/api/v1/`, resources as `<plural>.json`; auth `Authorization: Bearer <token>`
+  (a fixed OAuth/API token: on 401 there is nothing to refresh, so after the base class's
+  one retry the call fails as `VendorAuthFailed`, non-retryable);
+- errors are `{"errors": [{"type", "message", "field"?}]}` (type: validation, oauth,
+  system, rate_limit); 429 means over the rate limit and is retried by the caller;
+- lists are paged (`page`, `per_page` up to 200) in the `{count, meta, results, <key>}`
+  envelope; filters such as `search=`, `workspace_id=`, `only=`;
+- Kantata has no upsert by external id. `provision_workspace` therefore finds what an earlier
+  attempt made before it creates anything: the workspace by its `external_references` entry
+  (service_name "q2c", service_model "opportunity"), else by the opportunity id in brackets in
+  its title (an attempt that died between creating the workspace and its reference), stories
+  by title and resource requests by role within the workspace.
+
+Time (delivery to cash):
+- only *approved* time leaves the PSA: `list_approved_time` reads `time_entries.json` with
+  `approved=true`, `date_performed_between=<EARLIEST>:<through>`, sorted by date then id;
+- an entry is priced by the role it was booked under: its `role_id` (Kantata's "project role
+  of the user who performed the work"); without one, the user's project role on the workspace
+  (`workspace_resources`, when they hold exactly one); never the user's account role, which
+  is their role today. Otherwise the entry comes back with no role and a `role_issue`;
+- what q2c posted to the ERP is marked with an external reference on the TimeEntry
+  (service_name "q2c", service_model "timeBill", service_model_ref = the ERP timeBill id);
+  `unposted_only` asks for entries without such a reference
+  (`without_external_reference=q2c`, the sandbox's stand-in for Kantata's
+  `include=external_references` + a client-side check);
+- paging under the "unposted" filter moves: each `mark_time_posted` takes an entry out of
+  the filtered list, so page 2 read after marking page 1 skips entries. Callers therefore
+  always re-read page 1 after marking what they got; `has_more` says whether the *current*
+  filtered list has more pages than the one read.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+from q2c.domain.delivery import TimeEntry
+from q2c.domain.engagement import Engagement
+from q2c.domain.project import ProjectTemplate, PsaWorkspace, ResourceDemand, Task
+from q2c.settings import PsaSettings
+from q2c.vendors.http import READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError
+from q2c.vendors.kantata import mapping as m
+
+API_PREFIX = "/api/v1"
+PAGE_SIZE = 200  # Kantata's maximum per_page
+EARLIEST_DATE = date(2000, 1, 1)  # lower end of "everything up to `through`"
+SANDBOX_PREFIX = "/__sandbox"
+
+
+class KantataClient(VendorClient):
+    system = "psa"
+
+    def __init__(
+        self,
+        settings: PsaSettings,
+        *,
+        timeout: float = 15.0,
+        audit: AuditHook | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        read_retries: int = READ_RETRIES,
+    ) -> None:
+        base = settings.base_url.rstrip("/")
+        # Accept both "https://api.mavenlink.com" and "https://api.mavenlink.com/api/v1".
+        self._prefix = "" if base.endswith(API_PREFIX) else API_PREFIX
+        super().__init__(base, timeout=timeout, audit=audit, transport=transport, read_retries=read_retries)
+        self.settings = settings
+        self._role_names: dict[str, str] = {}  # role id -> name, filled on first need
+
+    # --- VendorClient hooks -------------------------------------------------------------
+    async def _fetch_token(self) -> str:
+        return self.settings.token
+
+    def _parse_errors(self, response: httpx.Response) -> list[VendorError]:
+        items = response.json()["errors"]
+        return [
+            VendorError(
+                code=str(e.get("type") or f"HTTP_{response.status_code}"),
+                message=str(e.get("message") or ""),
+                fields=(str(e["field"]),) if e.get("field") else (),
+            )
+            for e in items
+        ]
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _path(self, resource: str) -> str:
+        return f"{self._prefix}/{resource}"
+
+    async def _get(self, resource: str, operation: str, params: dict[str, Any] | None = None) -> dict:
+        response = await self.request("GET", self._path(resource), operation=operation, params=params)
+        return response.json()
+
+    async def _list_all(
+        self, resource: str, operation: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a filtered list, following `meta.page_count`."""
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = await self._get(resource, operation, {**(params or {}), "page": page, "per_page": PAGE_SIZE})
+            out.extend(m.results(body))
+            if page >= int(body.get("meta", {}).get("page_count") or 0):
+                return out
+            page += 1
+
+    async def _write(self, method: str, resource: str, payload: dict[str, Any], operation: str) -> dict[str, Any]:
+        response = await self.request(
+            method, self._path(resource), operation=operation, json=payload, ok_statuses=(200, 201)
+        )
+        return m.first_result(response.json())
+
+    # --- templates and roles ----------------------------------------------------------------
+    async def list_templates(self) -> list[ProjectTemplate]:
+        objects = await self._list_all("workspace_templates.json", "list_templates")
+        return [m.template_from_kantata(o) for o in objects]
+
+    async def template_for(self, service_line: str) -> ProjectTemplate | None:
+        """The template whose service line matches (case and spacing ignored), else None."""
+        wanted = m.normalize(service_line)
+        for template in await self.list_templates():
+            if m.normalize(template.service_line) == wanted:
+                return template
+        return None
+
+    async def list_roles(self) -> dict[str, str]:
+        """Role name -> Kantata role id."""
+        return m.roles_by_name(await self._list_all("roles.json", "list_roles"))
+
+    # --- workspaces --------------------------------------------------------------------------
+    async def update_workspace(self, workspace_id: str, engagement: Engagement) -> None:
+        """A change order reaches the PSA: the workspace's budget and due date follow the contract."""
+        body = {
+            "workspace": {
+                "budget_in_cents": m.to_cents(engagement.contract_value.amount, engagement.currency),
+                "currency": engagement.currency,
+            }
+        }
+        if engagement.end_date:
+            body["workspace"]["due_date"] = engagement.end_date.isoformat()
+        await self.request(
+            "PUT", self._path(f"workspaces/{workspace_id}.json"), operation="update_workspace", json=body
+        )
+
+    async def get_workspace(self, workspace_id: str) -> dict[str, Any]:
+        """The Kantata workspace object, with its `stories`, `resource_requests` and
+        `external_references` as lists (404 -> ApplicationError VendorNotFound)."""
+        body = await self._get(
+            f"workspaces/{workspace_id}.json",
+            "get_workspace",
+            {"include": "stories,resource_requests,external_references"},
+        )
+        workspace = dict(m.first_result(body))
+        for key, ids in (
+            ("stories", "story_ids"),
+            ("resource_requests", "resource_request_ids"),
+            ("external_references", "external_reference_ids"),
+        ):
+            workspace[key] = [body.get(key, {})[i] for i in workspace.get(ids, []) if i in body.get(key, {})]
+        return workspace
+
+    async def find_workspace(self, opportunity_id: str) -> dict[str, Any] | None:
+        """The workspace q2c made for this opportunity: by external reference, else by title."""
+        refs = await self._list_all(
+            "external_references.json",
+            "find_workspace_reference",
+            {
+                "subject_type": m.WORKSPACE_SUBJECT,
+                "service_name": m.SERVICE_NAME,
+                "service_model": m.OPPORTUNITY_MODEL,
+                "service_model_ref": opportunity_id,
+            },
+        )
+        ids = sorted({r["subject_id"] for r in refs}, key=int)
+        if ids:
+            found = await self._list_all("workspaces.json", "get_workspaces", {"only": ",".join(ids)})
+            if found:
+                return found[0]
+        candidates = await self._list_all(
+            "workspaces.json", "search_workspaces", {"search": m.opportunity_tag(opportunity_id)}
+        )
+        matching = [w for w in candidates if m.title_matches(w["title"], opportunity_id)]
+        return min(matching, key=lambda w: int(w["id"])) if matching else None
+
+    async def provision_workspace(
+        self, engagement: Engagement, template: ProjectTemplate, *, erp_project_id: str
+    ) -> PsaWorkspace:
+        """Workspace, references, template stories and staffing demand; safe to repeat.
+
+        Repeating the call, or calling again after a crash at any point, converges on exactly
+        one workspace, one story per template task, one resource request per rate-card role
+        and one external reference per kind (opportunity, ERP project).
+        """
+        demand = m.resource_demand(engagement)
+        roles = await self.list_roles()
+        unknown = [d.role for d in demand if m.find_role_id(roles, d.role) is None]
+        if unknown:
+            raise ApplicationError(
+                f"psa provision_workspace: rate-card role(s) {unknown} have no Kantata role (known: {sorted(roles)})",
+                {
+                    "system": self.system,
+                    "operation": "provision_workspace",
+                    "unknown_roles": unknown,
+                    "known_roles": sorted(roles),
+                },
+                type=REJECTED_TYPE,
+                non_retryable=True,
+            )
+
+        workspace = await self.find_workspace(engagement.opportunity_id)
+        if workspace is None:
+            workspace = await self._write(
+                "POST",
+                "workspaces.json",
+                m.workspace_payload(engagement, template, erp_project_id=erp_project_id),
+                "create_workspace",
+            )
+        workspace_id = str(workspace["id"])
+
+        await self._ensure_references(workspace_id, m.wanted_references(engagement, erp_project_id))
+        tasks = await self._ensure_stories(workspace_id, template.tasks)
+        requests = await self._ensure_requests(workspace_id, engagement, demand, roles)
+        return PsaWorkspace(workspace_id=workspace_id, title=workspace["title"], tasks=tasks, resource_demand=requests)
+
+    async def _ensure_references(self, workspace_id: str, wanted: dict[str, str]) -> None:
+        existing = await self._list_all(
+            "external_references.json",
+            "list_external_references",
+            {"subject_type": m.WORKSPACE_SUBJECT, "subject_id": workspace_id, "service_name": m.SERVICE_NAME},
+        )
+        for model, ref in wanted.items():
+            same_kind = [r for r in existing if r["service_model"] == model]
+            if not same_kind:
+                await self._write(
+                    "POST",
+                    "external_references.json",
+                    m.external_reference_payload(workspace_id, model, ref),
+                    "create_external_reference",
+                )
+            elif all(r["service_model_ref"] != ref for r in same_kind):
+                # e.g. the ERP project was recreated: point the one reference at the new id.
+                await self._write(
+                    "PUT",
+                    f"external_references/{same_kind[0]['id']}.json",
+                    {"external_reference": {"service_model_ref": ref, "status": "synced"}},
+                    "update_external_reference",
+                )
+
+    async def _ensure_stories(self, workspace_id: str, template_tasks: list[Task]) -> list[Task]:
+        existing = await self._list_all("stories.json", "list_stories", {"workspace_id": workspace_id})
+        by_title: dict[str, dict[str, Any]] = {}
+        for story in existing:
+            by_title.setdefault(m.normalize(story["title"]), story)
+        tasks: list[Task] = []
+        for task in template_tasks:
+            story = by_title.get(m.normalize(task.name))
+            if story is None:
+                story = await self._write("POST", "stories.json", m.story_payload(workspace_id, task), "create_story")
+                by_title[m.normalize(task.name)] = story
+            tasks.append(Task(name=task.name, billable=task.billable, psa_story_id=str(story["id"])))
+        return tasks
+
+    async def _ensure_requests(
+        self, workspace_id: str, engagement: Engagement, demand: list[ResourceDemand], roles: dict[str, str]
+    ) -> list[ResourceDemand]:
+        existing = await self._list_all(
+            "resource_requests.json", "list_resource_requests", {"workspace_id": workspace_id}
+        )
+        by_role: dict[str, dict[str, Any]] = {}
+        for request in existing:
+            by_role.setdefault(str(request["role_id"]), request)
+        out: list[ResourceDemand] = []
+        for item in demand:
+            role_id = m.find_role_id(roles, item.role)
+            assert role_id is not None  # checked before anything was written
+            request = by_role.get(role_id)
+            if request is None:
+                request = await self._write(
+                    "POST",
+                    "resource_requests.json",
+                    m.resource_request_payload(workspace_id, role_id, item, engagement),
+                    "create_resource_request",
+                )
+                by_role[role_id] = request
+            out.append(ResourceDemand(role=item.role, hours=item.hours, psa_resource_request_id=str(request["id"])))
+        return out
+
+    # --- time (delivery to cash) -----------------------------------------------------------
+    async def _role_name_map(self, needed: set[str]) -> dict[str, str]:
+        """Role id -> name, read once per client and again when an unknown id shows up."""
+        if not needed <= self._role_names.keys():
+            objects = await self._list_all("roles.json", "list_roles")
+            self._role_names = {str(o["id"]): o["name"] for o in objects}
+        return self._role_names
+
+    async def list_approved_time(
+        self,
+        workspace_id: str,
+        *,
+        through: date,
+        page: int = 1,
+        per_page: int = PAGE_SIZE,
+        unposted_only: bool = True,
+        only_ids: list[str] | None = None,
+    ) -> tuple[list[TimeEntry], bool]:
+        """One page of the workspace's approved time performed on or before `through`.
+
+        Sorted by (date_performed, id). `unposted_only` leaves out entries q2c already marked
+        posted; `only_ids` restricts to those entry ids (an empty list matches nothing).
+        Returns (entries, has_more), `has_more` being true when the filtered list has pages
+        after `page`. With `unposted_only`, re-read page 1 after marking entries posted.
+        """
+        if only_ids is not None and not only_ids:
+            return [], False
+        params: dict[str, Any] = {
+            "workspace_id": workspace_id,
+            "approved": "true",
+            "date_performed_between": f"{EARLIEST_DATE.isoformat()}:{through.isoformat()}",
+            "order": "date_performed:asc",
+            "include": "user",
+            "page": max(1, page),
+            "per_page": max(1, min(per_page, PAGE_SIZE)),
+        }
+        if unposted_only:
+            params["without_external_reference"] = m.SERVICE_NAME
+        if only_ids is not None:
+            params["only"] = ",".join(str(i) for i in only_ids)
+        body = await self._get("time_entries.json", "list_approved_time", params)
+        objects = m.results(body)
+        users = body.get("users", {})
+        project_roles: dict[str, set[str]] = {}
+        if any(not o.get("role_id") for o in objects):
+            # only an entry booked without a role needs the workspace's resources (one read)
+            project_roles = m.project_roles(
+                await self._list_all(
+                    "workspace_resources.json", "list_workspace_resources", {"workspace_id": workspace_id}
+                )
+            )
+        needed = {m.entry_role_id(o, project_roles)[0] for o in objects} - {None}
+        roles = await self._role_name_map(needed)
+        entries = sorted(
+            (m.time_entry_from_kantata(o, users, roles, project_roles) for o in objects),
+            key=lambda e: (e.date_performed, int(e.psa_id)),
+        )
+        page_count = int(body.get("meta", {}).get("page_count") or 0)
+        return entries, params["page"] < page_count
+
+    async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
+        """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.
+
+        One external reference per entry: created if missing, re-pointed if it names another
+        timeBill (e.g. the ERP record was recreated).
+        """
+        refs = await self._list_all(
+            "external_references.json",
+            "find_time_reference",
+            {
+                "subject_type": m.TIME_ENTRY_SUBJECT,
+                "subject_id": entry_id,
+                "service_name": m.SERVICE_NAME,
+                "service_model": m.TIME_BILL_MODEL,
+            },
+        )
+        if any(r["service_model_ref"] == erp_time_bill_id for r in refs):
+            return
+        if refs:
+            await self._write(
+                "PUT",
+                f"external_references/{refs[0]['id']}.json",
+                {"external_reference": {"service_model_ref": erp_time_bill_id, "status": "synced"}},
+                "update_time_reference",
+            )
+            return
+        await self._write(
+            "POST",
+            "external_references.json",
+            m.time_reference_payload(entry_id, erp_time_bill_id),
+            "create_time_reference",
+        )
+
+    async def workspace_tasks(self, workspace_id: str) -> list[Task]:
+        """The workspace's stories as tasks with their billable flag (404 -> VendorNotFound)."""
+        workspace = await self.get_workspace(workspace_id)
+        stories = sorted(workspace["stories"], key=lambda s: (s.get("position") or 0, int(s["id"])))
+        return [m.task_from_story(s) for s in stories]
+
+    async def close_workspace(self, workspace_id: str) -> None:
+        """Close the workspace (status "closed"): it takes no more time. Idempotent."""
+        body = await self._get(f"workspaces/{workspace_id}.json", "get_workspace")
+        if m.workspace_closed(m.first_result(body)):
+            return
+        await self._write(
+            "PUT", f"workspaces/{workspace_id}.json", {"workspace": {"status": "closed"}}, "close_workspace"
+        )
+
+    async def generate_time(
+        self,
+        workspace_id: str,
+        *,
+        start: date,
+        end: date,
+        entries_per_week: int = 5,
+        seed: int = 0,
+        approve: bool = True,
+        roles: list[str] | None = None,
+        billable_only: bool = False,
+    ) -> dict:
+        """Sandbox only (`POST /__sandbox/time/generate`): realistic time for a workspace,
+        weekly submissions approved when `approve`. Returns the ids and totals."""
+        payload: dict[str, Any] = {
+            "workspace_id": workspace_id,
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat(),
+            "entries_per_week": entries_per_week,
+            "seed": seed,
+            "approve": approve,
+            "billable_only": billable_only,
+        }
+        if roles is not None:
+            payload["roles"] = roles
+        root = self.base_url[: -len(API_PREFIX)] if self.base_url.endswith(API_PREFIX) else self.base_url
+        response = await self.request(
+            "POST", f"{root}{SANDBOX_PREFIX}/time/generate", operation="generate_time", json=payload, ok_statuses=(200,)
+        )
+        return response.json()

@@ -1,0 +1,121 @@
+"""The q2c worker: runs the engagement workflows and the activities that call CRM, PSA and ERP.
+
+Configuration from the environment (see settings.py): TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_TASK_QUEUE, and the Q2C_* vendor endpoints. SIGINT/SIGTERM shut it down cleanly:
+no new tasks are taken and running activities are given time to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from q2c.activity_errors import BoundedUnexpectedErrors
+from q2c.delivery.activities import DeliveryActivities
+from q2c.engagement.search_attributes import ensure_search_attributes
+from q2c.engagement.workflow import EngagementWorkflow
+from q2c.ledger.audit import audit_hook
+from q2c.ledger.config import ledger_url
+from q2c.ledger.store import Ledger
+from q2c.provisioning.activities import EngagementActivities
+from q2c.settings import Settings, load_settings
+from q2c.temporal import connect, exit_process
+from q2c.vendors.kantata.client import KantataClient
+from q2c.vendors.netsuite.client import NetSuiteClient
+from q2c.vendors.salesforce.client import SalesforceClient
+
+log = logging.getLogger("q2c.worker")
+
+
+class Activities:
+    """Every activity the worker runs, sharing one connector per vendor and the ledger."""
+
+    def __init__(self, engagement: EngagementActivities, delivery: DeliveryActivities, ledger: Ledger) -> None:
+        self.engagement = engagement
+        self.delivery = delivery
+        self.ledger = ledger
+
+    def all(self) -> list:
+        return self.engagement.all() + self.delivery.all()
+
+
+@asynccontextmanager
+async def engagement_activities(settings: Settings, ledger: Ledger | None = None):
+    """Connectors for the three systems (each call audited in the ledger), closed on exit."""
+    own_ledger = ledger is None
+    if ledger is None:
+        ledger = Ledger.from_url(ledger_url(settings))
+        ledger.create_all()
+    audit = audit_hook(ledger)
+    try:
+        async with AsyncExitStack() as stack:
+            timeout = settings.http_timeout_seconds
+            crm = await stack.enter_async_context(SalesforceClient(settings.crm, timeout=timeout, audit=audit))
+            erp = await stack.enter_async_context(NetSuiteClient(settings.erp, timeout=timeout, audit=audit))
+            psa = await stack.enter_async_context(KantataClient(settings.psa, timeout=timeout, audit=audit))
+            yield Activities(
+                EngagementActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
+                DeliveryActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
+                ledger,
+            )
+    finally:
+        if own_ledger:
+            ledger.dispose()
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: Activities, graceful_shutdown: timedelta = timedelta(seconds=10)
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[EngagementWorkflow],
+        activities=activities.all(),
+        interceptors=[BoundedUnexpectedErrors()],
+        max_concurrent_activities=50,
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
+
+
+async def run_worker(settings: Settings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
+    client = client or await connect(settings)
+    added = await ensure_search_attributes(client)
+    if added:
+        log.info("registered search attributes: %s", ", ".join(added))
+    stop = stop or asyncio.Event()
+    async with engagement_activities(settings) as activities:
+        worker = build_worker(client, settings, activities)
+        async with worker:
+            log.info(
+                "worker polling task queue %r on %s (namespace %s)",
+                settings.task_queue,
+                settings.temporal_address,
+                settings.temporal_namespace,
+            )
+            await stop.wait()
+            log.info("shutting down worker")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    stop = asyncio.Event()
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop=stop)
+
+    asyncio.run(_main())
+    exit_process(0)
+
+
+if __name__ == "__main__":
+    main()

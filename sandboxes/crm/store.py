@@ -1,0 +1,221 @@
+"""Record storage with Salesforce semantics: IDs, system fields, validation, upsert, triggers.
+
+The triggers the sandbox models are the workflow rules behind the Outbound Message, each
+queuing one notification in the same transaction as the write:
+- an Opportunity whose StageName *changes to* "Closed Won" (on create, update or upsert);
+  setting "Closed Won" on an opportunity that already was Closed Won queues nothing;
+- a change order on a Closed Won opportunity: its Amount or End_Date__c changes, or one of its
+  line items (rates, milestones) is created or changed. Reference fields written back by an
+  integration (ERP/PSA IDs, invoice and payment status) never trigger anything.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete as sa_delete
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select
+
+from sandboxes.crm import ids, jsonutil
+from sandboxes.crm.errors import SfError
+from sandboxes.crm.models import CRM_TABLES, IdSequenceRow, OutboundMessageRow, OutboundNotificationRow, SObjectRow
+from sandboxes.crm.schema import CLOSED_WON, computed_fields, schema_for, validate_write
+
+FIRST_DYNAMIC_SEQUENCE = 1000  # seeded records use lower sequence numbers
+
+
+class MultipleMatches(Exception):
+    def __init__(self, record_ids: list[str]) -> None:
+        super().__init__(record_ids)
+        self.record_ids = record_ids
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def sf_datetime(value: datetime) -> str:
+    """Salesforce's REST datetime format, e.g. 2026-11-25T17:02:02.000+0000."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+
+
+class CrmStore:
+    def __init__(self, engine: Engine, id_instance: str = ids.DEFAULT_INSTANCE) -> None:
+        self.engine = engine
+        self.lock = threading.RLock()
+        self.id_instance = id_instance
+
+    def create_tables(self) -> None:
+        SQLModel.metadata.create_all(self.engine, tables=CRM_TABLES)
+
+    # --- reading ------------------------------------------------------------------------
+    def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:
+        schema_for(sobject)
+        with Session(self.engine) as s:
+            row = s.get(SObjectRow, ids.normalize_id(record_id))
+            if row is None or row.sobject_type != sobject:
+                return None
+            return _materialize(row)
+
+    def all(self, sobject: str) -> list[dict[str, Any]]:
+        schema_for(sobject)
+        with Session(self.engine) as s:
+            rows = s.exec(select(SObjectRow).where(SObjectRow.sobject_type == sobject).order_by(SObjectRow.id)).all()
+            return [_materialize(r) for r in rows]
+
+    def count(self) -> int:
+        with Session(self.engine) as s:
+            return len(s.exec(select(SObjectRow.id)).all())
+
+    # --- writing ------------------------------------------------------------------------
+    def create(
+        self, sobject: str, values: dict[str, Any], *, record_id: str | None = None, at: datetime | None = None
+    ) -> str:
+        clean = validate_write(sobject, values, creating=True)
+        with self.lock, Session(self.engine) as s:
+            self._check_references(s, sobject, clean)
+            new_id = record_id or self._next_id(s, ids.KEY_PREFIXES[sobject])
+            stamp = at or now_utc()
+            row = SObjectRow(
+                id=new_id, sobject_type=sobject, fields_json=jsonutil.dumps(clean), created_at=stamp, updated_at=stamp
+            )
+            s.add(row)
+            self._trigger(s, sobject, new_id, {}, clean)
+            s.commit()
+            return new_id
+
+    def update(self, sobject: str, record_id: str, values: dict[str, Any]) -> None:
+        clean = validate_write(sobject, values, creating=False)
+        with self.lock, Session(self.engine) as s:
+            row = s.get(SObjectRow, ids.normalize_id(record_id))
+            if row is None or row.sobject_type != sobject:
+                raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+            self._check_references(s, sobject, clean)
+            self._apply(s, row, clean)
+            s.commit()
+
+    def upsert(self, sobject: str, field: str, value: str, values: dict[str, Any]) -> tuple[str, bool]:
+        """Upsert by external ID: (id, created). Raises MultipleMatches when ambiguous."""
+        schema = schema_for(sobject)
+        fdef = schema.get(field)
+        if fdef is None or not fdef.external_id:
+            raise SfError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}")
+        if field == "Id":
+            if self.get(sobject, value) is None:
+                raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+            self.update(sobject, value, values)
+            return ids.normalize_id(value), False
+        if field in values and values[field] != value:
+            raise SfError(
+                400, "INVALID_FIELD", f"The external ID field {field} in the body does not match the URL", [field]
+            )
+        with self.lock:
+            matches = [
+                r["Id"]
+                for r in self.all(sobject)
+                if r.get(field) is not None and str(r[field]).lower() == value.lower()
+            ]
+            if len(matches) > 1:
+                raise MultipleMatches(matches)
+            if matches:
+                self.update(sobject, matches[0], {k: v for k, v in values.items() if k != field})
+                return matches[0], False
+            return self.create(sobject, {**values, field: value}), True
+
+    def delete(self, sobject: str, record_id: str) -> None:
+        schema_for(sobject)
+        with self.lock, Session(self.engine) as s:
+            row = s.get(SObjectRow, ids.normalize_id(record_id))
+            if row is None or row.sobject_type != sobject:
+                raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
+            s.delete(row)
+            s.commit()
+
+    def wipe(self) -> None:
+        with self.lock, Session(self.engine) as s:
+            for model in (SObjectRow, IdSequenceRow, OutboundNotificationRow, OutboundMessageRow):
+                s.exec(sa_delete(model))
+            s.commit()
+
+    # --- internals ----------------------------------------------------------------------
+    def _apply(self, s: Session, row: SObjectRow, clean: dict[str, Any]) -> None:
+        before = jsonutil.loads(row.fields_json)
+        after = {**before, **clean}
+        row.fields_json = jsonutil.dumps(after)
+        row.updated_at = now_utc()
+        s.add(row)
+        self._trigger(s, row.sobject_type, row.id, before, after)
+
+    def _check_references(self, s: Session, sobject: str, clean: dict[str, Any]) -> None:
+        schema = schema_for(sobject)
+        for name, value in list(clean.items()):
+            target = schema[name].reference_to
+            if target is None or value is None:
+                continue
+            ref = s.get(SObjectRow, ids.normalize_id(value)) if ids.is_valid_id(value) else None
+            if ref is None or ref.sobject_type != target:
+                raise SfError(400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {name}", [name])
+            clean[name] = ref.id
+
+    def _next_id(self, s: Session, prefix: str) -> str:
+        seq = s.get(IdSequenceRow, prefix)
+        if seq is None:
+            seq = IdSequenceRow(prefix=prefix, next_value=FIRST_DYNAMIC_SEQUENCE)
+        value = seq.next_value
+        seq.next_value = value + 1
+        s.add(seq)
+        return ids.make_id(prefix, value, self.id_instance)
+
+    def _trigger(self, s: Session, sobject: str, record_id: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        if sobject == "OpportunityLineItem":
+            parent = s.get(SObjectRow, ids.normalize_id(str(after.get("OpportunityId") or "")))
+            if parent is not None and before != after:
+                opp = _materialize(parent)
+                if opp.get("StageName") == CLOSED_WON:
+                    self._notify(s, opp["Id"], opp)
+            return
+        if sobject != "Opportunity":
+            return
+        closed_won = after.get("StageName") == CLOSED_WON
+        if closed_won and before.get("StageName") != CLOSED_WON:
+            self._notify(s, record_id, after)
+        elif closed_won and any(before.get(f) != after.get(f) for f in CHANGE_ORDER_FIELDS):
+            self._notify(s, record_id, after)
+
+    def _notify(self, s: Session, record_id: str, opp: dict[str, Any]) -> None:
+        snapshot = {
+            "Id": record_id,
+            "Name": opp.get("Name"),
+            "StageName": opp.get("StageName"),
+            "AccountId": opp.get("AccountId"),
+        }
+        note_id = self._next_id(s, ids.NOTIFICATION_PREFIX)
+        s.add(
+            OutboundNotificationRow(
+                id=note_id, opportunity_id=record_id, sobject_json=json.dumps(snapshot), created_at=now_utc()
+            )
+        )
+
+
+CHANGE_ORDER_FIELDS = ("Amount", "End_Date__c")
+
+
+def _materialize(row: SObjectRow) -> dict[str, Any]:
+    """Full record in schema order (unset fields null), with system and computed fields."""
+    stored = jsonutil.loads(row.fields_json)
+    system = {
+        "Id": row.id,
+        "CreatedDate": sf_datetime(row.created_at),
+        "LastModifiedDate": sf_datetime(row.updated_at),
+        "SystemModstamp": sf_datetime(row.updated_at),
+    }
+    values = {**stored, **system, **computed_fields(row.sobject_type, stored)}
+    return {name: values.get(name) for name in schema_for(row.sobject_type)}
+
+
+Seeder = Callable[[CrmStore], None]

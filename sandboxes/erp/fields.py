@@ -1,0 +1,110 @@
+"""Field checks shared by the ERP sandbox's record validators (NetSuite's own error shapes)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sandboxes.erp.errors import invalid, missing
+from sandboxes.erp.store import RecordStore
+
+REF_TARGETS = {
+    "subsidiary": "subsidiary",
+    "currency": "currency",
+    "terms": "term",
+    "parent": "customer",
+    "project": "job",
+}
+
+
+def _text(out: dict, name: str, label: str, *, required: bool = False, max_len: int = 300) -> str | None:
+    value = out.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise missing(name, label)
+        out.pop(name, None)
+        return None
+    if not isinstance(value, str):
+        raise invalid(name, value, "Expected a string")
+    if len(value) > max_len:
+        raise invalid(name, value[:40] + "...", f"Longer than {max_len} characters")
+    return value
+
+
+def _ref(out: dict, name: str, label: str, store: RecordStore, *, required: bool = False) -> dict | None:
+    value = out.get(name)
+    if value in (None, "", {}):
+        if required:
+            raise missing(name, label)
+        out.pop(name, None)
+        return None
+    target_type = REF_TARGETS[name]
+    if isinstance(value, dict) and value.get("id") not in (None, ""):
+        target = store.get(target_type, str(value["id"]))
+        shown = value["id"]
+    elif isinstance(value, dict) and value.get("externalId"):
+        target = store.get_by_eid(target_type, str(value["externalId"]))
+        shown = f"eid:{value['externalId']}"
+    else:
+        raise invalid(name, value, 'Expected a reference like {"id": "1"}')
+    if target is None:
+        raise invalid(name, shown)
+    out[name] = {"id": target["id"]}
+    return target
+
+
+def amount(value: Any, path: str, *, positive: bool = False) -> Decimal:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise invalid(path, value, "Expected an exact decimal number")
+    try:
+        result = Decimal(str(value)) if isinstance(value, (int, str)) else value
+        if not isinstance(result, Decimal) or not result.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        raise invalid(path, value, "Expected a number") from None
+    if result < 0 or (positive and result == 0):
+        raise invalid(path, value, "Must be greater than zero" if positive else "Must not be negative")
+    return result
+
+
+def _date(out: dict, name: str) -> date | None:
+    value = out.get(name)
+    if value in (None, ""):
+        out.pop(name, None)
+        return None
+    try:
+        parsed = date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise invalid(name, value, "Expected a date YYYY-MM-DD")
+    out[name] = parsed.isoformat()
+    return parsed
+
+
+def _items(value: Any, path: str) -> list:
+    if isinstance(value, dict) and isinstance(value.get("items"), list):
+        return value["items"]
+    if isinstance(value, list):
+        return value
+    raise invalid(path, value, 'Expected a sublist {"items": [...]}')
+
+
+def _enum(out: dict, name: str, label: str, allowed: tuple[str, ...], *, required: bool) -> str | None:
+    value = out.get(name)
+    if value in (None, ""):
+        if required:
+            raise missing(name, label)
+        out.pop(name, None)
+        return None
+    if isinstance(value, dict):  # NetSuite select fields may come as {"id": "TM"}
+        value = value.get("id")
+    if value not in allowed:
+        raise invalid(name, value, f"Allowed: {', '.join(allowed)}")
+    out[name] = value
+    return value
+
+
+def job_is_open(job: dict) -> bool:
+    return (job.get("entityStatus") or {}).get("id", "IN_PROGRESS") != "CLOSED"

@@ -1,0 +1,196 @@
+"""The `q` parameter of record collection GETs (NetSuite's simple query syntax).
+
+    q=externalId IS "X"
+    q=companyName START_WITH "Acme" AND subsidiary ANY_OF [1, 2]
+    q=parent ANY_OF 101
+    q=custentity_contract_value GREATER 1000
+    q=customer ANY_OF [5002] AND isBilled IS false AND tranDate ON_OR_BEFORE "2027-01-31"
+
+Conditions are `field OPERATOR value`, joined by AND / OR (AND binds tighter). Operators:
+IS, IS_NOT, ANY_OF, NONE_OF, START_WITH, CONTAIN, EQUAL, GREATER, GREATER_OR_EQUAL, LESS,
+LESS_OR_EQUAL, EMPTY, EMPTY_NOT, and for dates ON, BEFORE, AFTER, ON_OR_BEFORE, ON_OR_AFTER
+(values as YYYY-MM-DD or NetSuite's M/D/YYYY). Booleans compare with IS true / IS false.
+Text comparisons ignore case, as NetSuite's do. A reference
+field compares by the referenced record's internal ID. A malformed query is 400
+INVALID_PARAMETER.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+from sandboxes.erp.errors import NetSuiteError
+
+_TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|(\[)|(\])|(,)|([^\s\[\],"]+))')
+UNARY = {"EMPTY", "EMPTY_NOT"}
+OPERATORS = {
+    "IS",
+    "IS_NOT",
+    "ANY_OF",
+    "NONE_OF",
+    "START_WITH",
+    "CONTAIN",
+    "EQUAL",
+    "GREATER",
+    "GREATER_OR_EQUAL",
+    "LESS",
+    "LESS_OR_EQUAL",
+} | UNARY
+DATE_OPERATORS = {"ON", "BEFORE", "AFTER", "ON_OR_BEFORE", "ON_OR_AFTER"}
+OPERATORS |= DATE_OPERATORS
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+Predicate = Callable[[dict], bool]
+
+
+def _bad(detail: str) -> NetSuiteError:
+    return NetSuiteError(
+        400, "INVALID_PARAMETER", f"Invalid search query. Detailed unprocessed description follows. {detail}", "q"
+    )
+
+
+def _tokens(q: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    q = q.strip()
+    while pos < len(q):
+        m = _TOKEN.match(q, pos)
+        if not m or m.end() == pos:
+            raise _bad(f"Unexpected character at position {pos}.")
+        pos = m.end()
+        if m.group(1) is not None:
+            out.append(("str", m.group(1).replace('\\"', '"')))
+        elif m.group(2):
+            out.append(("[", "["))
+        elif m.group(3):
+            out.append(("]", "]"))
+        elif m.group(4):
+            out.append((",", ","))
+        elif m.group(5):
+            out.append(("word", m.group(5)))
+    return out
+
+
+def _scalar(value: object) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    return str(value)
+
+
+def _num(text: str | None) -> Decimal | None:
+    try:
+        return Decimal(text) if text is not None else None
+    except InvalidOperation:
+        return None
+
+
+def _iso_date(text: str) -> str:
+    m = _US_DATE.match(text)
+    if m:
+        return f"{m.group(3)}-{int(m.group(1)):02d}-{int(m.group(2)):02d}"
+    if not re.match(r"^\d{4}-\d{2}-\d{2}$", text):
+        raise _bad(f"Invalid date '{text}'.")
+    return text
+
+
+def _date_condition(field: str, op: str, value: str) -> Predicate:
+    wanted = _iso_date(value)
+
+    def test(record: dict) -> bool:
+        actual = record.get(field)
+        if not isinstance(actual, str):
+            return False
+        return {
+            "ON": actual == wanted,
+            "BEFORE": actual < wanted,
+            "AFTER": actual > wanted,
+            "ON_OR_BEFORE": actual <= wanted,
+            "ON_OR_AFTER": actual >= wanted,
+        }[op]
+
+    return test
+
+
+def _condition(field: str, op: str, values: list[str]) -> Predicate:
+    if op in DATE_OPERATORS:
+        return _date_condition(field, op, values[0])
+    wanted = [v.lower() for v in values]
+    as_bool = [{"true": "t", "false": "f"}.get(w, w) for w in wanted]
+
+    def test(record: dict) -> bool:
+        raw = record.get(field)
+        actual = _scalar(raw)
+        return _compare(op, actual, as_bool if isinstance(raw, bool) else wanted, values)
+
+    return test
+
+
+def _compare(op: str, actual: str | None, wanted: list[str], values: list[str]) -> bool:
+    low = actual.lower() if actual is not None else None
+    if op == "EMPTY":
+        return actual is None
+    if op == "EMPTY_NOT":
+        return actual is not None
+    if op == "IS":
+        return low == wanted[0]
+    if op == "IS_NOT":
+        return low != wanted[0]
+    if op == "ANY_OF":
+        return low in wanted
+    if op == "NONE_OF":
+        return low not in wanted
+    if op == "START_WITH":
+        return low is not None and low.startswith(wanted[0])
+    if op == "CONTAIN":
+        return low is not None and wanted[0] in low
+    a, b = _num(actual), _num(values[0])
+    if a is None or b is None:
+        return False
+    return {"EQUAL": a == b, "GREATER": a > b, "GREATER_OR_EQUAL": a >= b, "LESS": a < b, "LESS_OR_EQUAL": a <= b}[op]
+
+
+def parse_query(q: str) -> Predicate:
+    toks = _tokens(q)
+    i = 0
+    groups: list[list[Predicate]] = [[]]
+    while True:
+        if i + 1 >= len(toks) or toks[i][0] != "word" or toks[i + 1][0] != "word":
+            raise _bad("Expected: field OPERATOR value.")
+        field, op = toks[i][1], toks[i + 1][1].upper()
+        if op not in OPERATORS:
+            raise _bad(f"Unknown operator '{toks[i + 1][1]}'.")
+        i += 2
+        values: list[str] = []
+        if op not in UNARY:
+            if i < len(toks) and toks[i][0] == "[":
+                i += 1
+                while i < len(toks) and toks[i][0] != "]":
+                    if toks[i][0] in ("str", "word"):
+                        values.append(toks[i][1])
+                    elif toks[i][0] != ",":
+                        raise _bad("Malformed value list.")
+                    i += 1
+                if i >= len(toks):
+                    raise _bad("Unclosed value list.")
+                i += 1
+            elif i < len(toks) and toks[i][0] in ("str", "word"):
+                values.append(toks[i][1])
+                i += 1
+            if not values:
+                raise _bad(f"Missing value for {field} {op}.")
+        groups[-1].append(_condition(field, op, values))
+        if i >= len(toks):
+            break
+        joiner = toks[i][1].upper() if toks[i][0] == "word" else ""
+        if joiner == "OR":
+            groups.append([])
+        elif joiner != "AND":
+            raise _bad(f"Expected AND or OR, found '{toks[i][1]}'.")
+        i += 1
+
+    return lambda record: any(all(p(record) for p in group) for group in groups)

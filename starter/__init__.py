@@ -1,1 +1,0 @@
-"""How engagements start: the CRM webhook service and the q2c CLI."""

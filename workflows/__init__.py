@@ -1,1 +1,0 @@
-"""Deterministic orchestration only: no I/O here, activities do the calls."""
