@@ -640,26 +640,36 @@ class Delivery:
             opportunity_id=self.opp, source="continue-as-new", delivery=self.config, state=self.status
         )
 
+    async def close_projects(self, ids: CloseSystemsInput, why: str = "") -> list[str]:
+        """Close the ERP project and the PSA workspace that exist; returns what was closed."""
+        closed: list[str] = []
+        if ids.erp_project_id:
+            await self.steps.call(
+                DeliveryActivities.close_erp_project,
+                ids,
+                f"ERP: close project {ids.erp_project_id}{why}",
+                system="erp",
+                operation="close project",
+            )
+            closed.append(f"ERP project {ids.erp_project_id} closed")
+        if ids.psa_workspace_id:
+            await self.steps.call(
+                DeliveryActivities.close_psa_workspace,
+                ids,
+                f"PSA: close workspace {ids.psa_workspace_id}{why}",
+                system="psa",
+                operation="close workspace",
+            )
+            closed.append(f"PSA workspace {ids.psa_workspace_id} closed")
+        return closed
+
     async def _close_systems(self) -> None:
         st = self.status
         ids = CloseSystemsInput(
             opportunity_id=self.opp, erp_project_id=st.erp_project_id, psa_workspace_id=st.psa_workspace.workspace_id
         )
         set_details(st, "Everything posted, invoiced and paid: closing the ERP project and the PSA workspace")
-        await self.steps.call(
-            DeliveryActivities.close_erp_project,
-            ids,
-            f"ERP: close project {st.erp_project_id}",
-            system="erp",
-            operation="close project",
-        )
-        await self.steps.call(
-            DeliveryActivities.close_psa_workspace,
-            ids,
-            f"PSA: close workspace {ids.psa_workspace_id}",
-            system="psa",
-            operation="close workspace",
-        )
+        await self.close_projects(ids)
         final = EngagementStage.CANCELLED if st.cancelled else EngagementStage.CLOSED
         summary = self.summary()
         set_stage(

@@ -74,6 +74,16 @@ QUEUE_BY_SYSTEM = {
 KIND_BY_SYSTEM = {"erp": PauseKind.ERP_REJECTED, "psa": PauseKind.PSA_REJECTED, "crm": PauseKind.CRM_REJECTED}
 
 
+async def execute(
+    fn: Callable, arg: Any, summary: str, *, timeout: timedelta = VENDOR_TIMEOUT, heartbeat: timedelta | None = None
+) -> Any:
+    """One vendor activity with q2c's retry policy: transient failures retry without limit;
+    what Temporal stops retrying arrives as ActivityError for the caller to park or report."""
+    return await workflow.execute_activity_method(
+        fn, arg, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat, retry_policy=VENDOR_RETRY, summary=summary
+    )
+
+
 class Abandoned(Exception):
     """A parked step will not be retried (the engagement was cancelled while it waited)."""
 
@@ -136,14 +146,7 @@ class Steps:
         `abandon_when`: stop waiting (raise Abandoned) when this becomes true, e.g. cancelled."""
         while True:
             try:
-                return await workflow.execute_activity_method(
-                    fn,
-                    arg,
-                    start_to_close_timeout=timeout,
-                    heartbeat_timeout=heartbeat,
-                    retry_policy=VENDOR_RETRY,
-                    summary=summary,
-                )
+                return await execute(fn, arg, summary, timeout=timeout, heartbeat=heartbeat)
             except ActivityError as err:
                 pause = vendor_failure(err, system, operation)
             if not await self.park(pause, abandon_when=abandon_when):

@@ -18,7 +18,6 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from q2c.delivery.activities import DeliveryActivities
     from q2c.delivery.inputs import CloseSystemsInput
     from q2c.delivery.workflow import Delivery
     from q2c.domain.stage import EngagementStage
@@ -446,27 +445,11 @@ class EngagementWorkflow:
         ids = CloseSystemsInput(
             opportunity_id=st.opportunity_id, erp_project_id=st.erp_project_id, psa_workspace_id=workspace_id
         )
+        closed += await self._delivery.close_projects(ids, " (cancelled during setup)")
         if st.erp_project_id:
-            await self._steps.call(
-                DeliveryActivities.close_erp_project,
-                ids,
-                f"ERP: close project {st.erp_project_id} (cancelled during setup)",
-                system="erp",
-                operation="close project",
+            closed[0] += (
+                f" (its billing schedule {st.erp_billing_schedule_id or '-'} bills nothing on a closed project)"
             )
-            closed.append(
-                f"ERP project {st.erp_project_id} closed (its billing schedule "
-                f"{st.erp_billing_schedule_id or '-'} bills nothing on a closed project)"
-            )
-        if ids.psa_workspace_id:
-            await self._steps.call(
-                DeliveryActivities.close_psa_workspace,
-                ids,
-                f"PSA: close workspace {ids.psa_workspace_id} (cancelled during setup)",
-                system="psa",
-                operation="close workspace",
-            )
-            closed.append(f"PSA workspace {ids.psa_workspace_id} closed")
         if st.erp_customer_id:
             closed.append(f"ERP customer {st.erp_customer_id} kept (customer master, shared by its engagements)")
         what = "; ".join(closed) if closed else "nothing was provisioned"

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         StewardAction,
         StewardQueue,
     )
-    from q2c.engagement.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Steps, vendor_failure
+    from q2c.engagement.steps import VENDOR_TIMEOUT, Steps, execute, vendor_failure
     from q2c.engagement.visibility import describe_engagement, set_stage, set_steward_queue
     from q2c.provisioning.activities import EngagementActivities
     from q2c.provisioning.inputs import (
@@ -58,14 +58,7 @@ async def call(
     """Run one setup activity; any failure that Temporal stops retrying (a vendor's rejection,
     an unexpected error after its bounded attempts) becomes ProvisioningRejected."""
     try:
-        return await workflow.execute_activity_method(
-            fn,
-            arg,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat,
-            retry_policy=VENDOR_RETRY,
-            summary=summary,
-        )
+        return await execute(fn, arg, summary, timeout=timeout, heartbeat=heartbeat)
     except ActivityError as err:
         system, _, operation = step.partition(".")
         raise ProvisioningRejected(step, vendor_failure(err, system, operation or step)) from err
