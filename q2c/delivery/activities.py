@@ -162,7 +162,7 @@ class DeliveryActivities:
             result.not_open = sorted(set(asked) - open_before)[:OPEN_EXCEPTION_SAMPLE]
             only = [i for i in asked if i in open_before]
             if not only:
-                return await self._with_open_summary(input, result)
+                return await self._with_open_summary(input.opportunity_id, result)
         entries = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
         # written off by a steward: never posted, never parked again
         if entries:
@@ -175,7 +175,7 @@ class DeliveryActivities:
             entries = [e for e in entries if e.psa_id not in parked_now]
         result.examined = len(entries)
         if not entries:
-            return await self._with_open_summary(input, result)
+            return await self._with_open_summary(input.opportunity_id, result)
         # only the accounting periods the entries fall in (each period is one ERP read)
         first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
         periods = await with_transient_retries(
@@ -225,22 +225,22 @@ class DeliveryActivities:
             self.ledger.posted_totals, input.opportunity_id
         )
         result.last_date = max(filter(None, [result.last_date, last_posted]), default=None)
-        return await self._with_open_summary(input, result, open_before=open_before or None)
+        return await self._with_open_summary(input.opportunity_id, result, open_before)
 
     async def _with_open_summary(
-        self, input: PostTimeInput, result: PostingResult, open_before: set[str] | None = None
+        self, opportunity_id: str, result: PostingResult, open_before: set[str] | None = None
     ) -> PostingResult:
-        if open_before is None:
-            open_before = set(input.open_exception_ids)
+        """The engagement's open exceptions after this run, from the ledger; `open_before` (a
+        replay's targets that were open) tells which of them this run resolved."""
         count, by_reason, sample = await asyncio.to_thread(
-            self.ledger.open_exception_summary, input.opportunity_id, OPEN_EXCEPTION_SAMPLE
+            self.ledger.open_exception_summary, opportunity_id, OPEN_EXCEPTION_SAMPLE
         )
         result.open_count, result.open_by_reason = count, by_reason
         result.open_sample = [
             TimeExceptionInfo(psa_id=x.psa_id, reason_code=x.reason_code, message=x.message) for x in sample
         ]
         if open_before:
-            still_open = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
+            still_open = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, opportunity_id))
             resolved = sorted(open_before - still_open)
             result.resolved_count = len(resolved)
             result.resolved = resolved[:OPEN_EXCEPTION_SAMPLE]
@@ -263,9 +263,7 @@ class DeliveryActivities:
             # an id closed by an earlier attempt of this activity is not "not open": it was ours
             mine = set(closed) | await asyncio.to_thread(self.ledger.written_off_among, wanted)
             result.not_open = sorted(set(wanted) - mine)[:OPEN_EXCEPTION_SAMPLE]
-        return await self._with_open_summary(
-            PostTimeInput.model_construct(opportunity_id=input.opportunity_id, open_exception_ids=[]), result
-        )
+        return await self._with_open_summary(input.opportunity_id, result)
 
     # --- invoices --------------------------------------------------------------------
     async def _unbilled_time(self, input: IssueInvoiceInput) -> list[PostedTime]:

@@ -21,7 +21,6 @@ class PostTimeInput(BaseModel):
     currency: str
     only_psa_ids: list[str] | None = None  # a replay of specific entries
     replay_open: bool = False  # a replay of every open exception of the engagement (the ledger knows them)
-    open_exception_ids: list[str] = Field(default_factory=list)  # unused since the ledger holds them
     batch_size: int = 50
 
 
