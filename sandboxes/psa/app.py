@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import StatementError
 from sqlmodel import Session, col, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,7 +34,7 @@ from sandboxes.psa import render
 from sandboxes.psa import seed as seeding
 from sandboxes.psa.models import Role, User
 from sandboxes.psa.render import KantataError, error
-from sandboxes.psa.routes import RENDERERS, api_router, render_row
+from sandboxes.psa.routes import RENDERERS, api_router, as_id, get_or_404, render_row
 from sandboxes.psa.time_generator import time_sandbox_router
 from sandboxes.psa.time_routes import time_router
 
@@ -82,6 +83,19 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
         message = f"Malformed request: {first.get('msg', 'invalid input')}"
         return JSONResponse(render.error_body([{"type": "system", "message": message}]), status_code=400)
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(UnicodeError)
+    @app.exception_handler(StatementError)
+    async def unstorable_input(_: Request, exc: Exception) -> JSONResponse:
+        """A value the database cannot hold (a number beyond 64 bits, text that is not valid
+        Unicode) is the client's mistake: Kantata answers 4xx for bad input, never 5xx. A
+        database failure of any other kind stays a 500 in Kantata's error shape."""
+        cause = getattr(exc, "orig", None) if isinstance(exc, StatementError) else exc
+        if isinstance(cause, (OverflowError, UnicodeError, ValueError)):
+            message = f"Malformed request: a value cannot be stored ({type(cause).__name__})"
+            return JSONResponse(render.error_body([{"type": "system", "message": message}]), status_code=400)
+        return JSONResponse(render.error_body([{"type": "system", "message": "Internal error"}]), status_code=500)
+
     app.include_router(api_router(engine, require_auth))
     app.include_router(time_router(engine, require_auth))
 
@@ -107,7 +121,7 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
         return {"type": record_type, "count": len(items), "records": items}
 
     @app.put(f"{ADMIN_PREFIX}/users/{{user_id}}")
-    def set_user_role(user_id: int, payload: dict = Body(...)) -> dict:
+    def set_user_role(user_id: str, payload: dict = Body(...)) -> dict:
         """Stands in for an account admin changing a member's account role (Kantata: Settings >
         Members; `role_id: null` leaves the member without one). Entries already booked keep
         the role they were booked under, as in Kantata."""
@@ -115,15 +129,14 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
             raise error(422, "validation", "role_id is required (a role id, or null)", "role_id")
         raw = payload["role_id"]
         with Session(engine) as s:
-            user = s.get(User, user_id)
-            if user is None:
-                raise error(404, "system", f"User {user_id} not found")
+            user = get_or_404(s, User, user_id, "User")
+            role_id = as_id(raw)
             if raw in (None, ""):
                 user.role_id = None
-            elif not str(raw).isdigit() or s.get(Role, int(str(raw))) is None:
+            elif role_id is None or s.get(Role, role_id) is None:
                 raise error(422, "validation", f"Role {raw} does not exist", "role_id")
             else:
-                user.role_id = int(str(raw))
+                user.role_id = role_id
             s.add(user)
             s.commit()
             s.refresh(user)

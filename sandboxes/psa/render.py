@@ -17,6 +17,7 @@ Errors: `{"errors": [{"type": "validation", "message": "Title can't be blank",
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -64,18 +65,49 @@ def fault_body(status: int, code: str, message: str) -> dict[str, Any]:
     return {"errors": [{"type": type_, "message": message}]}
 
 
-def paging(page: str | None, per_page: str | None) -> tuple[int, int]:
-    """Kantata paging: `page` from 1, `per_page` default 20, capped at 200."""
+MAX_ID = 2**63 - 1  # Kantata ids are 64-bit integers; a larger number names no object
 
-    def as_int(value: str | None, default: int) -> int:
-        try:
-            return int(value) if value not in (None, "") else default
-        except ValueError:
-            return default
 
-    p = max(1, as_int(page, 1))
-    size = min(MAX_PER_PAGE, max(1, as_int(per_page, DEFAULT_PER_PAGE)))
-    return p, size
+@dataclass(frozen=True)
+class Paging:
+    """Where a list answer starts and how long it is (`meta.page_number`/`page_size`)."""
+
+    page: int
+    per_page: int
+    offset: int
+
+
+def _as_int(value: str | None) -> int | None:
+    """Brainstem's `to_i` leniency, minus Ruby's prefix parsing: a non-number is "not given"."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def paging(params: Any) -> Paging:
+    """Kantata paging, as its API framework (Brainstem, mavenlink/brainstem
+    `lib/brainstem/query_strategies/base_strategy.rb`) computes it:
+
+    - `page` from 1 (smaller or unreadable: 1) and `per_page` (default 20, at most 200; smaller
+      than 1 or unreadable: 20), the paging the Kantata API reference documents;
+    - `limit` and `offset`, only when BOTH are given (`calculate_limit_and_offset`): `limit`
+      clamped to 1..200, `offset` to 0 or more; one of them alone is ignored.
+
+    Out-of-range numbers never reach the database: the offset is capped so a page far beyond
+    the list answers an empty page, not an error."""
+    limit, offset = _as_int(params.get("limit")), _as_int(params.get("offset"))
+    if limit is not None and offset is not None:
+        size = min(MAX_PER_PAGE, max(1, limit))
+        start = min(max(0, offset), MAX_ID)
+        return Paging(page=start // size + 1, per_page=size, offset=start)
+    size = _as_int(params.get("per_page"))
+    size = DEFAULT_PER_PAGE if size is None or size < 1 else min(MAX_PER_PAGE, size)
+    page = max(1, _as_int(params.get("page")) or 1)
+    page = min(page, MAX_ID // size)
+    return Paging(page=page, per_page=size, offset=(page - 1) * size)
 
 
 def envelope(

@@ -3,7 +3,8 @@
 Lists take `page`/`per_page` (20 by default, at most 200), `only=1,2` (ids) and per-resource
 filters; workspaces also `search=` (title contains, case-insensitive) and
 `include=stories,resource_requests,external_references`. `workspace_resources` (filters
-`workspace_id`, `user_id`) are the people on a workspace and the project role each holds there. Creates take
+`workspace_id`, `user_id`) are the people on a workspace and the project role each holds there.
+`GET /users/me.json` answers the user the token belongs to. Creates take
 the object under its
 root key (`{"workspace": {...}}`) and answer 200 with the envelope holding the new object.
 """
@@ -34,6 +35,7 @@ from sandboxes.psa.models import (
     utcnow,
 )
 from sandboxes.psa.render import error
+from sandboxes.psa.seed import TOKEN_USER_ID
 
 # Workspace associations that `include=` may name: key -> (model, id list on the workspace).
 WORKSPACE_INCLUDES: dict[str, tuple[type, str]] = {
@@ -52,17 +54,36 @@ SUBJECT_MODELS: dict[str, type] = {
 }
 
 
+def as_id(value: Any) -> int | None:
+    """A Kantata object id (1..2^63-1) from text or a number, else None: a number beyond 64 bits,
+    zero, a negative one or anything that is not a whole number names no object."""
+    if isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    number = int(text)
+    return number if 1 <= number <= render.MAX_ID else None
+
+
 def only_ids(value: str | None) -> list[int] | None:
+    """`only=1,2,3`: the ids among them that can exist (others match nothing)."""
     if not value:
         return None
-    return [int(p) for p in value.split(",") if p.strip().isdigit()]
+    return [i for i in (as_id(p) for p in value.split(",")) if i is not None]
 
 
-def int_or_none(value: str | None) -> int | None:
-    """A numeric filter value; a non-numeric one matches nothing (-1)."""
+def int_or_none(value: str | None, name: str = "id") -> int | None:
+    """A numeric id filter (`workspace_id=7002`); absent or empty: None. A value that is not a
+    64-bit id (text, a fraction, 0 or less, beyond 2^63-1) is malformed input: 400 in
+    Kantata's error shape, naming the parameter (the reference types these filters as
+    integers), never a database error."""
     if value is None or value == "":
         return None
-    return int(value) if value.strip().isdigit() else -1
+    number = as_id(value)
+    if number is None:
+        raise error(400, "system", f"{name} must be a Kantata id (a whole number from 1 to {render.MAX_ID})", name)
+    return number
 
 
 def template_json(session: Session, t: WorkspaceTemplate) -> dict[str, Any]:
@@ -94,14 +115,18 @@ def list_rows(session: Session, key: str, request: Request, conditions: list[Any
     ids = only_ids(params.get("only"))
     if ids is not None:
         conditions = [*conditions, col(model.id).in_(ids)]
-    page, per_page = render.paging(params.get("page"), params.get("per_page"))
+    paging = render.paging(params)
     total = session.exec(select(func.count()).select_from(model).where(*conditions)).one()
-    rows = session.exec(
-        select(model).where(*conditions).order_by(col(model.id)).offset((page - 1) * per_page).limit(per_page)
-    ).all()
+    rows = (
+        session.exec(
+            select(model).where(*conditions).order_by(col(model.id)).offset(paging.offset).limit(paging.per_page)
+        ).all()
+        if paging.offset < total
+        else []
+    )
     objects = [render_row(session, key, r) for r in rows]
     included = workspace_includes(session, objects, params.get("include")) if key == "workspaces" else None
-    return render.envelope(key, objects, total=total, page=page, per_page=per_page, included=included)
+    return render.envelope(key, objects, total=total, page=paging.page, per_page=paging.per_page, included=included)
 
 
 def workspace_includes(
@@ -125,8 +150,11 @@ def workspace_includes(
     return included
 
 
-def get_or_404(session: Session, model: type, obj_id: int, label: str) -> Any:
-    row = session.get(model, obj_id)
+def get_or_404(session: Session, model: type, obj_id: Any, label: str) -> Any:
+    """The row, else Kantata's 404; an id that cannot exist (beyond 64 bits, 0, negative) is a
+    404 too, never a database error."""
+    number = as_id(obj_id)
+    row = session.get(model, number) if number is not None else None
     if row is None:
         raise error(404, "system", f"{label} {obj_id} not found")
     return row
@@ -172,7 +200,7 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
             return list_rows(s, "workspaces", request, conds)
 
     @router.get("/workspaces/{workspace_id}.json")
-    def show_workspace(workspace_id: int, request: Request) -> dict:
+    def show_workspace(workspace_id: str, request: Request) -> dict:
         with session() as s:
             ws = render.workspace(get_or_404(s, Workspace, workspace_id, "Workspace"))
             included = workspace_includes(s, [ws], request.query_params.get("include"))
@@ -192,7 +220,7 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
             return render.single("workspaces", render.workspace(ws))
 
     @router.put("/workspaces/{workspace_id}.json")
-    def update_workspace(workspace_id: int, payload: Any = Body(None)) -> dict:
+    def update_workspace(workspace_id: str, payload: Any = Body(None)) -> dict:
         data = v.root(payload, "workspace")
         with session() as s:
             ws = get_or_404(s, Workspace, workspace_id, "Workspace")
@@ -211,12 +239,12 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
     @router.get("/stories.json")
     def list_stories(request: Request, workspace_id: str | None = None) -> dict:
         with session() as s:
-            wid = int_or_none(workspace_id)
+            wid = int_or_none(workspace_id, "workspace_id")
             conds = [Story.workspace_id == wid] if wid is not None else []
             return list_rows(s, "stories", request, conds)
 
     @router.get("/stories/{story_id}.json")
-    def show_story(story_id: int) -> dict:
+    def show_story(story_id: str) -> dict:
         with session() as s:
             return render.single("stories", render.story(get_or_404(s, Story, story_id, "Story")))
 
@@ -257,6 +285,15 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
         with session() as s:
             return list_rows(s, "users", request, [])
 
+    @router.get("/users/me.json")
+    @router.get("/users/me")
+    def current_user() -> dict:
+        """Kantata's "Fetching the current user": the user the OAuth token belongs to, in the
+        usual envelope under `users`. The sandbox's one token belongs to the seed's
+        `TOKEN_USER_ID` (an integration's pre-flight check reads who it acts as)."""
+        with session() as s:
+            return render.single("users", render.user(get_or_404(s, User, TOKEN_USER_ID, "User")))
+
     @router.get("/roles.json")
     def list_roles(request: Request) -> dict:
         with session() as s:
@@ -266,7 +303,7 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
     @router.get("/resource_requests.json")
     def list_resource_requests(request: Request, workspace_id: str | None = None) -> dict:
         with session() as s:
-            wid = int_or_none(workspace_id)
+            wid = int_or_none(workspace_id, "workspace_id")
             conds = [ResourceRequest.workspace_id == wid] if wid is not None else []
             return list_rows(s, "resource_requests", request, conds)
 
@@ -300,8 +337,11 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
     def list_workspace_resources(request: Request, workspace_id: str | None = None, user_id: str | None = None) -> dict:
         with session() as s:
             conds: list[Any] = []
-            for column, value in ((WorkspaceResource.workspace_id, workspace_id), (WorkspaceResource.user_id, user_id)):
-                number = int_or_none(value)
+            for name, column, value in (
+                ("workspace_id", WorkspaceResource.workspace_id, workspace_id),
+                ("user_id", WorkspaceResource.user_id, user_id),
+            ):
+                number = int_or_none(value, name)
                 if number is not None:
                     conds.append(column == number)
             return list_rows(s, "workspace_resources", request, conds)
@@ -355,7 +395,7 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
             conds: list[Any] = []
             if subject_type:
                 conds.append(ExternalReference.subject_type == subject_type)
-            sid = int_or_none(subject_id)
+            sid = int_or_none(subject_id, "subject_id")
             if sid is not None:
                 conds.append(ExternalReference.subject_id == sid)
             for column, value in (
@@ -390,10 +430,10 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
                 service_name=str(data["service_name"]),
                 service_model=str(data["service_model"]),
                 service_model_ref=str(data["service_model_ref"]),
-                status=data.get("status"),
-                external_link=data.get("external_link"),
-                external_status=data.get("external_status"),
-                external_message=data.get("external_message"),
+                status=v.text_or_none(data.get("status")),
+                external_link=v.text_or_none(data.get("external_link")),
+                external_status=v.text_or_none(data.get("external_status")),
+                external_message=v.text_or_none(data.get("external_message")),
                 last_synced_at=utcnow(),
             )
             s.add(row)
@@ -402,7 +442,7 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
             return render.single("external_references", render.external_reference(row))
 
     @router.put("/external_references/{reference_id}.json")
-    def update_external_reference(reference_id: int, payload: Any = Body(None)) -> dict:
+    def update_external_reference(reference_id: str, payload: Any = Body(None)) -> dict:
         data = v.root(payload, "external_reference")
         with session() as s:
             row = get_or_404(s, ExternalReference, reference_id, "External reference")
@@ -421,7 +461,10 @@ def api_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRo
                 "external_message",
             ):
                 if field in data:
-                    setattr(row, field, data[field])
+                    value = v.text_or_none(data[field])
+                    if field in ("service_name", "service_model", "service_model_ref") and value is None:
+                        continue  # required: a null cannot blank them (checked above for text)
+                    setattr(row, field, value)
             row.updated_at = row.last_synced_at = utcnow()
             s.add(row)
             s.commit()

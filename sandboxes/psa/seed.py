@@ -3,7 +3,7 @@
 Fixed ids so that demos and tests can name them:
 - roles 501-505: Engagement Manager, Senior Consultant, Consultant, Solution Architect,
   Project Manager;
-- users 201-207 (consultants of the demo firm);
+- users 201-207 (consultants of the demo firm); the API token belongs to 201;
 - workspace templates 3001-3004 for the service lines Data & Analytics, ERP Implementation,
   Advisory, Cloud Migration (deliberately none for Cybersecurity, so that an engagement of
   that line waits for a steward);
@@ -98,6 +98,7 @@ TEMPLATES: dict[int, tuple[str, str, list[tuple[str, bool]]]] = {
 }
 
 DEMO_WORKSPACE_ID = 7001
+TOKEN_USER_ID = 201  # the sandbox's one API token belongs to Priya Raman (GET /users/me.json)
 
 
 def seed(engine: Engine) -> bool:

@@ -113,7 +113,7 @@ def _submit_weeks(s: Session, entries: list[TimeEntry], approve: bool) -> list[i
         days = sorted(e.date_performed for e in group)
         sub = tk.submit(s, wid, uid, days[0], days[-1])
         if approve:
-            tk.resolve(s, sub, approve=True, description="Approved by the sandbox generator")
+            tk.resolve(s, sub, outcome=tk.APPROVED, description="Approved by the sandbox generator")
         assert sub.id is not None
         ids.append(sub.id)
     return ids

@@ -1,25 +1,36 @@
 """`/api/v1` time endpoints of the Kantata sandbox: time entries and timesheet submissions.
 
-`GET /time_entries.json` filters (all optional, combined with AND):
-- `workspace_id`, `user_id`, `story_id`, `only=1,2,3`;
-- `approved=true|false`;
-- `date_performed_between=YYYY-MM-DD:YYYY-MM-DD`, both ends inclusive (Kantata's range
-  syntax); the sandbox also accepts an open end (`:2025-03-31`, `2025-03-01:`);
-- `updated_after=<ISO 8601 datetime>` (strictly after);
-- `without_external_reference=<service_name>`: only entries that carry no external reference
-  of that service (e.g. `q2c`). A sandbox convenience: a real integration would list with
-  `include=external_references` and drop the referenced entries client-side (which makes
-  Kantata's page counts describe the unfiltered list); here the filter runs in the query so
-  `count`/`meta.page_count` describe exactly the filtered list.
-Sorted by `date_performed`, then `id` (`order=date_performed:desc` reverses the dates).
-`include=user,story` adds the associated objects under their own top-level keys.
+`GET /time_entries.json` as the Kantata API reference documents it ("Fetching a list of Time
+Entries", developer.kantata.com/kantata/specification/time-entries/get-time-entries); filters
+are optional and combined with AND:
+- `workspace_id`, `user_id`, `story_id`, `only=1,2,3` (an id that cannot exist matches nothing);
+- `approved`: "When included in your request, this filter is always processed as true; the
+  actual value you provide is ignored." So `approved=false` (or any value) lists approved
+  entries; leaving the parameter out lists every entry;
+- `date_performed_between=YYYY-MM-DD:YYYY-MM-DD`, both ends inclusive (Kantata's colon
+  range); the sandbox also accepts an open end (`:2025-03-31`, `2025-03-01:`);
+- `updated_after=<ISO 8601 datetime>` (strictly after; `created_after` likewise);
+- `include=user,story,external_references`: the associated objects under their own
+  top-level keys (`users`, `stories`, `external_references`, indexed by id, never in
+  `results`), and on each entry the id list `external_reference_ids` when references are
+  included. There is no "without external reference" filter in Kantata: an integration
+  tracks what it posted itself (q2c: its ledger) and may read the references to check.
+- `order=<field>:<asc|desc>` ("Ordering": supply `order` with a valid sort field and a
+  direction, e.g. `order=created_at:desc`) for `date_performed`, `created_at`, `updated_at`
+  and `id`; the id breaks ties in the same direction, so paging is a total order. Without
+  `order` (or with a field it does not know, which Kantata's framework ignores) entries come
+  by `date_performed` descending, Kantata's documented default.
+- paging as every list: `page`/`per_page` (20, at most 200), `limit`+`offset` (see render.paging).
 
 Writes: `POST /time_entries.json {"time_entry": {...}}`, `PUT /time_entries/{id}.json`
 (422 "Time entry is locked" once approved), `DELETE /time_entries/{id}.json` (same lock).
 `POST /timesheet_submissions.json {"timesheet_submission": {workspace_id, user_id,
 start_date, end_date}}` submits that user's unsubmitted time in the range (status `pending`);
-`PUT /timesheet_submissions/{id}/approve` and `/reject` (optionally with
-`{"resolution": {"description": ...}}`) resolve it, as Kantata's endpoints do.
+`PUT /timesheet_submissions/{id}/approve`, `/reject` and `/cancel` (optionally with
+`{"resolution": {"description": ...}}`) resolve it: Kantata's Timesheet Submissions "can be
+approved, rejected, or canceled". Approve and reject take a pending submission; cancel also
+takes an approved one, which withdraws the approval: its entries are unapproved, unlocked
+and editable again (and their `updated_at` moves), to be submitted and approved anew.
 """
 
 from __future__ import annotations
@@ -29,7 +40,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from sqlalchemy import and_, exists, not_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -47,15 +57,6 @@ TIME_ENTRY_INCLUDES: dict[str, tuple[str, type, str]] = {
 RENDER_INCLUDED: dict[str, Callable[[Any], dict[str, Any]]] = {"users": render.user, "stories": render.story}
 
 
-def _bool_param(value: str, name: str) -> bool:
-    text = value.strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise error(400, "system", f"{name} must be true or false")
-
-
 def _between(value: str) -> tuple[str | None, str | None]:
     start, sep, end = value.partition(":")
     try:
@@ -69,11 +70,11 @@ def _between(value: str) -> tuple[str | None, str | None]:
         raise error(400, "system", "date_performed_between must be YYYY-MM-DD:YYYY-MM-DD") from None
 
 
-def _after(value: str) -> str:
+def _after(value: str, name: str) -> str:
     try:
         moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
     except ValueError:
-        raise error(400, "system", "updated_after must be an ISO 8601 datetime") from None
+        raise error(400, "system", f"{name} must be an ISO 8601 datetime") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -86,14 +87,15 @@ def time_entry_conditions(params: Any) -> list[Any]:
         ("user_id", TimeEntry.user_id),
         ("story_id", TimeEntry.story_id),
     ):
-        value = int_or_none(params.get(name))
+        value = int_or_none(params.get(name), name)
         if value is not None:
             conds.append(column == value)
     ids = only_ids(params.get("only"))
     if ids is not None:
         conds.append(col(TimeEntry.id).in_(ids))
-    if params.get("approved"):
-        conds.append(TimeEntry.approved == _bool_param(params["approved"], "approved"))
+    if "approved" in params:
+        # Kantata: "always processed as true; the actual value you provide is ignored"
+        conds.append(TimeEntry.approved == True)  # noqa: E712
     if params.get("date_performed_between"):
         start, end = _between(params["date_performed_between"])
         if start:
@@ -101,41 +103,77 @@ def time_entry_conditions(params: Any) -> list[Any]:
         if end:
             conds.append(TimeEntry.date_performed <= end)
     if params.get("updated_after"):
-        conds.append(TimeEntry.updated_at > _after(params["updated_after"]))
-    service = params.get("without_external_reference")
-    if service:
-        conds.append(
-            not_(
-                exists().where(
-                    and_(
-                        ExternalReference.subject_type == "TimeEntry",
-                        ExternalReference.subject_id == TimeEntry.id,
-                        ExternalReference.service_name == service,
-                    )
-                )
-            )
-        )
+        conds.append(TimeEntry.updated_at > _after(params["updated_after"], "updated_after"))
+    if params.get("created_after"):
+        conds.append(TimeEntry.created_at > _after(params["created_after"], "created_after"))
     return conds
+
+
+SORT_FIELDS = {
+    "date_performed": TimeEntry.date_performed,
+    "created_at": TimeEntry.created_at,
+    "updated_at": TimeEntry.updated_at,
+    "id": TimeEntry.id,
+}
+DEFAULT_ORDER = ("date_performed", "desc")
+
+
+def time_entry_order(value: str | None) -> list[Any]:
+    """`order=field:direction`, the id after it in the same direction (a total order, so pages
+    never overlap or leave gaps while the list is unchanged); an unknown field falls back to
+    the default (date_performed descending), an unknown direction to ascending."""
+    field, _, direction = (value or "").strip().partition(":")
+    if field not in SORT_FIELDS:
+        field, direction = DEFAULT_ORDER
+    descending = direction.strip().lower() == "desc"
+    columns = [col(SORT_FIELDS[field])] + ([] if field == "id" else [col(TimeEntry.id)])
+    return [c.desc() if descending else c.asc() for c in columns]
 
 
 def list_time_entries(s: Session, params: Any) -> dict[str, Any]:
     conds = time_entry_conditions(params)
-    page, per_page = render.paging(params.get("page"), params.get("per_page"))
+    paging = render.paging(params)
     total = s.exec(select(func.count()).select_from(TimeEntry).where(*conds)).one()
-    by_date = col(TimeEntry.date_performed)
-    order = by_date.desc() if params.get("order") == "date_performed:desc" else by_date.asc()
-    rows = s.exec(
-        select(TimeEntry).where(*conds).order_by(order, col(TimeEntry.id)).offset((page - 1) * per_page).limit(per_page)
-    ).all()
+    rows = (
+        s.exec(
+            select(TimeEntry)
+            .where(*conds)
+            .order_by(*time_entry_order(params.get("order")))
+            .offset(paging.offset)
+            .limit(paging.per_page)
+        ).all()
+        if paging.offset < total
+        else []
+    )
     objects = [render.time_entry(r) for r in rows]
     included: dict[str, list[dict[str, Any]]] = {}
-    for name in (n.strip() for n in (params.get("include") or "").split(",")):
+    names = {n.strip() for n in (params.get("include") or "").split(",")}
+    for name in names:
         if name in TIME_ENTRY_INCLUDES:
             key, model, fk = TIME_ENTRY_INCLUDES[name]
             ids = sorted({getattr(r, fk) for r in rows if getattr(r, fk) is not None})
             found = s.exec(select(model).where(col(model.id).in_(ids))).all() if ids else []
             included[key] = [RENDER_INCLUDED[key](o) for o in found]
-    return render.envelope("time_entries", objects, total=total, page=page, per_page=per_page, included=included)
+    if "external_references" in names:
+        ids = [r.id for r in rows]
+        refs = (
+            s.exec(
+                select(ExternalReference)
+                .where(ExternalReference.subject_type == "TimeEntry", col(ExternalReference.subject_id).in_(ids))
+                .order_by(col(ExternalReference.id))
+            ).all()
+            if ids
+            else []
+        )
+        by_entry: dict[str, list[str]] = {}
+        for ref in refs:
+            by_entry.setdefault(str(ref.subject_id), []).append(str(ref.id))
+        for obj in objects:
+            obj["external_reference_ids"] = by_entry.get(obj["id"], [])
+        included["external_references"] = [render.external_reference(r) for r in refs]
+    return render.envelope(
+        "time_entries", objects, total=total, page=paging.page, per_page=paging.per_page, included=included
+    )
 
 
 def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIRouter:
@@ -151,7 +189,7 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
             return list_time_entries(s, request.query_params)
 
     @router.get("/time_entries/{entry_id}.json")
-    def show_time_entry(entry_id: int) -> dict:
+    def show_time_entry(entry_id: str) -> dict:
         with session() as s:
             row = get_or_404(s, TimeEntry, entry_id, "Time entry")
             return render.single("time_entries", render.time_entry(row))
@@ -169,7 +207,7 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
             return render.single("time_entries", render.time_entry(row))
 
     @router.put("/time_entries/{entry_id}.json")
-    def update_time_entry(entry_id: int, payload: Any = Body(None)) -> dict:
+    def update_time_entry(entry_id: str, payload: Any = Body(None)) -> dict:
         data = v.root(payload, "time_entry")
         with session() as s:
             row = get_or_404(s, TimeEntry, entry_id, "Time entry")
@@ -180,7 +218,7 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
             return render.single("time_entries", render.time_entry(row))
 
     @router.delete("/time_entries/{entry_id}.json")
-    def delete_time_entry(entry_id: int) -> dict:
+    def delete_time_entry(entry_id: str) -> dict:
         with session() as s:
             row = get_or_404(s, TimeEntry, entry_id, "Time entry")
             if row.approved or row.timesheet_submission_id is not None:
@@ -196,11 +234,11 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
     ) -> dict:
         with session() as s:
             conds: list[Any] = []
-            for column, value in (
-                (TimesheetSubmission.workspace_id, workspace_id),
-                (TimesheetSubmission.user_id, user_id),
+            for name, column, value in (
+                ("workspace_id", TimesheetSubmission.workspace_id, workspace_id),
+                ("user_id", TimesheetSubmission.user_id, user_id),
             ):
-                number = int_or_none(value)
+                number = int_or_none(value, name)
                 if number is not None:
                     conds.append(column == number)
             if status:
@@ -208,7 +246,7 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
             return list_rows(s, "timesheet_submissions", request, conds)
 
     @router.get("/timesheet_submissions/{submission_id}.json")
-    def show_submission(submission_id: int) -> dict:
+    def show_submission(submission_id: str) -> dict:
         with session() as s:
             row = get_or_404(s, TimesheetSubmission, submission_id, "Timesheet submission")
             return render.single("timesheet_submissions", render.timesheet_submission(row))
@@ -237,24 +275,30 @@ def time_router(engine: Engine, require_auth: Callable[[Request], None]) -> APIR
             s.refresh(sub)
             return render.single("timesheet_submissions", render.timesheet_submission(sub))
 
-    def resolve(submission_id: int, payload: Any, approve: bool) -> dict:
+    def resolve(submission_id: str, payload: Any, outcome: str) -> dict:
         resolution = payload.get("resolution") if isinstance(payload, dict) else None
         description = resolution.get("description") if isinstance(resolution, dict) else None
         with session() as s:
             sub = get_or_404(s, TimesheetSubmission, submission_id, "Timesheet submission")
-            tk.resolve(s, sub, approve=approve, description=description)
+            tk.resolve(s, sub, outcome=outcome, description=description)
             s.commit()
             s.refresh(sub)
             return render.single("timesheet_submissions", render.timesheet_submission(sub))
 
     @router.put("/timesheet_submissions/{submission_id}/approve")
     @router.put("/timesheet_submissions/{submission_id}/approve.json")
-    def approve_submission(submission_id: int, payload: Any = Body(None)) -> dict:
-        return resolve(submission_id, payload, True)
+    def approve_submission(submission_id: str, payload: Any = Body(None)) -> dict:
+        return resolve(submission_id, payload, tk.APPROVED)
 
     @router.put("/timesheet_submissions/{submission_id}/reject")
     @router.put("/timesheet_submissions/{submission_id}/reject.json")
-    def reject_submission(submission_id: int, payload: Any = Body(None)) -> dict:
-        return resolve(submission_id, payload, False)
+    def reject_submission(submission_id: str, payload: Any = Body(None)) -> dict:
+        return resolve(submission_id, payload, tk.REJECTED)
+
+    @router.put("/timesheet_submissions/{submission_id}/cancel")
+    @router.put("/timesheet_submissions/{submission_id}/cancel.json")
+    def cancel_submission(submission_id: str, payload: Any = Body(None)) -> dict:
+        """Cancel a pending submission, or withdraw an approved one (its time is unapproved)."""
+        return resolve(submission_id, payload, tk.CANCELED)
 
     return router

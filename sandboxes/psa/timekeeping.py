@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from sandboxes.psa import validation as v
 from sandboxes.psa.models import Role, Story, TimeEntry, TimesheetSubmission, User, Workspace, WorkspaceResource, utcnow
-from sandboxes.psa.render import KantataError, error
+from sandboxes.psa.render import MAX_ID, KantataError, error
 
 CLOSED_STATUSES = ("closed", "completed", "cancelled", "archived")
 MAX_MINUTES = 1440
@@ -119,7 +119,7 @@ def new_entry(s: Session, data: dict[str, Any], problems: v.Problems) -> TimeEnt
     rate = None
     if data.get("rate_in_cents") not in (None, ""):
         raw = data["rate_in_cents"]
-        if isinstance(raw, bool) or not str(raw).isdigit():
+        if isinstance(raw, bool) or not str(raw).isdigit() or int(str(raw)) > MAX_ID:
             problems.add("rate_in_cents", "Rate in cents must be a whole number of cents, 0 or more")
         else:
             rate = int(raw)
@@ -221,19 +221,28 @@ def _covered(s: Session, sub: TimesheetSubmission) -> list[TimeEntry]:
     return list(s.exec(select(TimeEntry).where(TimeEntry.timesheet_submission_id == sub.id)).all())
 
 
-def resolve(s: Session, sub: TimesheetSubmission, *, approve: bool, description: str | None = None) -> None:
-    """Approve (entries approved and locked) or reject (entries released, still editable)."""
-    if sub.status != "pending":
+APPROVED, REJECTED, CANCELED = "approved", "rejected", "canceled"
+
+
+def resolve(s: Session, sub: TimesheetSubmission, *, outcome: str, description: str | None = None) -> None:
+    """Approve (entries approved and locked), reject (entries released, still editable) or
+    cancel a submission. Approve and reject take a pending submission only; cancel takes a
+    pending or an approved one: withdrawing an approval unapproves its entries, which leave
+    the submission and can be edited and submitted again. Every entry touched gets a new
+    `updated_at`, as any change of an entry does in Kantata."""
+    allowed = ("pending", "approved") if outcome == CANCELED else ("pending",)
+    if sub.status not in allowed:
         raise error(422, "validation", f"Timesheet submission {sub.id} is already {sub.status}", "status")
     now = utcnow()
     for e in _covered(s, sub):
-        if approve:
+        if outcome == APPROVED:
             e.approved = True
         else:
+            e.approved = False
             e.timesheet_submission_id = None
         e.updated_at = now
         s.add(e)
-    sub.status = "approved" if approve else "rejected"
-    sub.resolution_description = description
+    sub.status = outcome
+    sub.resolution_description = None if description is None else str(description)
     sub.resolved_at = sub.updated_at = now
     s.add(sub)

@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sandboxes.psa.render import KantataError, error
+from sandboxes.psa.render import MAX_ID, KantataError, error
 
 STORY_TYPES = ("task", "deliverable", "milestone", "issue")
 REQUEST_STATUSES = ("open", "filled", "cancelled", "closed")
@@ -36,6 +36,18 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise KantataError(422, self.items)
+
+
+def text_or_none(value: Any) -> str | None:
+    """A free-text field as stored: text as given, a number or flag as its text, null as null;
+    an object or list (which no text column can hold) as its JSON text, never a database error."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value, sort_keys=True)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def blank(value: Any) -> bool:
@@ -63,11 +75,19 @@ def check_int_id(problems: Problems, data: dict[str, Any], field: str, label: st
     if blank(value):
         problems.add(field, f"{label} can't be blank")
         return None
+    if isinstance(value, bool):
+        problems.add(field, f"{label} is invalid")
+        return None
     try:
-        return int(str(value))
+        number = int(str(value).strip())
     except ValueError:
         problems.add(field, f"{label} is invalid")
         return None
+    if not 1 <= number <= MAX_ID:
+        # a Kantata id is a 64-bit integer: anything beyond names no object
+        problems.add(field, f"{label} {value} does not exist")
+        return None
+    return number
 
 
 def check_cents(problems: Problems, data: dict[str, Any], field: str) -> int | None:
@@ -76,6 +96,9 @@ def check_cents(problems: Problems, data: dict[str, Any], field: str) -> int | N
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
         problems.add(field, "Budget in cents must be a whole number of cents, 0 or more")
+        return None
+    if int(value) > MAX_ID:
+        problems.add(field, "Budget in cents is too large")
         return None
     return int(value)
 
