@@ -9,6 +9,7 @@ retried activity, a worker restart or a replay never posts or invoices twice.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,22 @@ PSA_MARK_CONCURRENCY = 4
 PAGE_SIZE = 200
 
 
+WATERMARK_MARGIN = timedelta(minutes=5)
+
+
+def _differs(entry: TimeEntry, posted: PostedTime | None, bill_time: bool) -> bool:
+    """Whether the approved entry must be posted: never posted, or posted with other minutes,
+    role, date or billable flag (as posted: without time billing nothing is billable)."""
+    if posted is None:
+        return True
+    return (posted.minutes, posted.role, posted.date_performed, posted.billable) != (
+        entry.minutes,
+        entry.role,
+        entry.date_performed,
+        entry.billable and bill_time,
+    )
+
+
 def _erp_reason(error_field: str | None, message: str | None) -> str:
     text = (message or "").lower()
     if "closed" in text and (error_field in ("tranDate", "postingPeriod") or "period" in text):
@@ -61,27 +78,57 @@ class DeliveryActivities:
             await asyncio.to_thread(getattr(self.ledger, method), *args, **kwargs)
 
     # --- time ------------------------------------------------------------------------
-    async def _read_approved(self, input: PostTimeInput) -> list[TimeEntry]:
-        """All approved, not yet posted entries up to `through` (read fully before writing, so
-        marking entries as posted cannot shift the pages under us)."""
-        entries: list[TimeEntry] = []
-        page = 1
-        while True:
-            batch, more = await with_transient_retries(
-                lambda: self.psa.list_approved_time(
-                    input.psa_workspace_id,
-                    through=input.through,
-                    page=page,  # noqa: B023
-                    per_page=PAGE_SIZE,
-                    unposted_only=True,
-                    only_ids=input.only_psa_ids,
-                )
+    async def _read_approved(self, input: PostTimeInput) -> tuple[list[TimeEntry], datetime | None]:
+        """The approved time to post now, and the PSA watermark to keep once it is posted.
+
+        Kantata has no "not yet posted" filter (its reference lists none; an integration
+        tracks what it synced), so what to post is found in two steps:
+        1. the PSA: approved entries changed since this workspace's watermark
+           (`KantataClient.read_approved_time`: `approved=true`, `updated_after`,
+           `order=updated_at:asc`, pages of 200). A late approval, an approval withdrawn and
+           given again, an entry edited in between: each moves the entry's `updated_at`, so
+           each is read again. A replay reads its entries by id instead;
+        2. the ledger: an entry posted before with the same minutes, role, date and billable
+           flag is left out (never posted twice); one not posted, or posted with other
+           values, is posted (the ERP's external ID `psa-<id>` updates its timeBill in place).
+
+        Bound, for an engagement of any length: a run reads the entries changed in the PSA
+        since the previous complete run began (less WATERMARK_MARGIN, for clocks and commits
+        in flight) plus the approved entries dated after the previous `through` (read again
+        until their period is posted), 200 per request; the first run reads the workspace's
+        approved time once. Everything is read before anything is written, and nothing q2c
+        writes changes the PSA list, so its pages cannot move under the reader.
+
+        The watermark returned is None (keep the old one) for a replay and when the read was
+        not stable (the PSA list changed while it was read), so nothing is ever skipped."""
+        workspace = input.psa_workspace_id
+        if input.only_psa_ids is not None:
+            read = await with_transient_retries(
+                lambda: self.psa.read_approved_time(workspace, only_ids=list(input.only_psa_ids or []))
             )
-            entries += batch
-            activity.heartbeat(f"read {len(entries)} approved entries (page {page})")
-            if not more:
-                return entries
-            page += 1
+            activity.heartbeat(f"read {len(read.entries)} approved entries to replay ({read.pages} requests)")
+            due, later, watermark = read.entries, [], None
+        else:
+            since = await asyncio.to_thread(self.ledger.time_watermark, workspace)
+            read = await with_transient_retries(lambda: self.psa.read_approved_time(workspace, updated_after=since))
+            activity.heartbeat(
+                f"read {len(read.entries)} approved entries changed since {since or 'the start'}"
+                f" ({read.pages} requests)"
+            )
+            due = [e for e in read.entries if e.date_performed <= input.through]
+            later = [e for e in read.entries if e.date_performed > input.through]
+            watermark = None
+            if read.stable and read.server_time is not None:
+                # entries dated after `through` wait for a later run: keep them inside its window
+                waiting = [
+                    read.updated_at[e.psa_id] - timedelta(seconds=1) for e in later if e.psa_id in read.updated_at
+                ]
+                watermark = min([read.server_time - WATERMARK_MARGIN, *waiting])
+        if input.only_psa_ids is not None:
+            due = [e for e in due if e.date_performed <= input.through]
+        posted = await asyncio.to_thread(self.ledger.posted_time_by_psa_id, [e.psa_id for e in due])
+        fresh = [e for e in due if _differs(e, posted.get(e.psa_id), input.bill_time)]
+        return fresh, watermark
 
     async def _post_chunk(
         self, input: PostTimeInput, valid: list[tuple[TimeEntry, Decimal | None]], result: PostingResult
@@ -129,8 +176,8 @@ class DeliveryActivities:
                     )
                 if not outcome.retryable:
                     pending.pop(outcome.psa_id)
-            # the ledger first: an entry marked in the PSA is never read again, so what is marked
-            # must already be known to the ledger (invoices are built from it)
+            # the ledger first: it is what tells the next run this entry is posted (and with which
+            # values), and invoices are built from it; the PSA reference is for people and tools
             await self._ledger("record_posted_time", done, input.opportunity_id)
             await self._ledger("resolve_exceptions", [p.psa_id for p in done])
             await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
@@ -163,7 +210,7 @@ class DeliveryActivities:
             only = [i for i in asked if i in open_before]
             if not only:
                 return await self._with_open_summary(input.opportunity_id, result)
-        entries = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
+        entries, watermark = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
         # written off by a steward: never posted, never parked again
         if entries:
             written_off = await asyncio.to_thread(self.ledger.written_off_among, [e.psa_id for e in entries])
@@ -175,6 +222,7 @@ class DeliveryActivities:
             entries = [e for e in entries if e.psa_id not in parked_now]
         result.examined = len(entries)
         if not entries:
+            await self._keep_watermark(input, watermark)
             return await self._with_open_summary(input.opportunity_id, result)
         # only the accounting periods the entries fall in (each period is one ERP read)
         first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
@@ -225,7 +273,15 @@ class DeliveryActivities:
             self.ledger.posted_totals, input.opportunity_id
         )
         result.last_date = max(filter(None, [result.last_date, last_posted]), default=None)
+        await self._keep_watermark(input, watermark)
         return await self._with_open_summary(input.opportunity_id, result, open_before)
+
+    async def _keep_watermark(self, input: PostTimeInput, watermark: datetime | None) -> None:
+        """Once everything read is posted or parked: the next run reads what changed after it."""
+        if watermark is not None:
+            await asyncio.to_thread(
+                self.ledger.record_time_watermark, input.opportunity_id, input.psa_workspace_id, watermark
+            )
 
     async def _with_open_summary(
         self, opportunity_id: str, result: PostingResult, open_before: set[str] | None = None

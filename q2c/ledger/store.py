@@ -188,6 +188,31 @@ class Ledger:
         rows = self._all(select(LedgerPostedTime).where(LedgerPostedTime.erp_time_bill_id.in_(ids)))
         return [r.to_domain() for r in rows]
 
+    def posted_time_by_psa_id(self, psa_ids: Iterable[str]) -> dict[str, PostedTime]:
+        """What was posted for each of these PSA entries (those the ledger knows), as the ERP
+        got it: the posting run compares an approved entry with it to tell new or changed time
+        (post) from time already posted unchanged (skip). Read 500 ids at a time."""
+        ids = list(dict.fromkeys(psa_ids))
+        found: dict[str, PostedTime] = {}
+        for start in range(0, len(ids), 500):
+            rows = self._all(select(LedgerPostedTime).where(LedgerPostedTime.psa_id.in_(ids[start : start + 500])))
+            found.update({r.psa_id: r.to_domain() for r in rows})
+        return found
+
+    # The PSA time watermark: the moment (PSA clock) after which the next posting run reads
+    # changed approved time. Kept as a cross-reference row (entity TIME_WATERMARK, system psa,
+    # keyed by workspace), so no table changes; the value is an ISO 8601 UTC timestamp.
+    TIME_WATERMARK = "psa_time_watermark"
+
+    def time_watermark(self, workspace_id: str) -> datetime | None:
+        """The PSA time watermark of a workspace, None before its first complete posting run."""
+        value = self.xref(self.TIME_WATERMARK, "psa", str(workspace_id))
+        return datetime.fromisoformat(value) if value else None
+
+    def record_time_watermark(self, opportunity_id: str, workspace_id: str, at: datetime) -> None:
+        """Set the workspace's PSA time watermark (the caller computes it; it may move back)."""
+        self.record_xref(opportunity_id, self.TIME_WATERMARK, "psa", str(workspace_id), at.isoformat())
+
     def posted_among(self, psa_ids: Iterable[str]) -> set[str]:
         ids = list(psa_ids)
         if not ids:

@@ -139,6 +139,15 @@ async def test_templates_and_roles(psa_client: KantataClient):
     assert roles["Engagement Manager"] == "501" and len(roles) == 5
 
 
+async def test_current_user_for_the_preflight_check(psa_sandbox, psa_client: KantataClient):
+    me = await psa_client.current_user()
+    assert me["id"] == "201" and me["full_name"] == "Priya Raman" and me["role_id"] == "501"
+    async with KantataClient(psa_settings(psa_sandbox.url, token="nope")) as client:
+        with pytest.raises(ApplicationError) as err:
+            await client.current_user()
+        assert err.value.type == AUTH_TYPE and err.value.non_retryable
+
+
 async def test_wrong_token_is_non_retryable_auth_error(psa_sandbox):
     async with KantataClient(psa_settings(psa_sandbox.url, token="nope")) as client:
         with pytest.raises(ApplicationError) as err:

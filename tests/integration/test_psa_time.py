@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, timedelta
 
@@ -237,13 +238,14 @@ async def test_list_approved_time_filters(api, admin, psa_client: KantataClient)
     assert await psa_client.list_approved_time(ws, through=date(2025, 12, 31), only_ids=[]) == ([], False)
 
     await psa_client.mark_time_posted(approved[0], "TB-1")
-    unposted, _ = await psa_client.list_approved_time(ws, through=date(2025, 12, 31))
+    unposted, _ = await psa_client.list_approved_time(ws, through=date(2025, 12, 31), unposted_only=True)
     assert approved[0] not in {e.psa_id for e in unposted} and len(unposted) == 3
-    all_of_them, _ = await psa_client.list_approved_time(ws, through=date(2025, 12, 31), unposted_only=False)
+    all_of_them, _ = await psa_client.list_approved_time(ws, through=date(2025, 12, 31))
     assert len(all_of_them) == 4
 
 
-async def test_paging_has_more_under_unposted_filter(api, admin, psa_client: KantataClient):
+async def test_pages_do_not_move_when_entries_are_marked_posted(api, admin, psa_client: KantataClient):
+    """The old "unposted" filter moved the list under the reader; marking is now invisible to it."""
     ws, (s1, _, _) = new_workspace(api)
     ids = bulk(admin, [entry(ws, s1, f"2025-06-0{d}", 60) for d in (2, 3, 4, 5, 6)], approved=True)
     page1, more = await psa_client.list_approved_time(ws, through=date(2025, 6, 30), per_page=2)
@@ -251,17 +253,75 @@ async def test_paging_has_more_under_unposted_filter(api, admin, psa_client: Kan
     page3, more = await psa_client.list_approved_time(ws, through=date(2025, 6, 30), per_page=2, page=3)
     assert [e.psa_id for e in page3] == ids[4:] and not more
 
-    # the workflow's loop: read page 1, mark it posted, read page 1 again
+    # read page after page, marking each posted as it comes: nothing is skipped
     seen: list[str] = []
+    page = 1
     while True:
-        batch, more = await psa_client.list_approved_time(ws, through=date(2025, 6, 30), per_page=2)
+        batch, more = await psa_client.list_approved_time(ws, through=date(2025, 6, 30), per_page=2, page=page)
         for e in batch:
             await psa_client.mark_time_posted(e.psa_id, f"TB-{e.psa_id}")
         seen += [e.psa_id for e in batch]
         if not more:
             break
+        page += 1
     assert seen == ids
-    assert await psa_client.list_approved_time(ws, through=date(2025, 6, 30)) == ([], False)
+    # client-side "unposted": every entry carries q2c's reference now; the page count stays
+    left, more = await psa_client.list_approved_time(ws, through=date(2025, 6, 30), per_page=2, unposted_only=True)
+    assert left == [] and more
+
+
+async def test_read_approved_time_sees_late_approval_and_reapproval(api, admin, psa_client: KantataClient):
+    """The watermark read: approved entries changed after a moment, whatever their date."""
+    ws, (s1, s2, _) = new_workspace(api)
+    early = bulk(admin, [entry(ws, s1, "2025-01-06", 60), entry(ws, s1, "2025-01-07", 90)], approved=True)
+    first_read = await psa_client.read_approved_time(ws)
+    assert [e.psa_id for e in first_read.entries] == early
+    assert first_read.stable and first_read.server_time is not None and first_read.pages == 1
+    assert set(first_read.updated_at) == set(early)
+
+    watermark = max(first_read.updated_at.values())
+    assert (await psa_client.read_approved_time(ws, updated_after=watermark)).entries == []
+
+    # a January entry approved in March is read by a watermark set in February
+    late = bulk(admin, [entry(ws, s2, "2025-01-08", 30, user="203")], approved=False)
+    await asyncio.sleep(1.1)  # Kantata's timestamps have whole seconds
+    sub = first(
+        api.post(
+            "/timesheet_submissions.json",
+            json={
+                "timesheet_submission": {
+                    "workspace_id": ws,
+                    "user_id": "203",
+                    "start_date": "2025-01-06",
+                    "end_date": "2025-01-12",
+                }
+            },
+        ).json()
+    )
+    assert api.put(f"/timesheet_submissions/{sub['id']}/approve").status_code == 200
+    later = await psa_client.read_approved_time(ws, updated_after=watermark)
+    assert [e.psa_id for e in later.entries] == late and later.entries[0].date_performed == date(2025, 1, 8)
+
+    # withdrawing the approval takes it out; editing and approving again brings it back changed
+    assert api.put(f"/timesheet_submissions/{sub['id']}/cancel").status_code == 200
+    assert (await psa_client.read_approved_time(ws, only_ids=late)).entries == []
+    assert api.put(f"/time_entries/{late[0]}.json", json={"time_entry": {"time_in_minutes": 45}}).status_code == 200
+    again = first(
+        api.post(
+            "/timesheet_submissions.json",
+            json={
+                "timesheet_submission": {
+                    "workspace_id": ws,
+                    "user_id": "203",
+                    "start_date": "2025-01-06",
+                    "end_date": "2025-01-12",
+                }
+            },
+        ).json()
+    )
+    assert api.put(f"/timesheet_submissions/{again['id']}/approve").status_code == 200
+    reread = await psa_client.read_approved_time(ws, updated_after=watermark)
+    assert [(e.psa_id, e.minutes) for e in reread.entries] == [(late[0], 45)]
 
 
 def test_http_filters_and_envelope(api, admin):
@@ -272,7 +332,8 @@ def test_http_filters_and_envelope(api, admin):
     body = api.get(
         "/time_entries.json", params={"workspace_id": ws, "date_performed_between": "2025-07-01:2025-07-15"}
     ).json()
-    assert [r["id"] for r in body["results"]] == ids[:2] and body["meta"]["page_count"] == 1
+    # Kantata's default order: date_performed, newest first
+    assert [r["id"] for r in body["results"]] == [ids[1], ids[0]] and body["meta"]["page_count"] == 1
     assert set(body["time_entries"][ids[0]]) >= {
         "id",
         "workspace_id",
@@ -311,8 +372,19 @@ def test_http_filters_and_envelope(api, admin):
         },
     )
     assert ref.status_code == 200
-    left = api.get("/time_entries.json", params={"workspace_id": ws, "without_external_reference": "q2c"}).json()
-    assert [r["id"] for r in left["results"]] == [ids[0], ids[2]]
+    ref_id = first(ref.json())["id"]
+    # the references come the Kantata way: a top-level collection and an id list on each entry
+    with_refs = api.get(
+        "/time_entries.json", params={"workspace_id": ws, "include": "external_references", "order": "id:asc"}
+    ).json()
+    assert [r["id"] for r in with_refs["results"]] == ids
+    assert set(with_refs["external_references"]) == {ref_id}
+    assert with_refs["external_references"][ref_id]["service_model_ref"] == "TB-9"
+    assert [with_refs["time_entries"][i]["external_reference_ids"] for i in ids] == [[], [ref_id], []]
+    assert {"key": "external_references", "id": ref_id} not in with_refs["results"]
+    # no invented "without reference" filter: an unknown parameter filters nothing
+    unknown = api.get("/time_entries.json", params={"workspace_id": ws, "without_external_reference": "q2c"}).json()
+    assert unknown["count"] == 3
 
 
 # --- writing and approving time ---------------------------------------------------------------

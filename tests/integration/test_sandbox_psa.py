@@ -274,3 +274,64 @@ def test_seeding_is_idempotent(tmp_path):
 def test_records_endpoint_rejects_unknown_type(psa_sandbox):
     r = httpx.get(f"{psa_sandbox.url}/__sandbox/records/nope")
     assert r.status_code == 404
+
+
+# --- issue 9: Kantata's documented list semantics, and no 5xx for bad input -------------------
+
+
+def test_limit_and_offset_only_together_as_kantatas_framework(api):
+    """Brainstem (Kantata's API framework) honours limit+offset only when both are given."""
+    tag = uuid.uuid4().hex[:8]
+    ids = [new_workspace(api, f"Offset {tag} {i}")["id"] for i in range(5)]
+    params = {"search": f"Offset {tag}"}
+    body = api.get("/workspaces.json", params={**params, "limit": 2, "offset": 3}).json()
+    assert [r["id"] for r in body["results"]] == ids[3:]
+    assert body["meta"] == {"count": 5, "page_count": 3, "page_number": 2, "page_size": 2}
+    alone = api.get("/workspaces.json", params={**params, "limit": 2}).json()
+    assert [r["id"] for r in alone["results"]] == ids  # limit alone is ignored: default page of 20
+    capped = api.get("/workspaces.json", params={**params, "per_page": 100000}).json()
+    assert capped["meta"]["page_size"] == 200
+    far = api.get("/workspaces.json", params={**params, "page": "9" * 40})
+    assert far.status_code == 200 and far.json()["results"] == [] and far.json()["count"] == 5
+
+
+@pytest.mark.parametrize("bad", ["9223372036854775808", "99999999999999999999", "0", "-3", "abc", "1.5"])
+def test_impossible_ids_answer_4xx_in_kantatas_error_shape(api, bad):
+    checks = [
+        ("GET", f"/workspaces/{bad}.json", None, None, 404),
+        ("PUT", f"/workspaces/{bad}.json", None, {"workspace": {"title": "x"}}, 404),
+        ("GET", f"/stories/{bad}.json", None, None, 404),
+        ("GET", f"/time_entries/{bad}.json", None, None, 404),
+        ("DELETE", f"/time_entries/{bad}.json", None, None, 404),
+        ("PUT", f"/timesheet_submissions/{bad}/approve", None, None, 404),
+        ("PUT", f"/timesheet_submissions/{bad}/cancel.json", None, None, 404),
+        ("PUT", f"/external_references/{bad}.json", None, {"external_reference": {"status": "x"}}, 404),
+        ("GET", "/time_entries.json", {"workspace_id": bad}, None, 400),
+        ("GET", "/stories.json", {"workspace_id": bad}, None, 400),
+        ("GET", "/timesheet_submissions.json", {"user_id": bad}, None, 400),
+        ("POST", "/stories.json", None, {"story": {"title": "t", "workspace_id": bad}}, 422),
+    ]
+    for method, path, params, body, status in checks:
+        r = api.request(method, path, params=params, json=body)
+        assert r.status_code == status, (method, path, params, r.status_code, r.text)
+        (err,) = r.json()["errors"]
+        assert set(err) >= {"type", "message"}, r.json()
+    # `only` keeps the ids that can exist and matches nothing for the others
+    assert api.get("/workspaces.json", params={"only": bad}).json()["count"] == 0
+
+
+def test_values_beyond_64_bits_in_bodies_are_validation_errors(api):
+    ws = new_workspace(api)
+    r = api.post("/workspaces.json", json={"workspace": {"title": "Big", "budget_in_cents": 10**25}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "budget_in_cents"
+    r = api.post("/external_references.json", json={"external_reference": {"subject_type": "Workspace",
+        "subject_id": ws["id"], "service_name": "q2c", "service_model": "m", "service_model_ref": "r",
+        "status": {"nested": True}}})  # fmt: skip
+    assert r.status_code == 200  # free text takes any JSON value as text, never a database error
+
+
+def test_users_me_is_the_tokens_user(api, psa_sandbox):
+    body = api.get("/users/me.json").json()
+    (ref,) = body["results"]
+    assert ref == {"key": "users", "id": "201"} and body["users"]["201"]["full_name"] == "Priya Raman"
+    assert httpx.get(f"{psa_sandbox.url}/api/v1/users/me.json", timeout=10).status_code == 401

@@ -14,27 +14,35 @@ Kantata API v1 facts this relies on:
   its title (an attempt that died between creating the workspace and its reference), stories
   by title and resource requests by role within the workspace.
 
-Time (delivery to cash):
-- only *approved* time leaves the PSA: `list_approved_time` reads `time_entries.json` with
-  `approved=true`, `date_performed_between=<EARLIEST>:<through>`, sorted by date then id;
+Time (delivery to cash), as the Kantata API reference documents `GET /time_entries`
+(developer.kantata.com/kantata/specification/time-entries/get-time-entries):
+- only *approved* time leaves the PSA. `approved` "is always processed as true; the actual
+  value you provide is ignored", so it is sent as `approved=true` and means what it says;
 - an entry is priced by the role it was booked under: its `role_id` (Kantata's "project role
   of the user who performed the work"); without one, the user's project role on the workspace
   (`workspace_resources`, when they hold exactly one); never the user's account role, which
   is their role today. Otherwise the entry comes back with no role and a `role_issue`;
-- what q2c posted to the ERP is marked with an external reference on the TimeEntry
-  (service_name "q2c", service_model "timeBill", service_model_ref = the ERP timeBill id);
-  `unposted_only` asks for entries without such a reference
-  (`without_external_reference=q2c`, the sandbox's stand-in for Kantata's
-  `include=external_references` + a client-side check);
-- paging under the "unposted" filter moves: each `mark_time_posted` takes an entry out of
-  the filtered list, so page 2 read after marking page 1 skips entries. Callers therefore
-  always re-read page 1 after marking what they got; `has_more` says whether the *current*
-  filtered list has more pages than the one read.
+- Kantata has no "not yet synced" filter. What q2c posted is known to q2c's ledger (one row
+  per posted entry, with the minutes, role, date and billable flag the ERP got); the PSA side
+  carries an external reference per posted entry (service_name "q2c", service_model
+  "timeBill", service_model_ref = the ERP timeBill id), readable with
+  `include=external_references` but never used to filter the list server-side;
+- `read_approved_time` finds what changed: approved entries with `updated_after=<watermark>`
+  in `order=updated_at:asc` ("Ordering": `order=<sort field>:<direction>`), paged with
+  `page`/`per_page=200`. Approving, withdrawing an approval and re-approving all move an
+  entry's `updated_at`, so late approvals and re-approved (possibly edited) entries show up;
+  the caller compares each with its ledger and posts only what is new or different. Nothing
+  q2c writes changes the list (references and the ledger are not entry fields), so the pages
+  do not move under the reader; a concurrent change in the PSA appends the changed entry at
+  the end (newest `updated_at`), and one that leaves the list shows as a changed `count`,
+  which makes the reader read again (see `ApprovedTimeRead.stable`).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -51,6 +59,42 @@ API_PREFIX = "/api/v1"
 PAGE_SIZE = 200  # Kantata's maximum per_page
 EARLIEST_DATE = date(2000, 1, 1)  # lower end of "everything up to `through`"
 SANDBOX_PREFIX = "/__sandbox"
+ONLY_CHUNK = 200  # ids per `only=` request (Kantata's page size; keeps URLs short)
+READ_PASSES = 3  # full passes of read_approved_time while the list keeps changing under it
+
+
+def _moment(text: str | None) -> datetime | None:
+    """A Kantata ISO 8601 timestamp (`2025-03-04T10:00:00Z`) as an aware datetime."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class ApprovedTimeRead:
+    """What `read_approved_time` saw.
+
+    `entries` by (date_performed, id); `updated_at` is each entry's PSA `updated_at`;
+    `server_time` the PSA's clock (its HTTP `Date`) when the last pass began, the base of the
+    next watermark; `stable` is true when the last pass saw the same `count` on every page and
+    no entry changed in the PSA while it was read (only then is a watermark past this read
+    safe); `pages` counts the list requests, for the caller's bound and heartbeat."""
+
+    entries: list[TimeEntry] = field(default_factory=list)
+    updated_at: dict[str, datetime] = field(default_factory=dict)
+    server_time: datetime | None = None
+    stable: bool = False
+    pages: int = 0
+
+
+def _server_time(response: httpx.Response) -> datetime | None:
+    """The PSA's clock from the HTTP `Date` header (RFC 9110), None when it is missing."""
+    try:
+        moment = parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class KantataClient(VendorClient):
@@ -118,6 +162,13 @@ class KantataClient(VendorClient):
     async def list_templates(self) -> list[ProjectTemplate]:
         objects = await self._list_all("workspace_templates.json", "list_templates")
         return [m.template_from_kantata(o) for o in objects]
+
+    async def current_user(self) -> dict[str, Any]:
+        """The Kantata user the token acts as (`GET /api/v1/users/me.json`, Kantata's
+        "Fetching the current user"): the user object as Kantata renders it (`id`,
+        `full_name`, `email_address`, `headline`, `role_id`, ...). A wrong or revoked token
+        fails as `VendorAuthFailed` (non-retryable), which is what a pre-flight check needs."""
+        return m.first_result(await self._get("users/me.json", "current_user"))
 
     async def template_for(self, service_line: str) -> ProjectTemplate | None:
         """The template whose service line matches (case and spacing ignored), else None."""
@@ -297,39 +348,8 @@ class KantataClient(VendorClient):
             self._role_names = {str(o["id"]): o["name"] for o in objects}
         return self._role_names
 
-    async def list_approved_time(
-        self,
-        workspace_id: str,
-        *,
-        through: date,
-        page: int = 1,
-        per_page: int = PAGE_SIZE,
-        unposted_only: bool = True,
-        only_ids: list[str] | None = None,
-    ) -> tuple[list[TimeEntry], bool]:
-        """One page of the workspace's approved time performed on or before `through`.
-
-        Sorted by (date_performed, id). `unposted_only` leaves out entries q2c already marked
-        posted; `only_ids` restricts to those entry ids (an empty list matches nothing).
-        Returns (entries, has_more), `has_more` being true when the filtered list has pages
-        after `page`. With `unposted_only`, re-read page 1 after marking entries posted.
-        """
-        if only_ids is not None and not only_ids:
-            return [], False
-        params: dict[str, Any] = {
-            "workspace_id": workspace_id,
-            "approved": "true",
-            "date_performed_between": f"{EARLIEST_DATE.isoformat()}:{through.isoformat()}",
-            "order": "date_performed:asc",
-            "include": "user",
-            "page": max(1, page),
-            "per_page": max(1, min(per_page, PAGE_SIZE)),
-        }
-        if unposted_only:
-            params["without_external_reference"] = m.SERVICE_NAME
-        if only_ids is not None:
-            params["only"] = ",".join(str(i) for i in only_ids)
-        body = await self._get("time_entries.json", "list_approved_time", params)
+    async def _entries_from(self, workspace_id: str, body: dict[str, Any]) -> list[TimeEntry]:
+        """The page's entries as canonical TimeEntry objects, priced by their booked role."""
         objects = m.results(body)
         users = body.get("users", {})
         project_roles: dict[str, set[str]] = {}
@@ -342,12 +362,142 @@ class KantataClient(VendorClient):
             )
         needed = {m.entry_role_id(o, project_roles)[0] for o in objects} - {None}
         roles = await self._role_name_map(needed)
-        entries = sorted(
-            (m.time_entry_from_kantata(o, users, roles, project_roles) for o in objects),
-            key=lambda e: (e.date_performed, int(e.psa_id)),
-        )
+        return [m.time_entry_from_kantata(o, users, roles, project_roles) for o in objects]
+
+    async def list_approved_time(
+        self,
+        workspace_id: str,
+        *,
+        through: date,
+        page: int = 1,
+        per_page: int = PAGE_SIZE,
+        unposted_only: bool = False,
+        only_ids: list[str] | None = None,
+        updated_after: datetime | None = None,
+    ) -> tuple[list[TimeEntry], bool]:
+        """One page of the workspace's approved time performed on or before `through`, in
+        Kantata's `order=date_performed:asc` (id breaking ties), returned sorted by
+        (date_performed, id). Returns (entries, has_more): `has_more` is true when the list
+        has pages after `page`.
+
+        `only_ids` restricts to those ids (an empty list matches nothing); `updated_after`
+        to entries changed after that moment. `unposted_only` leaves out, client-side, the
+        entries that carry q2c's timeBill external reference (read with
+        `include=external_references`; Kantata has no server-side filter for it), so a page
+        may hold fewer than `per_page` entries while `has_more` still describes the whole,
+        unfiltered list: pages never move when entries are marked posted.
+        """
+        if only_ids is not None and not only_ids:
+            return [], False
+        params: dict[str, Any] = {
+            "workspace_id": workspace_id,
+            "approved": "true",
+            "date_performed_between": f"{EARLIEST_DATE.isoformat()}:{through.isoformat()}",
+            "order": "date_performed:asc",
+            "include": "user,external_references" if unposted_only else "user",
+            "page": max(1, page),
+            "per_page": max(1, min(per_page, PAGE_SIZE)),
+        }
+        if only_ids is not None:
+            params["only"] = ",".join(str(i) for i in only_ids)
+        if updated_after is not None:
+            params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        body = await self._get("time_entries.json", "list_approved_time", params)
+        if unposted_only:
+            posted = m.posted_entry_ids(body)
+            body = {**body, "results": [r for r in body.get("results", []) if str(r["id"]) not in posted]}
+        entries = sorted(await self._entries_from(workspace_id, body), key=lambda e: (e.date_performed, int(e.psa_id)))
         page_count = int(body.get("meta", {}).get("page_count") or 0)
         return entries, params["page"] < page_count
+
+    async def read_approved_time(
+        self,
+        workspace_id: str,
+        *,
+        updated_after: datetime | None = None,
+        only_ids: list[str] | None = None,
+        passes: int = READ_PASSES,
+    ) -> ApprovedTimeRead:
+        """Every approved entry of the workspace changed after `updated_after` (None: every
+        approved entry), or only those of `only_ids`, whatever their date.
+
+        Read bound: one `GET time_entries.json` per 200 entries changed in the PSA since
+        `updated_after` (approved, re-approved, edited and re-approved), plus one
+        `workspace_resources` read when an entry has no booked role; `only_ids` reads 200 ids
+        per request. A pass is repeated (at most `passes` times) only when the `count` moved
+        between its pages: an entry left the approved list while it was read, which shifts
+        later pages back by one, so an entry could have been skipped.
+        """
+        if only_ids is not None:
+            read = ApprovedTimeRead(stable=True)
+            for start in range(0, len(only_ids), ONLY_CHUNK):
+                chunk = only_ids[start : start + ONLY_CHUNK]
+                page = await self._read_pass(workspace_id, {"only": ",".join(chunk)})
+                read.entries += page.entries
+                read.updated_at.update(page.updated_at)
+                read.pages += page.pages
+            read.entries.sort(key=lambda e: (e.date_performed, int(e.psa_id)))
+            return read
+        params: dict[str, Any] = {}
+        if updated_after is not None:
+            params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        seen: dict[str, TimeEntry] = {}
+        stamps: dict[str, datetime] = {}
+        pages = 0
+        last = ApprovedTimeRead()
+        for _ in range(max(1, passes)):
+            last = await self._read_pass(workspace_id, params)
+            pages += last.pages
+            for e in last.entries:
+                seen[e.psa_id] = e
+            stamps.update(last.updated_at)
+            if last.stable:
+                break
+        entries = sorted(seen.values(), key=lambda e: (e.date_performed, int(e.psa_id)))
+        return ApprovedTimeRead(
+            entries=entries, updated_at=stamps, server_time=last.server_time, stable=last.stable, pages=pages
+        )
+
+    async def _read_pass(self, workspace_id: str, extra: dict[str, Any]) -> ApprovedTimeRead:
+        """One pass over every page of the approved list in `order=updated_at:asc`."""
+        read = ApprovedTimeRead(stable=True)
+        counts: set[int] = set()
+        page = 1
+        while True:
+            params = {
+                "workspace_id": workspace_id,
+                "approved": "true",
+                "order": "updated_at:asc",
+                "include": "user",
+                "page": page,
+                "per_page": PAGE_SIZE,
+                **extra,
+            }
+            response = await self.request(
+                "GET", self._path("time_entries.json"), operation="read_approved_time", params=params
+            )
+            read.pages += 1
+            if page == 1:
+                read.server_time = _server_time(response)
+            body = response.json()
+            counts.add(int(body.get("count") or 0))
+            for obj in m.results(body):
+                stamp = _moment(obj.get("updated_at"))
+                if stamp is not None:
+                    read.updated_at[str(obj["id"])] = stamp
+            read.entries += await self._entries_from(workspace_id, body)
+            if page >= int(body.get("meta", {}).get("page_count") or 0):
+                break
+            page += 1
+        changed_meanwhile = read.server_time is not None and any(
+            t >= read.server_time - timedelta(seconds=1) for t in read.updated_at.values()
+        )
+        # a single page cannot skip anything; over several, a moved count or an entry changed
+        # while the pass ran means the pages may have shifted
+        read.stable = len(counts) <= 1 and not (read.pages > 1 and changed_meanwhile)
+        if read.server_time is None:
+            read.stable = False  # without the PSA's clock no watermark can be based on this read
+        return read
 
     async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
         """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.

@@ -44,6 +44,20 @@ def results(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def posted_entry_ids(body: dict[str, Any]) -> set[str]:
+    """Ids of the time entries in a `time_entries` answer read with
+    `include=external_references` that carry q2c's timeBill reference (top-level
+    `external_references` collection, `external_reference_ids` on each entry)."""
+    refs = body.get("external_references", {})
+    out: set[str] = set()
+    for entry_id, entry in body.get("time_entries", {}).items():
+        for ref_id in entry.get("external_reference_ids") or []:
+            ref = refs.get(str(ref_id)) or {}
+            if ref.get("service_name") == SERVICE_NAME and ref.get("service_model") == TIME_BILL_MODEL:
+                out.add(str(entry_id))
+    return out
+
+
 def first_result(body: dict[str, Any]) -> dict[str, Any]:
     found = results(body)
     if not found:
