@@ -66,6 +66,12 @@ def is_valid_id(value: str) -> bool:
     return len(value) == 18 and value.isalnum() and checksum_suffix(value[:15]) == value[15:].upper()
 
 
+def looks_like_id(value: str) -> bool:
+    """15 or 18 letters and digits: the only shape that can name a record (anything else
+    is answered NOT_FOUND without a lookup)."""
+    return len(value) in (15, 18) and value.isascii() and value.isalnum()
+
+
 def normalize_id(value: str) -> str:
     """Accept 15- or 18-character IDs; return the 18-character form."""
     if len(value) == 15:

@@ -9,10 +9,15 @@ Facts modelled (Salesforce "Outbound Messaging" docs):
 - messages are unsigned and may be delivered more than once (the receiver must dedupe on
   the notification `Id`). `SessionId` is nil because "Send Session ID" is off;
 - the `sObject` holds the fields the outbound message definition selects, with their values
-  when the rule fired. This org's definition selects `Id`, `Name`, `AccountId`, `StageName` and
-  the formula flags `IsClosed`/`IsWon` (derived from the stage, as Salesforce does), so a
-  receiver can tell a Closed Won deal from any other without calling back. Values are written
-  as the SOAP API writes them: booleans `true`/`false`, empty fields left out.
+  when the rule fired. This org's definition (deploy/salesforce/.../Opportunity.workflow-meta.xml)
+  selects `AccountId`, `Id`, `IsClosed`, `IsWon`, `Name`, `StageName`; the formula flags are
+  derived from the stage, as Salesforce does, so a receiver can tell a Closed Won deal from any
+  other without calling back. Values are written as the SOAP API writes them: booleans
+  `true`/`false`, empty fields left out.
+- the fields come in WSDL order: the message WSDL types the sObject as `ens:Opportunity`,
+  an extension of `ens:sObject` (whose sequence is `fieldsToNull`, `Id`), whose own sequence is
+  the selected fields sorted by name. So `Id` first, then the rest alphabetically; a strict
+  listener generated from the WSDL (JAX-WS, .NET) rejects elements out of sequence.
 """
 
 from __future__ import annotations
@@ -39,18 +44,24 @@ MAX_NOTIFICATIONS_PER_MESSAGE = 100
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 API_VERSION = "60.0"
-# the fields the outbound message definition selects, in the order Salesforce writes them
-SELECTED_FIELDS = ("Id", "Name", "AccountId", "StageName", "IsClosed", "IsWon")
+# the fields the outbound message definition selects (as the metadata lists them: sorted)
+SELECTED_FIELDS = ("AccountId", "Id", "IsClosed", "IsWon", "Name", "StageName")
+
+
+def wsdl_order(fields: tuple[str, ...] | list[str]) -> list[str]:
+    """The sequence of the sObject's elements in the message WSDL: `Id` (from the base
+    `sObject` type), then the other fields sorted by name."""
+    return (["Id"] if "Id" in fields else []) + sorted(f for f in fields if f != "Id")
 
 
 def sobject_fields(snapshot: dict) -> dict:
-    """The fields of an Opportunity snapshot to send: the selected ones first (formula flags
-    derived from the stage), then any other the trigger captured; empty ones left out."""
+    """The selected fields of an Opportunity snapshot, in WSDL order (formula flags derived
+    from the stage); empty ones are left out, fields the definition does not select are
+    never sent."""
     values = dict(snapshot)
     if values.get("StageName") is not None:
         values.update(computed_fields("Opportunity", values))
-    order = list(SELECTED_FIELDS) + [name for name in values if name not in SELECTED_FIELDS]
-    return {name: values[name] for name in order if values.get(name) is not None}
+    return {name: values[name] for name in wsdl_order(SELECTED_FIELDS) if values.get(name) is not None}
 
 
 def soap_value(value) -> str:

@@ -18,6 +18,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sandboxes.crm import ids
 from sandboxes.crm.errors import SfError
 
 OPPORTUNITY_STAGES = (
@@ -35,12 +36,21 @@ OPPORTUNITY_STAGES = (
 CLOSED_WON = "Closed Won"
 BILLING_MODELS = ("Time and Materials", "Fixed Fee", "Retainer")
 LINE_TYPES = ("Rate", "Milestone", "Retainer")
-SYSTEM_FIELDS = ("Id", "CreatedDate", "LastModifiedDate", "SystemModstamp")
+MAX_NUMBER_TEXT = 100  # a number sent as a string longer than this is not a number
+MAX_DECIMAL_PLACES = 18
+SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
 
 
 @dataclass(frozen=True)
 class FieldDef:
-    type: str  # id | string | picklist | currency | double | date | datetime | reference | boolean
+    """One field as the org declares it: what validation enforces and what describe reports.
+
+    `length` is the maximum text length (Salesforce answers STRING_TOO_LONG past it);
+    `precision`/`scale` bound numbers (NUMBER_OUTSIDE_VALID_RANGE past `precision - scale`
+    integer digits); `values` are the picklist values describe lists (`restricted` ones are
+    also enforced, as a restricted picklist is)."""
+
+    type: str  # id | string | textarea | picklist | currency | double | date | datetime | reference | boolean
     required: bool = False
     createable: bool = True
     updateable: bool = True
@@ -48,85 +58,127 @@ class FieldDef:
     restricted: tuple[str, ...] | None = None
     reference_to: str | None = None
     relationship: str | None = None  # e.g. AccountId -> "Account" for SOQL parent fields
+    label: str | None = None
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    values: tuple[str, ...] | None = None
+    calculated: bool = False
+
+    @property
+    def picklist_values(self) -> tuple[str, ...]:
+        return self.restricted or self.values or ()
 
 
 def _system() -> dict[str, FieldDef]:
     return {
-        "Id": FieldDef("id", createable=False, updateable=False, external_id=True),
-        "CreatedDate": FieldDef("datetime", createable=False, updateable=False),
-        "LastModifiedDate": FieldDef("datetime", createable=False, updateable=False),
-        "SystemModstamp": FieldDef("datetime", createable=False, updateable=False),
+        "Id": FieldDef("id", createable=False, updateable=False, external_id=True, length=18),
+        "IsDeleted": FieldDef("boolean", createable=False, updateable=False, label="Deleted"),
+        "CreatedDate": FieldDef("datetime", createable=False, updateable=False, label="Created Date"),
+        "LastModifiedDate": FieldDef("datetime", createable=False, updateable=False, label="Last Modified Date"),
+        "SystemModstamp": FieldDef("datetime", createable=False, updateable=False, label="System Modstamp"),
     }
 
 
-_S = FieldDef("string")
-_CUR = FieldDef("currency")
+def _text(length: int = 255, **kw: Any) -> FieldDef:
+    return FieldDef("string", length=length, **kw)
+
+
+def _money(**kw: Any) -> FieldDef:
+    return FieldDef("currency", precision=18, scale=2, **kw)
+
+
+def _number(precision: int = 18, scale: int = 0, **kw: Any) -> FieldDef:
+    return FieldDef("double", precision=precision, scale=scale, **kw)
+
+
+def _picklist(values: tuple[str, ...], *, restricted: bool = False, **kw: Any) -> FieldDef:
+    return FieldDef("picklist", length=255, restricted=values if restricted else None, values=values, **kw)
+
+
 _DATE = FieldDef("date")
-_EXT = FieldDef("string", external_id=True)
+_EXT = _text(255, external_id=True, label="External ID")  # sandbox-only: lets tests exercise upsert
+
+REGIONS = ("NA", "UK", "DACH")
+CURRENCIES = ("USD", "EUR", "GBP")
+PAYMENT_TERMS = ("Net 15", "Net 30", "Net 45", "Net 60")
+SERVICE_LINES = ("Data & Analytics", "ERP Implementation", "Advisory", "Cloud Migration", "Cybersecurity")
 
 SCHEMAS: dict[str, dict[str, FieldDef]] = {
     "Account": {
         **_system(),
-        "Name": FieldDef("string", required=True),
-        "Legal_Name__c": _S,
-        "Tax_Id__c": FieldDef("string", external_id=True),
-        "Region__c": FieldDef("picklist"),
-        "CurrencyIsoCode": FieldDef("picklist"),
-        "Payment_Terms__c": FieldDef("picklist"),
-        "BillingStreet": _S,
-        "BillingCity": _S,
-        "BillingState": _S,
-        "BillingPostalCode": _S,
-        "BillingCountry": _S,
+        "Name": _text(255, required=True, label="Account Name"),
+        "Legal_Name__c": _text(255),
+        "Tax_Id__c": _text(40, external_id=True, label="Tax ID"),
+        "Region__c": _picklist(REGIONS),
+        "CurrencyIsoCode": FieldDef("picklist", length=3, values=CURRENCIES, label="Account Currency"),
+        "Payment_Terms__c": _picklist(PAYMENT_TERMS),
+        "BillingStreet": FieldDef("textarea", length=255, label="Billing Street"),
+        "BillingCity": _text(40, label="Billing City"),
+        "BillingState": _text(80, label="Billing State/Province"),
+        "BillingPostalCode": _text(20, label="Billing Zip/Postal Code"),
+        "BillingCountry": _text(80, label="Billing Country"),
         "External_Id__c": _EXT,
     },
     "Opportunity": {
         **_system(),
-        "Name": FieldDef("string", required=True),
-        "AccountId": FieldDef("reference", reference_to="Account", relationship="Account"),
-        "StageName": FieldDef("picklist", required=True, restricted=OPPORTUNITY_STAGES),
-        "Amount": _CUR,
-        "CurrencyIsoCode": FieldDef("picklist"),
-        "CloseDate": FieldDef("date", required=True),
-        "Description": _S,
-        "Service_Line__c": FieldDef("picklist"),
-        "Billing_Model__c": FieldDef("picklist", restricted=BILLING_MODELS),
+        "Name": _text(120, required=True, label="Opportunity Name"),
+        "AccountId": FieldDef(
+            "reference", reference_to="Account", relationship="Account", length=18, label="Account ID"
+        ),
+        "StageName": FieldDef("picklist", required=True, restricted=OPPORTUNITY_STAGES, length=255, label="Stage"),
+        "Amount": _money(),
+        "CurrencyIsoCode": FieldDef("picklist", length=3, values=CURRENCIES, label="Opportunity Currency"),
+        "CloseDate": FieldDef("date", required=True, label="Close Date"),
+        "Description": FieldDef("textarea", length=32000),
+        "Service_Line__c": _picklist(SERVICE_LINES),
+        "Billing_Model__c": _picklist(BILLING_MODELS, restricted=True),
         "Start_Date__c": _DATE,
         "End_Date__c": _DATE,
-        "Retainer_Amount__c": _CUR,
-        "ERP_Customer_Id__c": _S,
-        "ERP_Project_Id__c": _S,
-        "PSA_Workspace_Id__c": _S,
-        "Q2C_Status__c": _S,
-        "Last_Invoice_Number__c": _S,
-        "Last_Invoice_Amount__c": _CUR,
-        "Last_Invoice_Status__c": _S,
-        "Last_Invoice_Currency__c": _S,
-        "Q2C_Contract_Version__c": FieldDef("double"),
-        "Amount_Paid__c": _CUR,
-        "Open_Balance__c": _CUR,
-        "Days_Overdue__c": FieldDef("double"),
-        "Unapplied_Credit__c": _CUR,
+        "Retainer_Amount__c": _money(),
+        "ERP_Customer_Id__c": _text(40, label="ERP Customer ID"),
+        "ERP_Project_Id__c": _text(40, label="ERP Project ID"),
+        "PSA_Workspace_Id__c": _text(40, label="PSA Workspace ID"),
+        "Q2C_Status__c": _text(40, label="Q2C Status"),
+        "Last_Invoice_Number__c": _text(40),
+        "Last_Invoice_Amount__c": _money(),
+        "Last_Invoice_Status__c": _text(40),
+        "Last_Invoice_Currency__c": _text(3),
+        "Q2C_Contract_Version__c": _number(label="Q2C Contract Version"),
+        "Amount_Paid__c": _money(),
+        "Open_Balance__c": _money(),
+        "Days_Overdue__c": _number(),
+        "Unapplied_Credit__c": _money(),
         "External_Id__c": _EXT,
-        "IsClosed": FieldDef("boolean", createable=False, updateable=False),
-        "IsWon": FieldDef("boolean", createable=False, updateable=False),
+        "IsClosed": FieldDef("boolean", createable=False, updateable=False, label="Closed", calculated=True),
+        "IsWon": FieldDef("boolean", createable=False, updateable=False, label="Won", calculated=True),
     },
     "OpportunityLineItem": {
         **_system(),
         "OpportunityId": FieldDef(
-            "reference", required=True, updateable=False, reference_to="Opportunity", relationship="Opportunity"
+            "reference",
+            required=True,
+            updateable=False,
+            reference_to="Opportunity",
+            relationship="Opportunity",
+            length=18,
+            label="Opportunity ID",
         ),
-        "Name": _S,
-        "Line_Type__c": FieldDef("picklist", restricted=LINE_TYPES),
-        "Role__c": _S,
-        "Quantity": FieldDef("double", required=True),
-        "UnitPrice": _CUR,
-        "TotalPrice": FieldDef("currency", createable=False, updateable=False),
+        "Name": _text(255, label="Opportunity Product Name"),
+        "Line_Type__c": _picklist(LINE_TYPES, restricted=True),
+        "Role__c": _text(80),
+        "Quantity": _number(12, 2, required=True),
+        "UnitPrice": _money(label="Sales Price"),
+        "TotalPrice": _money(createable=False, updateable=False, label="Total Price"),
         "Effective_From__c": _DATE,
         "Milestone_Date__c": _DATE,
         "External_Id__c": _EXT,
     },
 }
+
+# Custom fields the sandbox org has only so tests can exercise Salesforce behaviour q2c itself
+# does not use (upsert by an external ID); an admin never deploys them.
+SANDBOX_ONLY_FIELDS: frozenset[tuple[str, str]] = frozenset((t, "External_Id__c") for t in SCHEMAS)
 
 # The Opportunity fields q2c writes: read-only reference copies of what the ERP and PSA own
 # (integration never writes CRM-owned data back the other way). Collection figures are totals
@@ -216,16 +268,17 @@ def _coerce(sobject: str, name: str, f: FieldDef, raw: Any) -> Any:
     if kind in ("currency", "double"):
         if isinstance(raw, bool):
             raise _parse_error(raw, "double", name)
+        value: Decimal | None = None
         if isinstance(raw, (int, Decimal)):
-            return Decimal(raw)
-        if isinstance(raw, str):
+            value = Decimal(raw)
+        elif isinstance(raw, str) and len(raw) <= MAX_NUMBER_TEXT:
             try:
                 value = Decimal(raw)
             except InvalidOperation:
                 raise _parse_error(raw, "double", name) from None
-            if value.is_finite():
-                return value
-        raise _parse_error(raw, "double", name)
+        if value is None or not value.is_finite():
+            raise _parse_error(raw, "double", name)
+        return _in_range(name, f, value)
     if kind == "boolean":
         if isinstance(raw, bool):
             return raw
@@ -237,11 +290,24 @@ def _coerce(sobject: str, name: str, f: FieldDef, raw: Any) -> Any:
             except ValueError:
                 pass
         raise _parse_error(raw, "date", name)
+    if kind == "reference":
+        if not isinstance(raw, str) or not ids.is_valid_id(raw):
+            raise SfError(
+                400, "MALFORMED_ID", f"{f.label or name}: id value of incorrect type: {_shorten(raw)}", [name]
+            )
+        return raw
     if not isinstance(raw, str):
         if isinstance(raw, (int, Decimal)) and not isinstance(raw, bool) and kind in ("string", "picklist"):
             raw = str(raw)
         else:
             raise _parse_error(raw, "string", name)
+    if f.length is not None and len(raw) > f.length:
+        raise SfError(
+            400,
+            "STRING_TOO_LONG",
+            f"{f.label or name}: data value too large: {raw[:40]}... (max length={f.length})",
+            [name],
+        )
     if f.restricted is not None and raw not in f.restricted:
         raise SfError(
             400,
@@ -252,7 +318,31 @@ def _coerce(sobject: str, name: str, f: FieldDef, raw: Any) -> Any:
     return raw
 
 
+def _in_range(name: str, f: FieldDef, value: Decimal) -> Decimal:
+    """Salesforce refuses a number with more integer digits than `precision - scale`. Decimal
+    places beyond the scale are kept here (Salesforce rounds them), but not without bound."""
+    integer_digits = value.adjusted() + 1 if value else 0
+    allowed = (f.precision or 18) - (f.scale or 0)
+    if integer_digits > allowed or -value.as_tuple().exponent > MAX_DECIMAL_PLACES:
+        shown = format(value, ".6E") if integer_digits > 30 or integer_digits < -30 else str(value)
+        raise SfError(
+            400,
+            "NUMBER_OUTSIDE_VALID_RANGE",
+            f"{f.label or name}: value outside of valid range on numeric field: {shown}",
+            [name],
+        )
+    return value
+
+
 def _parse_error(raw: Any, kind: str, name: str) -> SfError:
     return SfError(
-        400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of {kind} from value {raw!r} for field {name}", [name]
+        400,
+        "JSON_PARSER_ERROR",
+        f"Cannot deserialize instance of {kind} from value {_shorten(raw)} for field {name}",
+        [name],
     )
+
+
+def _shorten(raw: Any, limit: int = 60) -> str:
+    text = repr(raw) if not isinstance(raw, (dict, list)) else type(raw).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

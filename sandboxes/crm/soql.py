@@ -1,6 +1,6 @@
 """A SOQL subset, parsed and evaluated over stored records.
 
-Supported: `SELECT f1, f2[, Parent.Field] FROM Type [WHERE cond] [ORDER BY f [ASC|DESC]
+Supported: `SELECT f1, f2[, Parent.Field] | COUNT() | COUNT(f) [alias] FROM Type [WHERE cond] [ORDER BY f [ASC|DESC]
 [NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]`, where cond combines `f = v`, `!=`, `<`,
 `<=`, `>`, `>=`, `LIKE`, `IN (...)`, `NOT IN (...)` with AND / OR / NOT and parentheses.
 Values: 'quoted strings' (backslash escapes), numbers, dates (2026-01-31), null, true,
@@ -31,6 +31,10 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+
+MAX_QUERY_LENGTH = 100_000  # Salesforce's limit on a SOQL statement
+MAX_OFFSET = 2000  # Salesforce's maximum OFFSET
+MAX_NESTING = 50
 
 _KEYWORDS = {
     "SELECT",
@@ -76,6 +80,15 @@ class BoolExpr:
 
 
 @dataclass
+class Count:
+    """`COUNT()` (field None: the answer is totalSize, no records) or `COUNT(field) [alias]`
+    (one AggregateResult record whose `expr0`, or alias, is the number of non-null values)."""
+
+    field: str | None
+    alias: str = "expr0"
+
+
+@dataclass
 class Query:
     sobject: str
     fields: list[str]
@@ -83,6 +96,7 @@ class Query:
     order_by: list[tuple[str, bool, bool]] = field(default_factory=list)  # (field, desc, nulls_last)
     limit: int | None = None
     offset: int = 0
+    count: Count | None = None
 
 
 def malformed(message: str) -> SfError:
@@ -111,6 +125,7 @@ class _Parser:
     def __init__(self, tokens: list[Tok]) -> None:
         self.toks = tokens
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -145,14 +160,37 @@ class _Parser:
             raise malformed(f"expecting a field or object name, found '{tok.text}'")
         return tok.text
 
+    def is_punct(self, ch: str, ahead: int = 0) -> bool:
+        i = self.i + ahead
+        return i < len(self.toks) and self.toks[i].kind == "punct" and self.toks[i].text == ch
+
+    def count(self) -> Count | None:
+        tok = self.peek()
+        if tok is None or tok.kind != "ident" or tok.text.upper() != "COUNT" or not self.is_punct("(", 1):
+            return None
+        self.i += 2
+        if self.is_punct(")"):
+            self.take()
+            return Count(None)
+        name = self.ident()
+        self.expect_punct(")")
+        alias = "expr0"
+        tok = self.peek()
+        if tok is not None and tok.kind == "ident":
+            alias = self.take().text
+        return Count(name, alias)
+
     def parse(self) -> Query:
         self.expect_kw("SELECT")
-        fields = [self.ident()]
-        while self.peek() is not None and self.peek().kind == "punct" and self.peek().text == ",":
+        count = self.count()
+        fields = [] if count else [self.ident()]
+        while self.is_punct(","):
             self.take()
+            if count is not None or self.count() is not None:
+                raise malformed("an aggregate such as COUNT() cannot be combined with other fields without GROUP BY")
             fields.append(self.ident())
         self.expect_kw("FROM")
-        query = Query(sobject=self.ident(), fields=fields)
+        query = Query(sobject=self.ident(), fields=fields, count=count)
         if self.accept_kw("WHERE"):
             query.where = self.or_expr()
         if self.accept_kw("ORDER"):
@@ -181,14 +219,16 @@ class _Parser:
             query.limit = self.integer()
         if self.accept_kw("OFFSET"):
             query.offset = self.integer()
+            if query.offset > MAX_OFFSET:
+                raise SfError(400, "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}")
         if self.peek() is not None:
             raise malformed(f"unexpected token: '{self.peek().text}'")
         return query
 
     def integer(self) -> int:
         tok = self.take()
-        if tok.kind != "number" or not tok.text.isdigit():
-            raise malformed(f"expecting a non-negative integer, found '{tok.text}'")
+        if tok.kind != "number" or not tok.text.isdigit() or len(tok.text) > 9:
+            raise malformed(f"expecting a non-negative integer, found '{tok.text[:20]}'")
         return int(tok.text)
 
     def or_expr(self) -> Any:
@@ -204,15 +244,21 @@ class _Parser:
         return parts[0] if len(parts) == 1 else BoolExpr("AND", parts)
 
     def not_expr(self) -> Any:
-        if self.accept_kw("NOT"):
-            return BoolExpr("NOT", [self.not_expr()])
-        tok = self.peek()
-        if tok is not None and tok.kind == "punct" and tok.text == "(":
-            self.take()
-            inner = self.or_expr()
-            self.expect_punct(")")
-            return inner
-        return self.condition()
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise malformed(f"the WHERE clause nests more than {MAX_NESTING} levels")
+        try:
+            if self.accept_kw("NOT"):
+                return BoolExpr("NOT", [self.not_expr()])
+            tok = self.peek()
+            if tok is not None and tok.kind == "punct" and tok.text == "(":
+                self.take()
+                inner = self.or_expr()
+                self.expect_punct(")")
+                return inner
+            return self.condition()
+        finally:
+            self.depth -= 1
 
     def condition(self) -> Cond:
         name = self.ident()
@@ -256,6 +302,8 @@ class _Parser:
 def parse(text: str) -> Query:
     if not text or not text.strip():
         raise malformed("empty query")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise malformed(f"the query is longer than {MAX_QUERY_LENGTH} characters")
     query = _Parser(tokenize(text)).parse()
     if query.sobject not in SCHEMAS:
         raise SfError(
@@ -264,7 +312,8 @@ def parse(text: str) -> Query:
             f"sObject type '{query.sobject}' is not supported. If you are attempting to "
             "use a custom object, be sure to append the '__c' after the entity name.",
         )
-    for name in query.fields + [o[0] for o in query.order_by] + _cond_fields(query.where):
+    counted = [query.count.field] if query.count and query.count.field else []
+    for name in query.fields + counted + [o[0] for o in query.order_by] + _cond_fields(query.where):
         _check_field(query.sobject, name)
     return query
 
@@ -340,11 +389,28 @@ def _compare(left: Any, op: str, right: Any) -> bool:
     raise malformed(f"unknown operator {op}")
 
 
-def _like(value: Any, pattern: str) -> bool:
+def _like(value: Any, pattern: Any) -> bool:
+    """SOQL LIKE (`%` any run, `_` one character, case-insensitive), matched without a regex so
+    a pattern of many `%` cannot backtrack for long (greedy wildcard match, O(len*len))."""
     if value is None or pattern is None:
         return False
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in str(pattern))
-    return re.fullmatch(regex, str(value), flags=re.IGNORECASE | re.DOTALL) is not None
+    text, pat = str(value).lower(), str(pattern).lower()
+    t = p = 0
+    star, mark = -1, 0
+    while t < len(text):
+        if p < len(pat) and pat[p] != "%" and (pat[p] == "_" or pat[p] == text[t]):
+            t, p = t + 1, p + 1
+        elif p < len(pat) and pat[p] == "%":
+            star, mark = p, t
+            p += 1
+        elif star >= 0:
+            mark += 1
+            t, p = mark, star + 1
+        else:
+            return False
+    while p < len(pat) and pat[p] == "%":
+        p += 1
+    return p == len(pat)
 
 
 def matches(expr: Any, record: dict[str, Any], parents: dict[str, dict[str, Any]]) -> bool:

@@ -54,19 +54,27 @@ class CrmStore:
         SQLModel.metadata.create_all(self.engine, tables=CRM_TABLES)
 
     # --- reading ------------------------------------------------------------------------
-    def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:
+    def get(self, sobject: str, record_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+        """The record, or None when there is none of this type (or it is in the recycle bin,
+        unless `include_deleted`: then it comes back with IsDeleted true)."""
         schema_for(sobject)
+        if not ids.looks_like_id(record_id):
+            return None
         with Session(self.engine) as s:
             row = s.get(SObjectRow, ids.normalize_id(record_id))
             if row is None or row.sobject_type != sobject:
                 return None
-            return _materialize(row)
+            record = _materialize(row)
+            return record if include_deleted or not record["IsDeleted"] else None
 
-    def all(self, sobject: str) -> list[dict[str, Any]]:
+    def all(self, sobject: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Every record of a type in ID order; deleted ones only with `include_deleted`
+        (what queryAll sees, as the recycle bin keeps them)."""
         schema_for(sobject)
         with Session(self.engine) as s:
             rows = s.exec(select(SObjectRow).where(SObjectRow.sobject_type == sobject).order_by(SObjectRow.id)).all()
-            return [_materialize(r) for r in rows]
+            records = [_materialize(r) for r in rows]
+            return records if include_deleted else [r for r in records if not r["IsDeleted"]]
 
     def count(self) -> int:
         with Session(self.engine) as s:
@@ -92,34 +100,37 @@ class CrmStore:
     def update(self, sobject: str, record_id: str, values: dict[str, Any]) -> None:
         clean = validate_write(sobject, values, creating=False)
         with self.lock, Session(self.engine) as s:
-            row = s.get(SObjectRow, ids.normalize_id(record_id))
-            if row is None or row.sobject_type != sobject:
-                raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+            row = self._live_row(s, sobject, record_id)
             self._check_references(s, sobject, clean)
             self._apply(s, row, clean)
             s.commit()
 
+    def find_by_external_id(self, sobject: str, field: str, value: str) -> list[dict[str, Any]]:
+        """Live records whose external-ID `field` equals `value` (case-insensitive, as
+        Salesforce compares external IDs). A field that is not an external ID is NOT_FOUND."""
+        fdef = schema_for(sobject).get(field)
+        if fdef is None or not fdef.external_id:
+            raise SfError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field[:80]}"
+            )
+        if field == "Id":
+            record = self.get(sobject, value)
+            return [record] if record is not None else []
+        wanted = value.lower()
+        return [r for r in self.all(sobject) if r.get(field) is not None and str(r[field]).lower() == wanted]
+
     def upsert(self, sobject: str, field: str, value: str, values: dict[str, Any]) -> tuple[str, bool]:
         """Upsert by external ID: (id, created). Raises MultipleMatches when ambiguous."""
-        schema = schema_for(sobject)
-        fdef = schema.get(field)
-        if fdef is None or not fdef.external_id:
-            raise SfError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}")
         if field == "Id":
-            if self.get(sobject, value) is None:
-                raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+            self.find_by_external_id(sobject, field, value)  # checks the type
             self.update(sobject, value, values)
             return ids.normalize_id(value), False
-        if field in values and values[field] != value:
-            raise SfError(
-                400, "INVALID_FIELD", f"The external ID field {field} in the body does not match the URL", [field]
-            )
         with self.lock:
-            matches = [
-                r["Id"]
-                for r in self.all(sobject)
-                if r.get(field) is not None and str(r[field]).lower() == value.lower()
-            ]
+            matches = [r["Id"] for r in self.find_by_external_id(sobject, field, value)]
+            if field in values and values[field] != value:
+                raise SfError(
+                    400, "INVALID_FIELD", f"The external ID field {field} in the body does not match the URL", [field]
+                )
             if len(matches) > 1:
                 raise MultipleMatches(matches)
             if matches:
@@ -128,12 +139,13 @@ class CrmStore:
             return self.create(sobject, {**values, field: value}), True
 
     def delete(self, sobject: str, record_id: str) -> None:
+        """Move the record to the recycle bin (IsDeleted true: gone from get, query and upsert,
+        still seen by queryAll), with the children Salesforce deletes with it: an account's
+        opportunities, an opportunity's line items."""
         schema_for(sobject)
         with self.lock, Session(self.engine) as s:
-            row = s.get(SObjectRow, ids.normalize_id(record_id))
-            if row is None or row.sobject_type != sobject:
-                raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
-            s.delete(row)
+            row = self._live_row(s, sobject, record_id)
+            self._delete_with_children(s, row, now_utc())
             s.commit()
 
     def wipe(self) -> None:
@@ -143,6 +155,27 @@ class CrmStore:
             s.commit()
 
     # --- internals ----------------------------------------------------------------------
+    @staticmethod
+    def _live_row(s: Session, sobject: str, record_id: str) -> SObjectRow:
+        row = s.get(SObjectRow, ids.normalize_id(record_id)) if ids.looks_like_id(record_id) else None
+        if row is None or row.sobject_type != sobject:
+            raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+        if jsonutil.loads(row.fields_json).get("IsDeleted"):
+            raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        return row
+
+    def _delete_with_children(self, s: Session, row: SObjectRow, stamp: datetime) -> None:
+        values = jsonutil.loads(row.fields_json)
+        values["IsDeleted"] = True
+        row.fields_json = jsonutil.dumps(values)
+        row.updated_at = stamp
+        s.add(row)
+        for child_type, ref_field in CASCADE_DELETES.get(row.sobject_type, ()):
+            for child in s.exec(select(SObjectRow).where(SObjectRow.sobject_type == child_type)).all():
+                child_values = jsonutil.loads(child.fields_json)
+                if child_values.get(ref_field) == row.id and not child_values.get("IsDeleted"):
+                    self._delete_with_children(s, child, stamp)
+
     def _apply(self, s: Session, row: SObjectRow, clean: dict[str, Any]) -> None:
         before = jsonutil.loads(row.fields_json)
         after = {**before, **clean}
@@ -160,6 +193,8 @@ class CrmStore:
             ref = s.get(SObjectRow, ids.normalize_id(value)) if ids.is_valid_id(value) else None
             if ref is None or ref.sobject_type != target:
                 raise SfError(400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {name}", [name])
+            if jsonutil.loads(ref.fields_json).get("IsDeleted"):
+                raise SfError(400, "ENTITY_IS_DELETED", f"entity is deleted: {name}", [name])
             clean[name] = ref.id
 
     def _next_id(self, s: Session, prefix: str) -> str:
@@ -203,6 +238,11 @@ class CrmStore:
 
 
 CHANGE_ORDER_FIELDS = ("Amount", "End_Date__c")
+# parent type -> (child type, reference field) deleted with it
+CASCADE_DELETES: dict[str, tuple[tuple[str, str], ...]] = {
+    "Account": (("Opportunity", "AccountId"),),
+    "Opportunity": (("OpportunityLineItem", "OpportunityId"),),
+}
 
 
 def _materialize(row: SObjectRow) -> dict[str, Any]:
@@ -214,7 +254,12 @@ def _materialize(row: SObjectRow) -> dict[str, Any]:
         "LastModifiedDate": sf_datetime(row.updated_at),
         "SystemModstamp": sf_datetime(row.updated_at),
     }
-    values = {**stored, **system, **computed_fields(row.sobject_type, stored)}
+    values = {
+        **stored,
+        **system,
+        "IsDeleted": bool(stored.get("IsDeleted")),
+        **computed_fields(row.sobject_type, stored),
+    }
     return {name: values.get(name) for name in schema_for(row.sobject_type)}
 
 

@@ -259,9 +259,14 @@ def test_upsert_by_external_id_created_updated_and_ambiguous(http):
     assert r.status_code == 400 and r.json()[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
 
 
-def test_any_api_version_is_accepted(http):
+def test_offered_api_versions_and_the_latest_alias_are_served_others_not_found(http):
     assert http.get(f"/services/data/v58.0/sobjects/Account/{S.ACME_ACCOUNT_ID}").status_code == 200
-    assert http.get(f"/services/data/latest/sobjects/Account/{S.ACME_ACCOUNT_ID}").status_code == 404
+    latest = http.get(f"/services/data/latest/sobjects/Account/{S.ACME_ACCOUNT_ID}")
+    assert latest.status_code == 200 and latest.json()["attributes"]["url"].startswith("/services/data/v64.0/")
+    for version in ("v99.0", "v60", "v30.0", "60.0"):
+        r = http.get(f"/services/data/{version}/sobjects/Account/{S.ACME_ACCOUNT_ID}")
+        assert r.status_code == 404, version
+        assert r.json() == [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
 
 
 # --- SOQL -----------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ Vendor facts relied on:
 - Errors are a JSON array `[{"message", "errorCode", "fields"}]` (the OAuth endpoint uses
   `{"error", "error_description"}`); `Sforce-Limit-Info: api-usage=N/LIMIT` is on every
   API response and the daily limit is 403 REQUEST_LIMIT_EXCEEDED (retryable, later).
+- Org metadata for the admin doctor: Versions (`GET /services/data/`, no session needed),
+  Limits (`/limits`: `{Name: {Max, Remaining}}`), Describe Global (`/sobjects`) and sObject
+  Describe (`/sobjects/{Type}/describe`: fields with type, length, picklistValues).
 - Money comes as JSON numbers and is parsed straight to Decimal (never float). Decimals
   are sent as JSON strings, which Salesforce accepts for number fields, so they stay exact.
 
@@ -30,18 +33,21 @@ from temporalio.exceptions import ApplicationError
 from q2c.domain.engagement import Engagement
 from q2c.settings import CrmSettings
 from q2c.vendors.http import READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError
-from q2c.vendors.salesforce.mapping import CrmMappingError, parse_limit_info, soql_quote, to_engagement
-
-LINE_ITEM_FIELDS = (
-    "Id",
-    "Name",
-    "Line_Type__c",
-    "Role__c",
-    "Quantity",
-    "UnitPrice",
-    "TotalPrice",
-    "Effective_From__c",
-    "Milestone_Date__c",
+from q2c.vendors.salesforce.mapping import (
+    ACCOUNT_FIELDS,
+    LINE_ITEM_FIELDS,
+    ApiVersion,
+    CrmMappingError,
+    GlobalSObject,
+    OrgLimit,
+    SObjectDescribe,
+    parse_limit_info,
+    soql_quote,
+    to_api_versions,
+    to_engagement,
+    to_global_sobjects,
+    to_limits,
+    to_sobject_describe,
 )
 
 
@@ -62,21 +68,6 @@ def _encodable(fields: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-# canonical customer field -> Salesforce Account field
-ACCOUNT_FIELDS = {
-    "legal_name": "Legal_Name__c",
-    "tax_id": "Tax_Id__c",
-    "region": "Region__c",
-    "currency": "CurrencyIsoCode",
-    "payment_terms": "Payment_Terms__c",
-    "billing_street": "BillingStreet",
-    "billing_city": "BillingCity",
-    "billing_state": "BillingState",
-    "billing_postal_code": "BillingPostalCode",
-    "billing_country": "BillingCountry",
-}
 
 
 class SalesforceClient(VendorClient):
@@ -204,6 +195,30 @@ class SalesforceClient(VendorClient):
             operation=f"delete {sobject}",
             ok_statuses=(204,),
         )
+
+    # --- org metadata (the admin doctor) ---------------------------------------------------
+    async def api_versions(self) -> list[ApiVersion]:
+        """The REST API versions the org serves (oldest first), to check `api_version` is one."""
+        response = await self.request("GET", "/services/data/", operation="list api versions")
+        return to_api_versions(_loads(response))
+
+    async def limits(self) -> dict[str, OrgLimit]:
+        """The org's limits by name, e.g. `limits()["DailyApiRequests"].remaining`."""
+        response = await self.request("GET", f"{self.api_path}/limits/", operation="limits")
+        return to_limits(_loads(response))
+
+    async def describe_global(self) -> list[GlobalSObject]:
+        """Every sObject the integration user can see."""
+        response = await self.request("GET", f"{self.api_path}/sobjects/", operation="describe global")
+        return to_global_sobjects(_loads(response))
+
+    async def describe(self, sobject: str) -> SObjectDescribe:
+        """One sObject's fields (name, type, length, custom, external ID, picklist values);
+        an object the user cannot see raises a NOT_FOUND ApplicationError."""
+        response = await self.request(
+            "GET", f"{self.api_path}/sobjects/{quote(sobject, safe='')}/describe/", operation=f"describe {sobject}"
+        )
+        return to_sobject_describe(_loads(response))
 
     # --- q2c operations -----------------------------------------------------------------
     async def get_engagement(self, opportunity_id: str) -> Engagement:

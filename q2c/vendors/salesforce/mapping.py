@@ -15,6 +15,8 @@ module never lets a float through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from q2c.domain.customer import Address, Customer
 from q2c.domain.engagement import BillingModel, Engagement, Milestone, RateCardEntry
 from q2c.domain.money import Money
+from q2c.domain.validation import PAYMENT_TERMS
 
 BILLING_MODELS: dict[str, BillingModel] = {
     "Time and Materials": BillingModel.TIME_AND_MATERIALS,
@@ -29,6 +32,88 @@ BILLING_MODELS: dict[str, BillingModel] = {
     "Retainer": BillingModel.RETAINER,
 }
 STAGE_CLOSED_WON = "Closed Won"
+LINE_TYPES = ("Rate", "Milestone", "Retainer")  # OpportunityLineItem.Line_Type__c -> how to_engagement reads a line
+
+# canonical customer field -> Salesforce Account field (read by account_to_customer, written
+# by the connector's write_customer_master when a steward fixes the customer master)
+ACCOUNT_FIELDS: dict[str, str] = {
+    "legal_name": "Legal_Name__c",
+    "tax_id": "Tax_Id__c",
+    "region": "Region__c",
+    "currency": "CurrencyIsoCode",
+    "payment_terms": "Payment_Terms__c",
+    "billing_street": "BillingStreet",
+    "billing_city": "BillingCity",
+    "billing_state": "BillingState",
+    "billing_postal_code": "BillingPostalCode",
+    "billing_country": "BillingCountry",
+}
+OPPORTUNITY_READ_FIELDS = (
+    "Id",
+    "Name",
+    "AccountId",
+    "StageName",
+    "Amount",
+    "CurrencyIsoCode",
+    "Service_Line__c",
+    "Billing_Model__c",
+    "Start_Date__c",
+    "End_Date__c",
+    "Retainer_Amount__c",
+)
+# read-only reference copies of what the ERP and PSA own, written back by the connector
+OPPORTUNITY_WRITE_FIELDS = (
+    "ERP_Customer_Id__c",
+    "ERP_Project_Id__c",
+    "PSA_Workspace_Id__c",
+    "Q2C_Status__c",
+    "Q2C_Contract_Version__c",
+    "Last_Invoice_Number__c",
+    "Last_Invoice_Amount__c",
+    "Last_Invoice_Currency__c",
+    "Last_Invoice_Status__c",
+    "Amount_Paid__c",
+    "Open_Balance__c",
+    "Days_Overdue__c",
+    "Unapplied_Credit__c",
+)
+LINE_ITEM_FIELDS = (
+    "Id",
+    "Name",
+    "Line_Type__c",
+    "Role__c",
+    "Quantity",
+    "UnitPrice",
+    "TotalPrice",
+    "Effective_From__c",
+    "Milestone_Date__c",
+)
+# The Closed Won Outbound Message's selected fields (what q2c/webhook reads from a notification;
+# the definition is deploy/salesforce/force-app/main/default/workflows/Opportunity.workflow-meta.xml).
+OUTBOUND_MESSAGE_FIELDS = ("AccountId", "Id", "IsClosed", "IsWon", "Name", "StageName")
+
+# What q2c needs in an org, stated once: every field the connector reads or writes, per sObject
+# (custom and standard; `CurrencyIsoCode` exists only with multi-currency enabled). The admin
+# doctor checks an org's describe against it; the Salesforce DX source in deploy/salesforce
+# creates the custom ones (a test keeps the three in step).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "Account": ("Id", "Name", *ACCOUNT_FIELDS.values()),
+    "Opportunity": OPPORTUNITY_READ_FIELDS + OPPORTUNITY_WRITE_FIELDS + ("IsClosed", "IsWon"),
+    "OpportunityLineItem": LINE_ITEM_FIELDS + ("OpportunityId",),
+}
+
+# Picklist values q2c relies on, per (sObject, field): the stage that starts an engagement, the
+# billing models and line types the mapping understands, and the payment terms a steward may
+# write back (q2c.domain.validation.PAYMENT_TERMS; a restricted picklist without one of them
+# refuses the steward's fix). Region__c and CurrencyIsoCode values depend on the ERP
+# subsidiaries and the org's currencies, so they are not fixed here. Q2C_Status__c is a text
+# field (q2c writes EngagementStage values), not a picklist.
+REQUIRED_PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Opportunity", "StageName"): (STAGE_CLOSED_WON,),
+    ("Opportunity", "Billing_Model__c"): tuple(BILLING_MODELS),
+    ("OpportunityLineItem", "Line_Type__c"): LINE_TYPES,
+    ("Account", "Payment_Terms__c"): PAYMENT_TERMS,
+}
 
 
 class CrmMappingError(ValueError):
@@ -173,3 +258,214 @@ def soql_quote(value: str) -> str:
     """A SOQL string literal with quotes and backslashes escaped."""
     escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
     return f"'{escaped}'"
+
+
+# --- org metadata (Versions, Limits, Describe Global, sObject Describe) -----------------------
+
+
+@dataclass(frozen=True)
+class ApiVersion:
+    """One entry of the Versions resource (`GET /services/data/`)."""
+
+    version: str  # "60.0"
+    label: str  # "Spring '24"
+    url: str  # "/services/data/v60.0"
+
+
+@dataclass(frozen=True)
+class OrgLimit:
+    """One entry of the Limits resource: `{"Max": n, "Remaining": n}`."""
+
+    name: str
+    max: int
+    remaining: int
+
+    @property
+    def used(self) -> int:
+        return self.max - self.remaining
+
+
+@dataclass(frozen=True)
+class GlobalSObject:
+    """One object of Describe Global."""
+
+    name: str
+    label: str
+    custom: bool
+    key_prefix: str | None
+    queryable: bool
+    createable: bool
+    updateable: bool
+
+
+@dataclass(frozen=True)
+class PicklistValue:
+    value: str
+    label: str
+    active: bool
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class FieldDescribe:
+    """One field of an sObject Describe."""
+
+    name: str
+    type: str  # Salesforce's field type: string, picklist, currency, double, date, reference, ...
+    label: str
+    length: int
+    custom: bool
+    external_id: bool
+    nillable: bool
+    createable: bool
+    updateable: bool
+    restricted_picklist: bool = False
+    precision: int = 0
+    scale: int = 0
+    reference_to: tuple[str, ...] = ()
+    picklist_values: tuple[PicklistValue, ...] = ()
+
+    @property
+    def active_values(self) -> tuple[str, ...]:
+        return tuple(v.value for v in self.picklist_values if v.active)
+
+
+@dataclass(frozen=True)
+class SObjectDescribe:
+    """An sObject Describe: the object's properties and its fields, in describe order."""
+
+    name: str
+    label: str
+    custom: bool
+    key_prefix: str | None
+    queryable: bool
+    createable: bool
+    updateable: bool
+    fields: tuple[FieldDescribe, ...] = ()
+
+    def field(self, name: str) -> FieldDescribe | None:
+        """The field of that API name (names are case-insensitive in Salesforce)."""
+        wanted = name.lower()
+        return next((f for f in self.fields if f.name.lower() == wanted), None)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+@dataclass(frozen=True)
+class OrgGap:
+    """Something q2c needs that the org lacks: a field, or a picklist value on a field."""
+
+    sobject: str
+    field: str
+    missing: str  # "object" | "field" | "picklist value" | "writable field"
+    value: str | None = None
+
+    def __str__(self) -> str:
+        if self.missing == "object":
+            return f"{self.sobject}: the object is not available"
+        if self.missing == "picklist value":
+            return f"{self.sobject}.{self.field}: picklist value '{self.value}' is missing or inactive"
+        if self.missing == "writable field":
+            return f"{self.sobject}.{self.field}: the field is read-only for the integration user"
+        return f"{self.sobject}.{self.field}: the field does not exist (or is not visible to the integration user)"
+
+
+def to_api_versions(body: Any) -> list[ApiVersion]:
+    return [ApiVersion(version=str(v["version"]), label=str(v.get("label", "")), url=str(v["url"])) for v in body]
+
+
+def to_limits(body: Mapping[str, Any]) -> dict[str, OrgLimit]:
+    return {
+        name: OrgLimit(name=name, max=int(v["Max"]), remaining=int(v["Remaining"]))
+        for name, v in body.items()
+        if isinstance(v, Mapping) and "Max" in v and "Remaining" in v
+    }
+
+
+def to_global_sobjects(body: Mapping[str, Any]) -> list[GlobalSObject]:
+    return [
+        GlobalSObject(
+            name=o["name"],
+            label=o.get("label", o["name"]),
+            custom=bool(o.get("custom")),
+            key_prefix=o.get("keyPrefix"),
+            queryable=bool(o.get("queryable")),
+            createable=bool(o.get("createable")),
+            updateable=bool(o.get("updateable")),
+        )
+        for o in body.get("sobjects", [])
+    ]
+
+
+def to_field_describe(f: Mapping[str, Any]) -> FieldDescribe:
+    return FieldDescribe(
+        name=f["name"],
+        type=f["type"],
+        label=f.get("label", f["name"]),
+        length=int(f.get("length") or 0),
+        custom=bool(f.get("custom")),
+        external_id=bool(f.get("externalId")),
+        nillable=bool(f.get("nillable")),
+        createable=bool(f.get("createable")),
+        updateable=bool(f.get("updateable")),
+        restricted_picklist=bool(f.get("restrictedPicklist")),
+        precision=int(f.get("precision") or 0),
+        scale=int(f.get("scale") or 0),
+        reference_to=tuple(f.get("referenceTo") or ()),
+        picklist_values=tuple(
+            PicklistValue(
+                value=str(p["value"]),
+                label=str(p.get("label", p["value"])),
+                active=bool(p.get("active")),
+                default=bool(p.get("defaultValue")),
+            )
+            for p in f.get("picklistValues") or ()
+        ),
+    )
+
+
+def to_sobject_describe(body: Mapping[str, Any]) -> SObjectDescribe:
+    return SObjectDescribe(
+        name=body["name"],
+        label=body.get("label", body["name"]),
+        custom=bool(body.get("custom")),
+        key_prefix=body.get("keyPrefix"),
+        queryable=bool(body.get("queryable")),
+        createable=bool(body.get("createable")),
+        updateable=bool(body.get("updateable")),
+        fields=tuple(to_field_describe(f) for f in body.get("fields", [])),
+    )
+
+
+WRITTEN_FIELDS: dict[str, tuple[str, ...]] = {
+    "Account": tuple(ACCOUNT_FIELDS.values()),
+    "Opportunity": OPPORTUNITY_WRITE_FIELDS,
+}
+
+
+def org_gaps(describes: Mapping[str, SObjectDescribe | None]) -> list[OrgGap]:
+    """What the org lacks against REQUIRED_FIELDS, REQUIRED_PICKLIST_VALUES and the fields the
+    connector writes (`describes`: sObject name -> its describe, None when the object is not
+    available). Empty when q2c can run against the org."""
+    gaps: list[OrgGap] = []
+    for sobject, needed in REQUIRED_FIELDS.items():
+        described = describes.get(sobject)
+        if described is None:
+            gaps.append(OrgGap(sobject, "", "object"))
+            continue
+        for name in needed:
+            f = described.field(name)
+            if f is None:
+                gaps.append(OrgGap(sobject, name, "field"))
+            elif name in WRITTEN_FIELDS.get(sobject, ()) and not f.updateable:
+                gaps.append(OrgGap(sobject, name, "writable field"))
+    for (sobject, name), values in REQUIRED_PICKLIST_VALUES.items():
+        described = describes.get(sobject)
+        f = described.field(name) if described is not None else None
+        if f is None or f.type not in ("picklist", "multipicklist"):
+            continue  # missing: already reported; a text field takes any value
+        active = set(f.active_values)
+        gaps.extend(OrgGap(sobject, name, "picklist value", v) for v in values if v not in active)
+    return gaps
