@@ -14,15 +14,27 @@ from q2c.domain.money import Money
 from q2c.vendors.http import AUTH_TYPE, NOT_FOUND_TYPE, RATE_LIMITED_TYPE, REJECTED_TYPE, RETRYABLE_TYPE
 from q2c.vendors.salesforce.client import SalesforceClient
 from q2c.vendors.salesforce.mapping import (
+    ACCOUNT_FIELDS,
+    BILLING_MODELS,
+    LINE_ITEM_FIELDS,
+    OUTBOUND_MESSAGE_FIELDS,
+    REQUIRED_FIELDS,
+    REQUIRED_PICKLIST_VALUES,
+    ApiVersion,
     CrmMappingError,
+    GlobalSObject,
+    OrgLimit,
+    SObjectDescribe,
     account_to_customer,
     billing_model,
+    org_gaps,
     parse_limit_info,
     soql_quote,
     to_decimal,
     to_engagement,
 )
 from sandboxes.crm import seed as S
+from sandboxes.crm.schema import Q2C_REFERENCE_FIELDS
 from tests.fixtures.crm import crm_settings
 
 
@@ -316,6 +328,91 @@ async def test_audit_hook_sees_every_call(sf):
         await c.aclose()
     assert [r.operation for r in seen] == ["oauth token", "get Opportunity", "get Account", "query"]
     assert all(r.system == "crm" and r.outcome == "ok" for r in seen)
+
+
+# --- org metadata for the admin doctor ----------------------------------------------------------
+
+
+async def test_api_versions_list_the_connectors_version(client):
+    versions = await client.api_versions()
+    assert ApiVersion(version="60.0", label="Spring '24", url="/services/data/v60.0") in versions
+    assert [v.version for v in versions] == sorted((v.version for v in versions), key=float)
+
+
+async def test_limits_are_typed_and_agree_with_the_header(sf, client):
+    limits = await client.limits()
+    daily = limits["DailyApiRequests"]
+    used, limit = client.api_usage
+    assert isinstance(daily, OrgLimit) and (daily.max, daily.remaining, daily.used) == (limit, limit - used, used)
+    assert limits["DataStorageMB"].remaining <= limits["DataStorageMB"].max
+
+
+async def test_describe_global_and_describe_give_fields_types_and_picklists(client):
+    objects = {o.name: o for o in await client.describe_global()}
+    assert set(REQUIRED_FIELDS) <= set(objects)
+    assert objects["Opportunity"] == GlobalSObject(
+        name="Opportunity",
+        label="Opportunity",
+        custom=False,
+        key_prefix="006",
+        queryable=True,
+        createable=True,
+        updateable=True,
+    )
+    opportunity = await client.describe("Opportunity")
+    assert isinstance(opportunity, SObjectDescribe) and opportunity.key_prefix == "006"
+    stage = opportunity.field("StageName")
+    assert stage.type == "picklist" and "Closed Won" in stage.active_values and stage.restricted_picklist
+    model = opportunity.field("billing_model__c")  # API names are case-insensitive
+    assert (model.name, model.custom, model.active_values) == (
+        "Billing_Model__c",
+        True,
+        ("Time and Materials", "Fixed Fee", "Retainer"),
+    )
+    paid = opportunity.field("Amount_Paid__c")
+    assert (paid.type, paid.precision, paid.scale, paid.updateable) == ("currency", 18, 2, True)
+    assert opportunity.field("AccountId").reference_to == ("Account",)
+    assert opportunity.field("IsWon").updateable is False
+    assert org_gaps({s: await client.describe(s) for s in REQUIRED_FIELDS}) == []
+
+
+async def test_describe_of_an_unknown_object_is_not_found(client):
+    with pytest.raises(ApplicationError) as info:
+        await client.describe("Widget__c")
+    assert info.value.type == NOT_FOUND_TYPE and "NOT_FOUND" in str(info.value)
+
+
+def test_required_fields_cover_every_field_the_connector_reads_or_writes():
+    """Stated once, but derived from use: the query's line fields, the account fields a steward
+    writes, the opportunity reference fields, and what the webhook reads from the message."""
+    assert set(LINE_ITEM_FIELDS) <= set(REQUIRED_FIELDS["OpportunityLineItem"])
+    assert set(ACCOUNT_FIELDS.values()) <= set(REQUIRED_FIELDS["Account"])
+    assert set(Q2C_REFERENCE_FIELDS) <= set(REQUIRED_FIELDS["Opportunity"])
+    assert set(OUTBOUND_MESSAGE_FIELDS) <= set(REQUIRED_FIELDS["Opportunity"])
+    assert REQUIRED_PICKLIST_VALUES[("Opportunity", "StageName")] == ("Closed Won",)
+    assert set(REQUIRED_PICKLIST_VALUES[("Opportunity", "Billing_Model__c")]) == set(BILLING_MODELS)
+    for sobject, fields in REQUIRED_FIELDS.items():
+        assert len(fields) == len(set(fields)), sobject
+
+
+async def test_everything_the_mapping_reads_is_required(client):
+    """Reading a real engagement touches only required fields: strip the records to
+    REQUIRED_FIELDS and the mapping still gives the same engagement."""
+    full = await client.get_engagement(S.ACME_OPPORTUNITY_ID)
+    opp = await client.get_record("Opportunity", S.ACME_OPPORTUNITY_ID)
+    acc = await client.get_record("Account", S.ACME_ACCOUNT_ID)
+    lines = await client.query(
+        f"SELECT {', '.join(LINE_ITEM_FIELDS)} FROM OpportunityLineItem "
+        f"WHERE OpportunityId = '{S.ACME_OPPORTUNITY_ID}' ORDER BY Id"
+    )
+
+    def keep(record: dict, sobject: str) -> dict:
+        return {k: v for k, v in record.items() if k in REQUIRED_FIELDS[sobject]}
+
+    stripped = to_engagement(
+        keep(opp, "Opportunity"), keep(acc, "Account"), [keep(x, "OpportunityLineItem") for x in lines]
+    )
+    assert stripped == full
 
 
 # --- pure mapping -------------------------------------------------------------------------------

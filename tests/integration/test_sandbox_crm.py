@@ -572,3 +572,214 @@ def test_envelope_escapes_text_and_ack_detection():
     assert not is_ack(200, b"OK")
     with pytest.raises(ValueError):
         build_envelope(organization_id=DEMO_CRM_ORG_ID, instance_url="x", notifications=[])
+
+
+# --- what real clients call: trailing slashes, metadata resources, bad input ------------------
+
+
+def usage_of(url: str) -> int:
+    return httpx.get(f"{url}/__sandbox/api-usage").json()["used"]
+
+
+def test_trailing_slash_urls_are_answered_directly_and_counted_once(sf, http):
+    before = usage_of(sf.url)
+    r = http.get(f"{API}/query/", params={"q": "SELECT Id FROM Account LIMIT 1"})
+    assert r.status_code == 200 and r.json()["totalSize"] == 1
+    created = http.post(f"{API}/sobjects/Account/", json={"Name": "Slash Ltd"})
+    assert created.status_code == 201
+    assert http.get(f"{API}/sobjects/Account/{created.json()['id']}/").json()["Name"] == "Slash Ltd"
+    assert http.get(f"{API}/sobjects/Account/describe/").status_code == 200
+    assert usage_of(sf.url) == before + 4
+    assert r.headers["Sforce-Limit-Info"] == f"api-usage={before + 1}/15000"
+
+
+def test_versions_resource_needs_no_session_and_is_not_counted(sf):
+    before = usage_of(sf.url)
+    for path in ("/services/data/", "/services/data"):
+        r = httpx.get(f"{sf.url}{path}")
+        assert r.status_code == 200 and "Sforce-Limit-Info" not in r.headers
+        versions = r.json()
+        assert {"label": "Spring '24", "url": "/services/data/v60.0", "version": "60.0"} in versions
+        assert versions[0]["version"] == "31.0" and versions[-1]["version"] == "64.0"
+    assert usage_of(sf.url) == before
+
+
+def test_limits_report_the_same_daily_count_as_the_header(sf, http):
+    r = http.get(f"{API}/limits/")
+    used, limit = map(int, r.headers["Sforce-Limit-Info"].removeprefix("api-usage=").split("/"))
+    assert r.json()["DailyApiRequests"] == {"Max": limit, "Remaining": limit - used}
+    assert all(set(v) == {"Max", "Remaining"} for v in r.json().values())
+
+
+def test_describe_global_and_sobject_describe(http):
+    body = http.get(f"{API}/sobjects").json()
+    assert (body["encoding"], body["maxBatchSize"]) == ("UTF-8", 200)
+    account = next(o for o in body["sobjects"] if o["name"] == "Account")
+    assert account["keyPrefix"] == "001" and account["urls"]["describe"] == f"{API}/sobjects/Account/describe"
+    described = http.get(f"{API}/sobjects/OpportunityLineItem/describe").json()
+    fields = {f["name"]: f for f in described["fields"]}
+    line_type = fields["Line_Type__c"]
+    assert (line_type["type"], line_type["custom"], line_type["restrictedPicklist"]) == ("picklist", True, True)
+    assert line_type["picklistValues"] == [
+        {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
+        for v in ("Rate", "Milestone", "Retainer")
+    ]
+    assert (fields["Role__c"]["length"], fields["Role__c"]["externalId"]) == (80, False)
+    assert fields["External_Id__c"]["externalId"] is True and fields["Id"]["type"] == "id"
+    assert fields["OpportunityId"]["referenceTo"] == ["Opportunity"] and fields["TotalPrice"]["createable"] is False
+    children = http.get(f"{API}/sobjects/Opportunity/describe").json()["childRelationships"]
+    assert {"childSObject": "OpportunityLineItem", "field": "OpportunityId"}.items() <= children[0].items()
+    r = http.get(f"{API}/sobjects/Widget__c/describe")
+    assert r.status_code == 404 and r.json()[0]["errorCode"] == "NOT_FOUND"
+
+
+def test_get_by_external_id(http):
+    new = http.post(f"{API}/sobjects/Account", json={"Name": "Lookup AG", "Tax_Id__c": "DE999999999"}).json()["id"]
+    r = http.get(f"{API}/sobjects/Account/Tax_Id__c/de999999999", params={"fields": "Name"})
+    assert r.status_code == 200 and {k: v for k, v in r.json().items() if k != "attributes"} == {
+        "Id": new,
+        "Name": "Lookup AG",
+    }
+    assert http.get(f"{API}/sobjects/Account/Id/{new}").json()["Id"] == new
+    missing = http.get(f"{API}/sobjects/Account/Tax_Id__c/NOPE")
+    assert missing.status_code == 404 and missing.json()[0]["errorCode"] == "NOT_FOUND"
+    not_external = http.get(f"{API}/sobjects/Account/Name/Lookup AG")
+    assert not_external.status_code == 404
+    assert "Provided external ID field does not exist" in not_external.json()[0]["message"]
+
+
+def test_count_and_query_all_over_the_recycle_bin(http):
+    opp = http.post(
+        f"{API}/sobjects/Opportunity",
+        json={"Name": "Binned", "StageName": "Prospecting", "CloseDate": "2026-12-31", "AccountId": S.ACME_ACCOUNT_ID},
+    ).json()["id"]
+    line = http.post(
+        f"{API}/sobjects/OpportunityLineItem", json={"OpportunityId": opp, "Quantity": 1, "UnitPrice": "10.00"}
+    ).json()["id"]
+    soql = f"SELECT COUNT() FROM OpportunityLineItem WHERE OpportunityId = '{opp}'"
+    assert q(http, soql).json() == {"totalSize": 1, "done": True, "records": []}
+    assert http.delete(f"{API}/sobjects/Opportunity/{opp}").status_code == 204
+    assert q(http, soql).json()["totalSize"] == 0  # the line item went with its opportunity
+    binned = http.get(
+        f"{API}/queryAll", params={"q": f"SELECT Id, IsDeleted FROM OpportunityLineItem WHERE Id = '{line}'"}
+    )
+    assert [(r["Id"], r["IsDeleted"]) for r in binned.json()["records"]] == [(line, True)]
+    assert http.get(f"{API}/sobjects/Opportunity/{opp}").json()[0]["errorCode"] == "ENTITY_IS_DELETED"
+    assert http.patch(f"{API}/sobjects/Opportunity/{opp}", json={"Name": "x"}).status_code == 404
+    assert http.delete(f"{API}/sobjects/Opportunity/{opp}").json()[0]["errorCode"] == "ENTITY_IS_DELETED"
+    counted = q(http, "SELECT COUNT(Id) FROM Account").json()
+    assert counted["totalSize"] == 1 and counted["records"][0]["expr0"] >= len(S.SEED_ACCOUNTS)
+    paged = http.get(
+        f"{API}/queryAll",
+        params={"q": "SELECT Id FROM OpportunityLineItem"},
+        headers={"Sforce-Query-Options": "batchSize=5"},
+    ).json()
+    assert paged["nextRecordsUrl"].startswith(f"{API}/queryAll/01g")
+    assert http.get(paged["nextRecordsUrl"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, code",
+    [
+        ("GET", f"{API}/sobjects/Account/{'9' * 40}", {}, 404, "NOT_FOUND"),
+        ("GET", f"{API}/sobjects/Account/%00%FF", {}, 404, "NOT_FOUND"),
+        ("PATCH", f"{API}/sobjects/Account/{'a' * 18}", {"json": {"Name": "x"}}, 404, "NOT_FOUND"),
+        ("DELETE", f"{API}/sobjects/Account/001", {}, 404, "NOT_FOUND"),
+        ("PATCH", f"{API}/sobjects/Account/{S.ACME_ACCOUNT_ID}", {"content": b"[" * 100_000}, 400, "JSON_PARSER_ERROR"),
+        ("PATCH", f"{API}/sobjects/Account/{S.ACME_ACCOUNT_ID}", {"content": b"\xff\xfe"}, 400, "JSON_PARSER_ERROR"),
+        ("PATCH", f"{API}/sobjects/Account/{S.ACME_ACCOUNT_ID}", {"content": b"a=b"}, 400, "JSON_PARSER_ERROR"),
+        ("POST", f"{API}/sobjects/Account", {"content": b"1" * 5000}, 400, "JSON_PARSER_ERROR"),
+        ("POST", f"{API}/sobjects/Account", {"json": {"Name": "x" * 256}}, 400, "STRING_TOO_LONG"),
+        (
+            "PATCH",
+            f"{API}/sobjects/Opportunity/{S.ACME_OPPORTUNITY_ID}",
+            {"content": b'{"Amount": 1e400}'},
+            400,
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        (
+            "PATCH",
+            f"{API}/sobjects/Opportunity/{S.ACME_OPPORTUNITY_ID}",
+            {"json": {"Amount": 10**17}},
+            400,
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        (
+            "PATCH",
+            f"{API}/sobjects/Opportunity/{S.ACME_OPPORTUNITY_ID}",
+            {"json": {"Amount": "1e-999999"}},
+            400,
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        (
+            "PATCH",
+            f"{API}/sobjects/Opportunity/{S.ACME_OPPORTUNITY_ID}",
+            {"json": {"AccountId": "not-an-id"}},
+            400,
+            "MALFORMED_ID",
+        ),
+        (
+            "PATCH",
+            f"{API}/sobjects/Opportunity/{S.ACME_OPPORTUNITY_ID}",
+            {"json": {"Name": {"a": 1}}},
+            400,
+            "JSON_PARSER_ERROR",
+        ),
+        (
+            "GET",
+            f"{API}/query",
+            {"params": {"q": "SELECT Id FROM Account WHERE " + "(" * 5000 + "Name = 'x'"}},
+            400,
+            "MALFORMED_QUERY",
+        ),
+        (
+            "GET",
+            f"{API}/query",
+            {"params": {"q": "SELECT Id FROM Account LIMIT " + "9" * 5000}},
+            400,
+            "MALFORMED_QUERY",
+        ),
+        (
+            "GET",
+            f"{API}/query",
+            {"params": {"q": "SELECT Id FROM Account OFFSET 2001"}},
+            400,
+            "NUMBER_OUTSIDE_VALID_RANGE",
+        ),
+        ("GET", f"{API}/query", {"params": {"q": "SELECT Id, COUNT() FROM Account"}}, 400, "MALFORMED_QUERY"),
+        (
+            "GET",
+            f"{API}/query",
+            {"params": {"q": "SELECT Id FROM Account"}, "headers": {"Sforce-Query-Options": "batchSize=" + "9" * 5000}},
+            200,
+            None,
+        ),
+        ("GET", f"{API}/query/01g5e0000000001AAA-{'9' * 5000}", {}, 400, "INVALID_QUERY_LOCATOR"),
+        ("GET", f"{API}/query/01g-²", {}, 400, "INVALID_QUERY_LOCATOR"),
+        (
+            "GET",
+            f"{API}/sobjects/Account/{S.ACME_ACCOUNT_ID}",
+            {"params": {"fields": "Name," + "x" * 5000}},
+            400,
+            "INVALID_FIELD",
+        ),
+        ("PUT", f"{API}/sobjects/Account/{S.ACME_ACCOUNT_ID}", {"json": {}}, 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/services/data/v60.0/nothing/here", {}, 404, "NOT_FOUND"),
+    ],
+)
+def test_bad_input_is_a_salesforce_4xx_never_a_5xx(http, method, path, kwargs, status, code):
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    r = http.request(method, path, headers=headers, **kwargs)
+    assert r.status_code == status, r.text[:300]
+    if code is not None:
+        body = r.json()
+        assert isinstance(body, list) and body[0]["errorCode"] == code and isinstance(body[0]["message"], str)
+        assert len(body[0]["message"]) < 500
+
+
+def test_token_endpoint_refuses_non_ascii_credentials_as_invalid_client(sf):
+    r = httpx.post(
+        f"{sf.url}/services/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "é", "client_secret": "ü"},
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_client"
