@@ -6,12 +6,14 @@ where a benchmark needs it:
 - CRM: no Outbound Messages (engagements are started directly) and no daily API limit worth
   speaking of (the benchmark measures the ERP, not Salesforce's 15,000-call day);
 - ERP: no concurrency limit and no latency at start; the benchmark sets both through
-  `PUT /__sandbox/faults` for the timed part only.
+  `PUT /__sandbox/faults` for the timed part only. Its demo M2M certificate lives next to its
+  SQLite database (`<folder>/erp-m2m/`), where bench/stack.py reads the key.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import uvicorn
 
@@ -29,7 +31,8 @@ def build_app(vendor: str, db_url: str):
         return psa_app(db_url)
     from sandboxes.erp.app import create_app as erp_app
 
-    return erp_app(db_url, concurrency_limit=None)
+    m2m_dir = Path(db_url.removeprefix("sqlite:///")).parent / "erp-m2m" if db_url.startswith("sqlite:///") else None
+    return erp_app(db_url, concurrency_limit=None, m2m_dir=m2m_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,6 @@ from q2c.settings import (
     DEMO_CRM_ORG_ID,
     DEMO_ERP_ACCOUNT,
     DEMO_ERP_CLIENT_ID,
-    DEMO_ERP_CLIENT_SECRET,
     DEMO_PSA_TOKEN,
     CrmSettings,
     ErpSettings,
@@ -74,7 +73,10 @@ class BenchStack:
 
 def bench_settings(state_dir: Path, temporal_address: str, sandboxes: dict[str, SandboxProcess]) -> Settings:
     """Settings pointing at the benchmark's own servers, with the sandboxes' demo credentials."""
+    from sandboxes.erp.m2m import ensure_demo_credentials
+
     base = load_settings()
+    m2m = ensure_demo_credentials(state_dir / "erp-m2m")
     return dataclasses.replace(
         base,
         state_dir=state_dir,
@@ -91,7 +93,9 @@ def bench_settings(state_dir: Path, temporal_address: str, sandboxes: dict[str, 
             base_url=sandboxes["erp"].url,
             account_id=DEMO_ERP_ACCOUNT,
             client_id=DEMO_ERP_CLIENT_ID,
-            client_secret=DEMO_ERP_CLIENT_SECRET,
+            # NetSuite M2M: the demo certificate the ERP sandbox generated next to its database
+            certificate_id=m2m.certificate_id,
+            private_key_file=str(m2m.private_key_path),
         ),
         psa=PsaSettings(base_url=sandboxes["psa"].url, token=DEMO_PSA_TOKEN),
     )

@@ -20,7 +20,13 @@ DEMO_CRM_CLIENT_SECRET = "q2c-demo-secret"
 DEMO_CRM_ORG_ID = "00D5e000000Q2CDEMO"
 DEMO_ERP_ACCOUNT = "1234567_SB1"
 DEMO_ERP_CLIENT_ID = "q2c-demo-erp-client"
-DEMO_ERP_CLIENT_SECRET = "q2c-demo-erp-secret"
+# NetSuite M2M has no client secret: the ERP sandbox generates its demo certificate at first
+# start into <state_dir>/erp-m2m/ (private-key.pem, certificate-id); never committed.
+DEMO_ERP_M2M_FOLDER = "erp-m2m"
+DEMO_ERP_PRIVATE_KEY_FILE = "private-key.pem"
+DEMO_ERP_CERTIFICATE_ID_FILE = "certificate-id"
+ERP_DEFAULT_SCOPES = ("rest_webservices",)
+ERP_DEFAULT_JWT_ALG = "PS256"
 DEMO_PSA_TOKEN = "q2c-demo-psa-token"
 # Standard Webhooks secret: "whsec_" + base64 of the key bytes.
 DEMO_WEBHOOK_SECRET = "whsec_cTJjLWRlbW8td2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="
@@ -42,10 +48,23 @@ class CrmSettings:
 
 @dataclass(frozen=True)
 class ErpSettings:
+    """NetSuite over OAuth 2.0 machine-to-machine (client credentials with a JWT assertion).
+
+    There is no client secret: q2c signs a client assertion with the private key of the
+    certificate an administrator mapped to the integration record (Setup > Integration >
+    OAuth 2.0 Client Credentials (M2M) Setup), naming the mapping's certificate ID as `kid`.
+    The key comes from Q2C_ERP_PRIVATE_KEY_FILE (a PEM file) or Q2C_ERP_PRIVATE_KEY (the PEM
+    text); it is read when the first token is needed, so a missing key is reported by the
+    call that needs it (and by `q2c doctor`), naming the variable."""
+
     base_url: str
     account_id: str
     client_id: str
-    client_secret: str
+    certificate_id: str | None = None  # Q2C_ERP_CERTIFICATE_ID: the JWT `kid`
+    private_key_file: str | None = None  # Q2C_ERP_PRIVATE_KEY_FILE
+    private_key: str | None = field(default=None, repr=False)  # Q2C_ERP_PRIVATE_KEY (PEM text)
+    scopes: tuple[str, ...] = ERP_DEFAULT_SCOPES  # Q2C_ERP_SCOPES
+    jwt_alg: str = ERP_DEFAULT_JWT_ALG  # Q2C_ERP_JWT_ALG: PS256 (NetSuite's default), ES256, ...
     # requests this process keeps in flight at most: below NetSuite's account-wide limit (5 on
     # small accounts), which every integration shares; with N workers use limit / N
     max_in_flight: int | None = 4
@@ -94,6 +113,40 @@ class Settings:
         return _env(f"Q2C_{system.upper()}_DB_URL", f"sqlite:///{self.state_dir / (system + '.db')}")
 
 
+def _demo_certificate_id(m2m_dir: Path) -> str | None:
+    try:
+        return (m2m_dir / DEMO_ERP_CERTIFICATE_ID_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def erp_scopes(text: str) -> tuple[str, ...]:
+    """Q2C_ERP_SCOPES: scopes separated by commas or spaces (NetSuite: restlets,
+    rest_webservices, suite_analytics)."""
+    return tuple(s for s in text.replace(",", " ").split() if s) or ERP_DEFAULT_SCOPES
+
+
+def load_erp_settings(state_dir: Path, erp_port: int) -> ErpSettings:
+    """The ERP part of the settings. Without Q2C_ERP_PRIVATE_KEY(_FILE) / Q2C_ERP_CERTIFICATE_ID
+    the demo certificate the ERP sandbox generated in the state folder is used (if it exists)."""
+    m2m_dir = state_dir / DEMO_ERP_M2M_FOLDER
+    key_text = _env("Q2C_ERP_PRIVATE_KEY", "") or None
+    key_file = _env("Q2C_ERP_PRIVATE_KEY_FILE", "") or None
+    if key_text is None and key_file is None:
+        key_file = str(m2m_dir / DEMO_ERP_PRIVATE_KEY_FILE)
+    return ErpSettings(
+        base_url=_env("Q2C_ERP_URL", f"http://127.0.0.1:{erp_port}"),
+        account_id=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
+        client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),
+        certificate_id=_env("Q2C_ERP_CERTIFICATE_ID", "") or _demo_certificate_id(m2m_dir),
+        private_key_file=key_file,
+        private_key=key_text,
+        scopes=erp_scopes(_env("Q2C_ERP_SCOPES", ",".join(ERP_DEFAULT_SCOPES))),
+        jwt_alg=_env("Q2C_ERP_JWT_ALG", ERP_DEFAULT_JWT_ALG).upper(),
+        max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
+    )
+
+
 def load_settings() -> Settings:
     state_dir = Path(_env("Q2C_STATE_DIR", str(Path(__file__).resolve().parents[1] / ".state")))
     crm_port = int(_env("Q2C_CRM_PORT", "8101"))
@@ -111,13 +164,7 @@ def load_settings() -> Settings:
             api_version=_env("Q2C_CRM_API_VERSION", "v60.0"),
             organization_id=_env("Q2C_CRM_ORG_ID", DEMO_CRM_ORG_ID),
         ),
-        erp=ErpSettings(
-            base_url=_env("Q2C_ERP_URL", f"http://127.0.0.1:{erp_port}"),
-            account_id=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
-            client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),
-            client_secret=_env("Q2C_ERP_CLIENT_SECRET", DEMO_ERP_CLIENT_SECRET),
-            max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
-        ),
+        erp=load_erp_settings(state_dir, erp_port),
         psa=PsaSettings(
             base_url=_env("Q2C_PSA_URL", f"http://127.0.0.1:{psa_port}"),
             token=_env("Q2C_PSA_TOKEN", DEMO_PSA_TOKEN),

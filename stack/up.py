@@ -102,6 +102,20 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
+def erp_m2m_env() -> dict[str, str]:
+    """The NetSuite M2M key for the worker and webhook: the ERP sandbox's demo certificate,
+    generated here (by the sandbox's own code, into the folder the sandbox maps it from:
+    `<state_dir>/erp-m2m/`) before any process starts, so the sandbox and q2c agree on it.
+    A key given in the environment (a real NetSuite account) is left alone."""
+    if os.environ.get("Q2C_ERP_PRIVATE_KEY_FILE") or os.environ.get("Q2C_ERP_PRIVATE_KEY"):
+        return {}
+    from sandboxes.config import load_config
+    from sandboxes.erp.m2m import ensure_demo_credentials
+
+    creds = ensure_demo_credentials(load_config().erp_m2m_dir)
+    return {"Q2C_ERP_PRIVATE_KEY_FILE": str(creds.private_key_path), "Q2C_ERP_CERTIFICATE_ID": creds.certificate_id}
+
+
 def _wait_ready(svc: Service, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,6 +201,7 @@ Ctrl-C stops everything; the next `make up` resumes with histories kept.
 def main() -> None:
     for key, value in DEMO_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.update(erp_m2m_env())  # read by load_settings here and by every process started
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

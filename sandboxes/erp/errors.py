@@ -7,17 +7,23 @@ Every REST error NetSuite answers looks like (RFC 9457 problem details + Oracle 
      "o:errorDetails": [{"detail": "...", "o:errorPath": "subsidiary",
                          "o:errorCode": "INVALID_FLD_VALUE"}]}
 
+Every error, including the 429 of the concurrency limit and the sandbox's own 404/405 for
+unknown URLs and methods, carries NetSuite's content type
+`application/vnd.oracle.resource+json; type=error`.
+
 Codes used here: USER_ERROR (missing/ill-formed value), INVALID_FLD_VALUE (a value or a
-reference NetSuite does not accept), DUP_RCRD (external ID taken), RECORD_NOT_FOUND and
-NONEXISTENT_ID (404), INVALID_LOGIN (401), CONCURRENCY_LIMIT_EXCEEDED (429),
-INVALID_RCRD_TYPE, INVALID_PARAMETER.
+reference NetSuite does not accept), DUP_RCRD (external ID taken), NONEXISTENT_ID (404: "The
+record instance does not exist. Provide a valid record instance ID.", on GET and PATCH alike,
+as NetSuite answers it), INVALID_RCRD_TYPE (404: "Record type 'x' does not exist."),
+INVALID_LOGIN (401), CONCURRENCY_LIMIT_EXCEEDED (429), INVALID_PARAMETER, INVALID_CONTENT,
+METHOD_NOT_ALLOWED (405, with an `Allow` header), INVALID_URL (404).
 """
 
 from __future__ import annotations
 
-from fastapi.responses import Response
+import json
 
-from sandboxes.common.faults import json_error_renderer
+from fastapi.responses import Response
 
 _RFC9110 = "https://www.rfc-editor.org/rfc/rfc9110.html#section-"
 TYPES = {
@@ -37,13 +43,20 @@ INVALID_LOGIN_DETAIL = (
 )
 
 
+ERROR_TYPE = "application/vnd.oracle.resource+json; type=error"
+NOT_FOUND_DETAIL = "The record instance does not exist. Provide a valid record instance ID."
+
+
 class NetSuiteError(Exception):
-    def __init__(self, status: int, code: str, detail: str, path: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, path: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
         self.path = path
+        self.headers = headers or {}
 
 
 def error_body(status: int, code: str, detail: str, path: str | None = None) -> dict:
@@ -56,17 +69,18 @@ def error_body(status: int, code: str, detail: str, path: str | None = None) -> 
 
 
 def error_response(err: NetSuiteError) -> Response:
-    import json
-
     return Response(
         json.dumps(error_body(err.status, err.code, err.detail, err.path)),
         status_code=err.status,
-        media_type="application/vnd.oracle.resource+json; type=error",
+        media_type=ERROR_TYPE,
+        headers=err.headers,
     )
 
 
-# For FaultInjectionMiddleware (injected 5xx/429 and the account concurrency limit).
-render_fault = json_error_renderer(lambda status, code, message: error_body(status, code, message))
+def render_fault(status: int, code: str, message: str) -> tuple[bytes, str, dict[str, str]]:
+    """For FaultInjectionMiddleware (injected 5xx/429 and the account concurrency limit): the
+    same body and content type as every other NetSuite error."""
+    return json.dumps(error_body(status, code, message)).encode(), ERROR_TYPE, {}
 
 
 def missing(field: str, label: str) -> NetSuiteError:

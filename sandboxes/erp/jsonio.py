@@ -22,8 +22,14 @@ from sandboxes.erp.errors import NetSuiteError
 # JSON cannot hide behind the same bug in the fake it is tested against.
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads_exact(text: str | bytes) -> Any:
-    return json.loads(text, parse_float=Decimal)
+    """JSON with numbers as Decimal/int; `NaN`/`Infinity` (which Python would read as floats)
+    are not JSON and are refused."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
 
 
 def dumps_exact(value: Any) -> str:
@@ -56,8 +62,8 @@ async def json_object(request: Request) -> dict:
     raw = await request.body()
     try:
         body = loads_exact(raw) if raw.strip() else {}
-    except ValueError:
-        raise NetSuiteError(400, "USER_ERROR", "Invalid content in the request body.") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise NetSuiteError(400, "INVALID_CONTENT", "Invalid content in the request body.") from None
     if not isinstance(body, dict):
         raise NetSuiteError(400, "USER_ERROR", "The request body must be a JSON object.")
     return body

@@ -83,10 +83,12 @@ def _scalar(value: object) -> str | None:
 
 
 def _num(text: str | None) -> Decimal | None:
+    """A finite number, or None (NaN and Infinity compare with nothing)."""
     try:
-        return Decimal(text) if text is not None else None
-    except InvalidOperation:
+        number = Decimal(text) if text is not None else None
+    except (InvalidOperation, ValueError):
         return None
+    return number if number is not None and number.is_finite() else None
 
 
 def _iso_date(text: str) -> str:
@@ -116,9 +118,14 @@ def _date_condition(field: str, op: str, value: str) -> Predicate:
     return test
 
 
+NUMBER_OPERATORS = {"EQUAL", "GREATER", "GREATER_OR_EQUAL", "LESS", "LESS_OR_EQUAL"}
+
+
 def _condition(field: str, op: str, values: list[str]) -> Predicate:
     if op in DATE_OPERATORS:
         return _date_condition(field, op, values[0])
+    if op in NUMBER_OPERATORS and _num(values[0]) is None:
+        raise _bad(f"'{values[0][:40]}' is not a number for {field} {op}.")
     wanted = [v.lower() for v in values]
     as_bool = [{"true": "t", "false": "f"}.get(w, w) for w in wanted]
 

@@ -1,7 +1,11 @@
 """Stored record -> NetSuite REST JSON: `links`, `id`, and references as
 `{"links": [...], "id": "1", "refName": "..."}` (what a GET answers).
 
-Sublists are rendered inline (as NetSuite does with `expandSubResources=true`).
+Sublists (`item`, `apply`, `milestone`, `addressBook`) are, as NetSuite's "Format of Sublists
+and Subrecords" says, not expanded by default: a GET answers only the body fields, each
+sublist as a link `{"links": [{"rel": "self", "href": ".../invoice/9001/item"}]}`. With
+`expandSubResources=true` a sublist is `{"links": [...], "items": [...], "totalResults": n}`.
+`fields=a,b` answers only those fields (and `links`, `id`).
 `defaultAddress` is derived from the default billing address, as NetSuite derives it.
 """
 
@@ -23,7 +27,7 @@ RECORD_REF_FIELDS = {
     "invoice": {"entity": "customer", "job": "job", "postingPeriod": "accountingPeriod"},
     "customerPayment": {"customer": "customer", "postingPeriod": "accountingPeriod"},
 }
-SUBLISTS = ("milestone", "item", "apply")
+SUBLISTS = ("milestone", "item", "apply", "addressBook")
 REF_NAME_FIELD = {
     "subsidiary": "name",
     "currency": "name",
@@ -81,10 +85,35 @@ def _default_address(record: dict) -> str | None:
     return "\n".join(p for p in parts if p)
 
 
-def render(record_type: str, record: dict, store: RecordStore, base: str) -> dict:
-    out: dict = {"links": self_links(record_url(base, record_type, record["id"]))}
+def sublist_items(key: str, value: dict) -> list[dict]:
+    """A stored sublist's lines as a GET shows them."""
+    if key != "addressBook":
+        return list(value.get("items", []))
+    items = []
+    for line in value.get("items", []):
+        addr = dict(line.get("addressBookAddress") or {})
+        if "country" in addr:
+            addr["country"] = _country(addr["country"])
+        items.append({**line, "addressBookAddress": addr})
+    return items
+
+
+def render(
+    record_type: str,
+    record: dict,
+    store: RecordStore,
+    base: str,
+    *,
+    expand: bool = True,
+    fields: set[str] | None = None,
+) -> dict:
+    """The record as GET answers it; `expand=False` is NetSuite's default (sublists as links)."""
+    url = record_url(base, record_type, record["id"])
+    out: dict = {"links": self_links(url)}
     refs = {**REF_FIELDS, **RECORD_REF_FIELDS.get(record_type, {})}
     for key, value in record.items():
+        if fields is not None and key not in fields and key != "id":
+            continue
         target = refs.get(key)
         if target and isinstance(value, dict):
             ref = store.get(target, value["id"])
@@ -95,20 +124,16 @@ def render(record_type: str, record: dict, store: RecordStore, base: str) -> dic
             }
         elif key == "country":
             out[key] = _country(value)
-        elif key == "addressBook":
-            items = []
-            for line in value.get("items", []):
-                addr = dict(line.get("addressBookAddress") or {})
-                if "country" in addr:
-                    addr["country"] = _country(addr["country"])
-                items.append({**line, "addressBookAddress": addr})
-            out[key] = {"links": [], "items": items, "totalResults": len(items)}
         elif key in SUBLISTS and isinstance(value, dict):
-            items = value.get("items", [])
-            out[key] = {"links": [], "items": items, "totalResults": len(items)}
+            links = self_links(f"{url}/{key}")
+            if expand:
+                items = sublist_items(key, value)
+                out[key] = {"links": links, "items": items, "totalResults": len(items)}
+            else:
+                out[key] = {"links": links}
         else:
             out[key] = value
-    if record_type == "customer":
+    if record_type == "customer" and (fields is None or "defaultAddress" in fields):
         address = _default_address(record)
         if address:
             out["defaultAddress"] = address

@@ -45,6 +45,21 @@ class ErpRecord(SQLModel, table=True):
     data: str = "{}"
 
 
+MAX_ID = 2**63 - 1
+
+
+def internal_id(value: object) -> int | None:
+    """An internal ID as the integer the database keys by, or None if it cannot be one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value <= MAX_ID else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+        return number if 0 < number <= MAX_ID else None
+    return None
+
+
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -70,9 +85,9 @@ class RecordStore:
             return s.exec(select(func.count()).select_from(ErpRecord)).one() == 0
 
     def get(self, record_type: str, record_id: int | str) -> dict | None:
-        try:
-            rid = int(record_id)
-        except (TypeError, ValueError):
+        """None for an ID no record can have (not a positive 64-bit integer), as for a free one."""
+        rid = internal_id(record_id)
+        if rid is None:
             return None
         with Session(self.engine) as s:
             row = s.get(ErpRecord, (record_type, rid))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -156,12 +157,67 @@ async def test_token_fetch_and_refresh_after_revoke(erp_isolated):
     assert {c.system for c in calls} == {"erp"} and any(c.operation == "token" for c in calls)
 
 
-async def test_bad_credentials_are_non_retryable(erp_sandbox):
-    async with NetSuiteClient(erp_settings(erp_sandbox.url, client_secret="wrong"), timeout=10) as client:
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"client_id": "not-our-integration"}, "invalid_client"),
+        ({"certificate_id": "not-a-mapped-certificate"}, "invalid_grant"),
+        ({"scopes": ("suite_analytics",)}, "invalid_scope"),
+    ],
+)
+async def test_bad_credentials_are_non_retryable(erp_sandbox, overrides, error):
+    async with NetSuiteClient(erp_settings(erp_sandbox.url, **overrides), timeout=10) as client:
         with pytest.raises(ApplicationError) as err:
             await client.list_subsidiaries()
     assert err.value.type == AUTH_TYPE and err.value.non_retryable
-    assert "invalid_client" in err.value.message
+    assert error in err.value.message
+
+
+@pytest.mark.parametrize(
+    "overrides, variable",
+    [
+        ({"private_key_file": "/nonexistent/q2c/key.pem"}, "Q2C_ERP_PRIVATE_KEY_FILE"),
+        ({"private_key": "not a pem"}, "Q2C_ERP_PRIVATE_KEY"),
+        ({"certificate_id": ""}, "Q2C_ERP_CERTIFICATE_ID"),
+        ({"jwt_alg": "ES256"}, "Q2C_ERP_PRIVATE_KEY_FILE"),  # the demo key is RSA
+        ({"jwt_alg": "HS256"}, "Q2C_ERP_JWT_ALG"),
+    ],
+)
+async def test_a_missing_or_unusable_key_is_a_configuration_error_naming_the_variable(erp_sandbox, overrides, variable):
+    settings = dataclasses.replace(erp_settings(erp_sandbox.url), **overrides)
+    async with NetSuiteClient(settings, timeout=10) as client:
+        with pytest.raises(ApplicationError) as err:
+            await client.check_auth()
+    assert err.value.type == AUTH_TYPE and err.value.non_retryable
+    assert "configuration error" in err.value.message and variable in err.value.message
+    assert err.value.details[0]["errors"][0]["fields"] == [variable]
+
+
+async def test_token_is_reused_until_shortly_before_it_expires(erp_isolated):
+    async with NetSuiteClient(erp_settings(erp_isolated.url), timeout=10) as client:
+        await asyncio.gather(*(client.get_record("term", "2") for _ in range(6)))
+        assert client.token_fetches == 1  # concurrent first calls share one token
+        client._token_expires_at = 0  # NetSuite's 3600 s have (nearly) run out
+        await client.get_record("term", "2")
+        assert client.token_fetches == 2
+
+
+# --- q2c doctor pre-flight ----------------------------------------------------------------------------
+
+
+async def test_check_auth_and_setup_records(erp_client):
+    await erp_client.check_auth()
+    subsidiaries = await erp_client.setup_records("subsidiary")
+    assert [(s["id"], s["name"], s["currency"]["refName"]) for s in subsidiaries] == [
+        ("1", "Q2C Consulting Inc.", "US Dollar"),
+        ("2", "Q2C Consulting Ltd", "British Pound"),
+        ("3", "Q2C Beratung GmbH", "Euro"),
+    ]
+    currencies = await erp_client.setup_records("currency", limit=3)
+    assert [c["symbol"] for c in currencies] == ["USD", "GBP", "EUR"]
+    assert [t["name"] for t in await erp_client.setup_records("term")] == ["Net 15", "Net 30", "Net 45", "Net 60"]
+    with pytest.raises(ValueError):
+        await erp_client.setup_records("customer")
 
 
 # --- reads ------------------------------------------------------------------------------------------

@@ -113,8 +113,10 @@ def test_periods_seeded_once(tmp_path):
     from sandboxes.erp.app import create_app
 
     url = f"sqlite:///{tmp_path}/periods.db"
-    create_app(url)
-    assert len(create_app(url).state.store.all("accountingPeriod")) == 72
+    from tests.fixtures.erp import demo_m2m
+
+    create_app(url, m2m_dir=demo_m2m().directory)
+    assert len(create_app(url, m2m_dir=demo_m2m().directory).state.store.all("accountingPeriod")) == 72
 
 
 # --- time bills ---------------------------------------------------------------------------------

@@ -58,30 +58,27 @@ def make_job(http, opp_id: str, customer_id: str, billing_type: str = "FF", cont
 
 
 def test_token_endpoint_and_bearer(erp_sandbox):
-    url = f"{erp_sandbox.url}/services/rest/auth/oauth2/v1/token"
-    good = httpx.post(
-        url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "q2c-demo-erp-client",
-            "client_secret": "q2c-demo-erp-secret",
-        },
-    )
-    assert good.status_code == 200
-    assert good.json()["token_type"] == "bearer" and good.json()["expires_in"] == 3600
+    """The M2M grant answers a token for a signed assertion; the record API wants it."""
+    url = erp_sandbox.token_url
+    token = erp_sandbox.token()
     bad = httpx.post(url, data={"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"})
-    assert bad.status_code == 401 and bad.json() == {"error": "invalid_client"}
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
     grant = httpx.post(url, data={"grant_type": "password"})
     assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
 
     for headers in ({}, {"Authorization": "Bearer nope"}):
         r = httpx.get(f"{erp_sandbox.url}{R}/customer/101", headers=headers)
         assert r.status_code == 401
+        assert r.headers["content-type"] == "application/vnd.oracle.resource+json; type=error"
         assert error_of(r)["o:errorCode"] == "INVALID_LOGIN"
-    ok = httpx.get(
-        f"{erp_sandbox.url}{R}/customer/101", headers={"Authorization": f"Bearer {good.json()['access_token']}"}
-    )
+    ok = httpx.get(f"{erp_sandbox.url}{R}/customer/101", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
+
+
+def test_a_token_without_the_rest_webservices_scope_cannot_read_records(erp_sandbox):
+    token = erp_sandbox.token(scopes=("restlets",))
+    r = httpx.get(f"{erp_sandbox.url}{R}/term/1", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and error_of(r)["o:errorCode"] == "INVALID_LOGIN"
 
 
 def test_revoked_and_expired_tokens_are_rejected(erp_isolated, tmp_path):
@@ -93,17 +90,12 @@ def test_revoked_and_expired_tokens_are_rejected(erp_isolated, tmp_path):
 
     from sandboxes.common.server import ServerThread
     from sandboxes.erp.app import create_app
+    from tests.fixtures.erp import ErpSandbox, demo_m2m
 
-    server = ServerThread(create_app(f"sqlite:///{tmp_path}/exp.db", token_ttl_seconds=0)).start()
+    app = create_app(f"sqlite:///{tmp_path}/exp.db", token_ttl_seconds=0, m2m_dir=demo_m2m().directory)
+    server = ServerThread(app).start()
     try:
-        t = httpx.post(
-            f"{server.url}/services/rest/auth/oauth2/v1/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": "q2c-demo-erp-client",
-                "client_secret": "q2c-demo-erp-secret",
-            },
-        ).json()["access_token"]
+        t = ErpSandbox(url=server.url, app=app, server=server).token()
         r = httpx.get(f"{server.url}{R}/term/1", headers={"Authorization": f"Bearer {t}"})
         assert r.status_code == 401 and error_of(r)["o:errorCode"] == "INVALID_LOGIN"
     finally:
@@ -133,14 +125,16 @@ def test_seeded_reference_data(http):
 
 def test_seeding_is_idempotent_and_reset_restores(tmp_path):
     from sandboxes.erp.app import create_app
+    from tests.fixtures.erp import demo_m2m
 
     url = f"sqlite:///{tmp_path}/seed.db"
-    first = create_app(url)
+    m2m = demo_m2m().directory
+    first = create_app(url, m2m_dir=m2m)
     counts = {t: len(first.state.store.all(t)) for t in ("subsidiary", "currency", "term", "customer", "job")}
-    second = create_app(url)
+    second = create_app(url, m2m_dir=m2m)
     assert {t: len(second.state.store.all(t)) for t in counts} == counts
     assert counts["subsidiary"] == 3 and counts["term"] == 4 and counts["customer"] == 2
-    assert create_app(f"sqlite:///{tmp_path}/empty.db", seed=False).state.store.is_empty()
+    assert create_app(f"sqlite:///{tmp_path}/empty.db", seed=False, m2m_dir=m2m).state.store.is_empty()
 
 
 def test_admin_reset_restores_seed_and_concurrency_limit(erp_isolated):
@@ -181,7 +175,12 @@ def test_post_answers_204_with_location_and_get_renders_refs(http, erp_sandbox):
     assert record["currency"]["id"] == "3" and record["currency"]["refName"] == "Euro"
     assert record["terms"]["refName"] == "Net 45"
     assert record["links"][0]["href"] == location
-    assert record["addressBook"]["items"][0]["addressBookAddress"]["country"] == {"id": "DE", "refName": "Germany"}
+    # NetSuite: sublists are links unless expandSubResources=true
+    assert record["addressBook"] == {"links": [{"rel": "self", "href": f"{location}/addressBook"}]}
+    expanded = http.get(location, params={"expandSubResources": "true"}).json()
+    line = expanded["addressBook"]["items"][0]
+    assert line["addressBookAddress"]["country"] == {"id": "DE", "refName": "Germany"}
+    assert http.get(f"{location}/addressBook").json()["items"] == [line]
     assert http.get(f"{R}/customer/eid:{eid}").json()["id"] == record["id"]
 
     dup = http.post(f"{R}/customer", json={"externalId": eid, "companyName": "Other", "subsidiary": {"id": "3"}})
@@ -200,12 +199,16 @@ def test_put_eid_twice_is_one_record(http, erp_sandbox):
     assert len([c for c in erp_sandbox.records("customer") if c.get("externalId") == eid]) == 1
 
 
-def test_get_missing_is_404(http):
-    for path in (f"{R}/customer/999999", f"{R}/customer/eid:{uid()}"):
-        r = http.get(path)
-        assert r.status_code == 404 and error_of(r)["o:errorCode"] == "RECORD_NOT_FOUND"
-    r = http.patch(f"{R}/customer/999999", json={"companyName": "x"})
-    assert r.status_code == 404 and error_of(r)["o:errorCode"] == "NONEXISTENT_ID"
+def test_get_or_patch_missing_is_404_nonexistent_id(http):
+    """NetSuite answers a missing record with NONEXISTENT_ID, "The record instance does not
+    exist", on GET and PATCH alike; an ID no record can have is missing too, not a 500."""
+    for key in ("999999", f"eid:{uid()}", "99999999999999999999", "abc", "-1", "0"):
+        for r in (http.get(f"{R}/customer/{key}"), http.patch(f"{R}/customer/{key}", json={"companyName": "x"})):
+            assert r.status_code == 404, (key, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/vnd.oracle.resource+json; type=error"
+            detail = error_of(r)
+            assert detail["o:errorCode"] == "NONEXISTENT_ID"
+            assert detail["detail"].startswith("The record instance does not exist.")
 
 
 def test_patch_merges_fields(http):
@@ -217,11 +220,50 @@ def test_patch_merges_fields(http):
 
 
 def test_read_only_and_unknown_types(http):
-    assert http.post(f"{R}/subsidiary", json={"name": "x"}).status_code == 405
+    r = http.post(f"{R}/subsidiary", json={"name": "x"})
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert error_of(r)["o:errorCode"] == "METHOD_NOT_ALLOWED"
     r = http.get(f"{R}/salesOrderz")
-    assert r.status_code == 400 and error_of(r)["o:errorCode"] == "INVALID_RCRD_TYPE"
+    assert r.status_code == 404 and error_of(r)["o:errorCode"] == "INVALID_RCRD_TYPE"
+    assert error_of(r)["detail"] == "Record type 'salesOrderz' does not exist."
     r = http.put(f"{R}/customer/101", json={"companyName": "x"})
-    assert r.status_code == 405
+    assert r.status_code == 405 and r.headers["allow"] == "GET, PATCH"
+
+
+def test_delete_is_refused_the_netsuite_way_with_allow(http):
+    """The sandbox offers no DELETE: NetSuite's error body and content type, and an Allow
+    header naming what the URL takes (not FastAPI's {"detail": "Method Not Allowed"})."""
+    for path, allow in (
+        (f"{R}/customer/101", "GET, PATCH"),
+        (f"{R}/customer/eid:LEGACY-0042", "GET, PATCH, PUT"),
+        (f"{R}/customer", "GET, POST"),
+        (f"{R}/currency/1", "GET"),
+    ):
+        r = http.delete(path)
+        assert r.status_code == 405 and r.headers["allow"] == allow, (path, r.headers, r.text)
+        assert r.headers["content-type"] == "application/vnd.oracle.resource+json; type=error"
+        assert error_of(r)["o:errorCode"] == "METHOD_NOT_ALLOWED"
+    r = http.get("/services/rest/record/v2/customer")
+    assert r.status_code == 404 and error_of(r)["o:errorCode"] == "INVALID_URL"
+
+
+def test_collection_links_page_the_netsuite_way(http):
+    """NetSuite's "Collection Paging": next/last/self on the first page, first/prev after it,
+    every link with limit and offset."""
+    first = http.get(f"{R}/currency", params={"limit": 2}).json()
+    rels = {link["rel"]: link["href"] for link in first["links"]}
+    assert list(rels) == ["next", "last", "self"]
+    assert rels["self"].endswith("/currency?limit=2&offset=0")
+    assert rels["next"].endswith("/currency?limit=2&offset=2")
+    assert rels["last"].endswith("/currency?limit=2&offset=4")
+    middle = http.get(f"{R}/currency", params={"limit": 2, "offset": 2}).json()
+    assert [link["rel"] for link in middle["links"]] == ["first", "prev", "next", "last", "self"]
+    last = httpx.get(rels["last"], headers=http.headers).json()
+    assert last["hasMore"] is False and [i["id"] for i in last["items"]] == ["5", "6"]
+    assert [link["rel"] for link in last["links"]] == ["first", "prev", "last", "self"]
+    q = http.get(f"{R}/term", params={"q": 'name START_WITH "Net"', "limit": 1}).json()
+    nxt = next(link["href"] for link in q["links"] if link["rel"] == "next")
+    assert httpx.get(nxt, headers=http.headers).json()["items"][0]["id"] == "2"
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -306,7 +348,7 @@ def test_billing_schedule_validation_and_exact_amounts(http, erp_sandbox):
     )
     r = http.put(f"{R}/billingSchedule/eid:{eid}", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 204, r.text
-    raw = http.get(r.headers["Location"])
+    raw = http.get(r.headers["Location"], params={"expandSubResources": "true"})
     assert '"amount":0.10' in raw.text and '"amount":1000.20' in raw.text
     record = loads_exact(raw.content)
     assert [m["amount"] for m in record["milestone"]["items"]] == [Decimal("0.10"), Decimal("1000.20")]
@@ -367,9 +409,9 @@ def test_query_and_paging(http):
     job = make_job(http, uid("OPP"), ids[1], "TM")
     jobs = http.get(f"{R}/job", params={"q": f"parent ANY_OF [{ids[0]}, {ids[1]}]"}).json()
     assert [i["id"] for i in jobs["items"]] == [job]
-    r = http.get(f"{R}/customer", params={"q": "companyName LIKE x"})
-    assert r.status_code == 400 and error_of(r)["o:errorCode"] == "INVALID_PARAMETER"
-    assert http.get(f"{R}/customer", params={"limit": 0}).status_code == 400
+    for bad in ({"q": "companyName LIKE x"}, {"q": "id GREATER NaN"}, {"limit": 0}, {"limit": "1e308"}):
+        r = http.get(f"{R}/customer", params=bad)
+        assert r.status_code == 400 and error_of(r)["o:errorCode"] == "INVALID_PARAMETER", (bad, r.text)
 
 
 # --- faults and concurrency ---------------------------------------------------------------------
@@ -384,6 +426,7 @@ async def test_concurrency_limit_answers_429(erp_isolated):
     assert statuses.count(200) == 5 and statuses.count(429) == 7
     limited = next(r for r in responses if r.status_code == 429)
     assert error_of(limited)["o:errorCode"] == "CONCURRENCY_LIMIT_EXCEEDED"
+    assert limited.headers["content-type"] == "application/vnd.oracle.resource+json; type=error"
     assert limited.headers["Retry-After"] == "2"
     counters = httpx.get(f"{erp_isolated.url}/__sandbox/faults").json()["counters"]
     assert counters["concurrency_rejections"] == 7
@@ -393,3 +436,4 @@ def test_injected_5xx_uses_netsuite_body(erp_isolated):
     erp_isolated.set_faults(error_rate=1.0)
     r = httpx.get(f"{erp_isolated.url}{R}/term/1", headers={"Authorization": f"Bearer {erp_isolated.token()}"})
     assert r.status_code == 503 and error_of(r)["o:errorCode"] == "SERVICE_UNAVAILABLE"
+    assert r.headers["content-type"] == "application/vnd.oracle.resource+json; type=error"

@@ -1,9 +1,12 @@
 """NetSuite (ERP) connector: SuiteTalk REST record API, canonical models in and out.
 
 Vendor facts this relies on:
-- token: `POST /services/rest/auth/oauth2/v1/token` (client credentials) ->
-  `{"access_token", "expires_in", "token_type"}`; a 401 INVALID_LOGIN later means the
-  token expired or was revoked (the base class refreshes once and retries).
+- token: `POST /services/rest/auth/oauth2/v1/token`, OAuth 2.0 client credentials with a JWT
+  client assertion (machine-to-machine; no client secret, see vendors/netsuite/m2m.py) ->
+  `{"access_token", "expires_in": 3600, "token_type"}`. The token is kept until a minute
+  before it expires (there is no refresh token in this flow: a new assertion is signed); a
+  401 INVALID_LOGIN before that means it was revoked (the base class refreshes once and
+  retries). Rejections are OAuth error bodies `{"error", "error_description"}`.
 - create answers 204 with the new ID only in `Location`; `PUT /{type}/eid:{externalId}` is an
   upsert (also 204 + Location), so every write here is keyed by an external ID and a retry
   never creates a duplicate. Customers are keyed by the CRM account ID, never matched by
@@ -12,6 +15,9 @@ Vendor facts this relies on:
   account-wide concurrency limit answered with 429 CONCURRENCY_LIMIT_EXCEEDED (retryable,
   honouring Retry-After).
 - list endpoints answer IDs only, paged with `limit`/`offset`/`hasMore`.
+- a GET answers body fields only: sublists (invoice `item`, payment `apply`) come as links
+  unless the request says `expandSubResources=true`, so the reads that use them ask for it.
+- a record that does not exist is 404 NONEXISTENT_ID (GET and PATCH).
 
 Delivery-to-cash calls (time bills, invoices, payments, periods, project closure) live in
 connectors/netsuite_finance.py and are mixed in here.
@@ -19,6 +25,9 @@ connectors/netsuite_finance.py and are mixed in here.
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from urllib.parse import quote
 
 import httpx
@@ -28,9 +37,18 @@ from q2c.domain.customer import Customer
 from q2c.domain.engagement import Engagement
 from q2c.domain.project import Subsidiary
 from q2c.settings import ErpSettings
-from q2c.vendors.http import READ_RETRIES, RETRYABLE_TYPE, AuditHook, VendorClient, VendorError, is_not_found
+from q2c.vendors.http import (
+    AUTH_TYPE,
+    READ_RETRIES,
+    RETRYABLE_TYPE,
+    AuditHook,
+    VendorClient,
+    VendorError,
+    is_not_found,
+)
 from q2c.vendors.netsuite.finance import NetSuiteFinanceMixin
 from q2c.vendors.netsuite.finance_mapping import TimeBillResult
+from q2c.vendors.netsuite.m2m import AssertionSigner, load_signer
 from q2c.vendors.netsuite.mapping import (
     RECORD_PATH,
     TOKEN_PATH,
@@ -49,6 +67,10 @@ from q2c.vendors.netsuite.mapping import (
 _mapping_error = mapping_error
 
 __all__ = ["NetSuiteClient", "TimeBillResult"]
+
+# Setup records `q2c doctor` reads (NetSuite record types): legal entities, currencies, terms.
+SETUP_RECORD_TYPES = ("subsidiary", "currency", "term")
+TOKEN_EXPIRY_MARGIN_SECONDS = 60
 
 
 class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
@@ -75,10 +97,71 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
         self._currency_ids: dict[str, str] = {}
         self._currency_codes: dict[str, str] = {}
         self._term_ids: dict[str, str] = {}
+        self._signer: AssertionSigner | None = None
+        self._token_expires_at = 0.0
+        self._token_lock = asyncio.Lock()
+
+    @property
+    def token_url(self) -> str:
+        """The assertion's `aud`: the token endpoint of the account, as this client reaches it."""
+        return self.base_url + TOKEN_PATH
 
     # --- VendorClient hooks ---------------------------------------------------------------
+    async def _auth_header(self, force_refresh: bool = False) -> dict[str, str]:
+        """The cached token until shortly before NetSuite's `expires_in`; one token fetch at a
+        time, so concurrent first calls share one token instead of each signing their own."""
+        async with self._token_lock:
+            if self._token is not None and time.monotonic() >= self._token_expires_at:
+                force_refresh = True
+            return await super()._auth_header(force_refresh)
+
     async def _fetch_token(self) -> str:
-        return await self._client_credentials_token(TOKEN_PATH, self.settings.client_id, self.settings.client_secret)
+        """Sign a client assertion and exchange it for an access token (NetSuite M2M)."""
+        if self._signer is None:
+            self._signer = load_signer(self.settings)  # a configuration error names the variable
+        operation = "token"
+        started = time.perf_counter()
+        correlation_id = str(uuid.uuid4())
+        try:
+            response = await self._client.post(
+                TOKEN_PATH, data=self._signer.form(self.token_url), headers={"X-Correlation-Id": correlation_id}
+            )
+        except httpx.HTTPError as exc:
+            await self._record(correlation_id, operation, "POST", TOKEN_PATH, None, "retryable", started, "TRANSPORT")
+            raise ApplicationError(
+                f"erp {operation}: connection failed: {exc}",
+                {"system": self.system, "operation": operation},
+                type=RETRYABLE_TYPE,
+            ) from exc
+        if response.status_code == 200:
+            body = response.json()
+            await self._record(correlation_id, operation, "POST", TOKEN_PATH, 200, "ok", started)
+            try:
+                lifetime = float(body.get("expires_in") or 3600)  # NetSuite: 3600 (seconds)
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            margin = min(TOKEN_EXPIRY_MARGIN_SECONDS, lifetime / 10)
+            self._token_expires_at = time.monotonic() + lifetime - margin
+            return body["access_token"]
+        if response.status_code in (400, 401, 403):
+            errors = self._safe_parse_errors(response)
+            code = errors[0].code if errors else None
+            await self._record(
+                correlation_id, operation, "POST", TOKEN_PATH, response.status_code, "rejected", started, code
+            )
+            text = "; ".join(f"{e.code}: {e.message}" for e in errors)
+            raise ApplicationError(
+                f"erp {operation} rejected (HTTP {response.status_code}): {text}",
+                {
+                    "system": self.system,
+                    "operation": operation,
+                    "status": response.status_code,
+                    "errors": [{"code": e.code, "message": e.message, "fields": list(e.fields)} for e in errors],
+                },
+                type=AUTH_TYPE,
+                non_retryable=True,
+            )
+        raise await self._classify(response, operation, correlation_id, "POST", TOKEN_PATH, started)
 
     def _parse_errors(self, response: httpx.Response) -> list[VendorError]:
         body = response.json()
@@ -100,14 +183,18 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
         response = await self.request("GET", path, operation=operation, params=params)
         return loads_exact(response.content)
 
-    async def get_record(self, record_type: str, record_id: str) -> dict:
-        return await self._get_json(f"{RECORD_PATH}/{record_type}/{record_id}", f"get_{record_type}")
+    async def get_record(self, record_type: str, record_id: str, *, expand: bool = False) -> dict:
+        """The record's body fields; with `expand`, its sublists too (`expandSubResources=true`,
+        without which NetSuite answers a sublist as a link only)."""
+        params = {"expandSubResources": "true"} if expand else None
+        return await self._get_json(f"{RECORD_PATH}/{record_type}/{record_id}", f"get_{record_type}", params)
 
-    async def get_by_external_id(self, record_type: str, external_id: str) -> dict | None:
+    async def get_by_external_id(self, record_type: str, external_id: str, *, expand: bool = False) -> dict | None:
         """The record keyed by this external ID, or None when there is none."""
+        params = {"expandSubResources": "true"} if expand else None
         try:
             return await self._get_json(
-                f"{RECORD_PATH}/{record_type}/eid:{quote(external_id, safe='')}", f"get_{record_type}_by_eid"
+                f"{RECORD_PATH}/{record_type}/eid:{quote(external_id, safe='')}", f"get_{record_type}_by_eid", params
             )
         except ApplicationError as err:
             if is_not_found(err):
@@ -148,6 +235,28 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
                 )
             record_id = str(record["id"])
         return record_id
+
+    # --- admin pre-flight (q2c doctor) ------------------------------------------------------
+    async def check_auth(self) -> None:
+        """Obtain a fresh token (sign an assertion, exchange it). Raises the usual
+        ApplicationError (type VendorAuthFailed, details with the OAuth error or the
+        configuration variable to fix) when NetSuite or the configuration refuses."""
+        async with self._token_lock:
+            self._token = await self._fetch_token()
+            self.token_fetches += 1
+
+    async def setup_records(self, record_type: str, limit: int = 50) -> list[dict]:
+        """The first `limit` records of a setup type (`subsidiary`, `currency`, `term`), each as
+        NetSuite answers a GET (body fields): what an admin checks before the first engagement
+        (legal entities with their base currency, enabled currencies, payment terms)."""
+        if record_type not in SETUP_RECORD_TYPES:
+            raise ValueError(f"setup record type must be one of {', '.join(SETUP_RECORD_TYPES)}")
+        limit = max(1, min(int(limit), 1000))
+        page = await self._get_json(
+            f"{RECORD_PATH}/{record_type}", f"find_{record_type}", {"limit": limit, "offset": 0}
+        )
+        ids = [str(item["id"]) for item in page.get("items", [])][:limit]
+        return [await self.get_record(record_type, i) for i in ids]
 
     # --- reference data -------------------------------------------------------------------
     async def currency_code(self, currency_id: str) -> str:

@@ -156,7 +156,7 @@ class NetSuiteFinanceMixin:
         """The invoice keyed by `invoice.external_id`: returned as the ERP has it if it exists
         (an issued invoice is never changed), else created with its lines and timeBills.
         The result carries the ERP's ID, number (`tranId`), total and status."""
-        existing = await self.get_by_external_id("invoice", invoice.external_id)
+        existing = await self.get_by_external_id("invoice", invoice.external_id, expand=True)
         if existing is not None:
             return await self._invoice_model(existing, invoice)
         operation = "upsert_invoice"
@@ -166,7 +166,7 @@ class NetSuiteFinanceMixin:
             raise mapping_error(operation, err) from err
         payload = invoice_payload(invoice, customer_id, project_id, currency_id)
         invoice_id = await self._upsert("invoice", invoice.external_id, payload, operation)
-        return await self._invoice_model(await self.get_record("invoice", invoice_id), invoice)
+        return await self._invoice_model(await self.get_record("invoice", invoice_id, expand=True), invoice)
 
     async def invoice_payment_status(self, invoice_ids: list[str], *, as_of: date) -> list[PaymentStatus]:
         """Collection status of each invoice (internal IDs), days overdue counted from the
@@ -184,7 +184,10 @@ class NetSuiteFinanceMixin:
         one GET per such payment. NetSuite keeps that amount on the payment (`unapplied`), a
         credit on the customer's account, not on any invoice."""
         ids = await self.find_ids("customerPayment", unapplied_payments_query(customer_id))
-        records = await _bounded(READ_CONCURRENCY, [(lambda i=i: self.get_record("customerPayment", i)) for i in ids])
+        # the `apply` sublist names the invoices the payment went to: only expanded on request
+        records = await _bounded(
+            READ_CONCURRENCY, [(lambda i=i: self.get_record("customerPayment", i, expand=True)) for i in ids]
+        )
         result = []
         for record in records:
             currency = await self.currency_code(ref_id(record.get("currency")))
