@@ -30,6 +30,10 @@ ERP_DEFAULT_JWT_ALG = "PS256"
 DEMO_PSA_TOKEN = "q2c-demo-psa-token"
 # Standard Webhooks secret: "whsec_" + base64 of the key bytes.
 DEMO_WEBHOOK_SECRET = "whsec_cTJjLWRlbW8td2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="
+# The Outbound Message endpoint's path secret that `make up` and the tests set explicitly
+# (Q2C_OUTBOUND_PATH_SECRETS); never a default: without the variable no path is accepted.
+DEMO_OUTBOUND_PATH_SECRET = "q2c-demo-outbound-7Hq2xVb9RkP4mW3c"
+OUTBOUND_PATH = "/webhooks/salesforce/outbound"
 
 
 def _env(name: str, default: str) -> str:
@@ -99,6 +103,17 @@ class Settings:
     ledger_db_url: str | None = None  # Q2C_LEDGER_DB_URL; None: SQLite in the state folder
     api_tokens: str | None = None  # Q2C_API_TOKENS (user:role:token,...); None: the demo tokens
     console_secret: str | None = None  # Q2C_CONSOLE_SECRET; None: a random key per process
+    # Q2C_OUTBOUND_PATH_SECRETS (comma-separated; any is accepted, so a secret rotates with two
+    # set at once); none set: the Outbound Message endpoint accepts no path (fails closed)
+    outbound_path_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Q2C_OUTBOUND_REQUIRE_CLIENT_CERT_HEADER: the header a TLS-terminating proxy sets to
+    # SUCCESS once it verified Salesforce's client certificate (e.g. X-SSL-Client-Verify)
+    outbound_client_cert_header: str | None = None
+    max_body_bytes: int = 1_048_576  # Q2C_MAX_BODY_BYTES: JSON webhook, console and API bodies
+    outbound_max_body_bytes: int = 4_194_304  # Q2C_OUTBOUND_MAX_BODY_BYTES: up to 100 notifications
+    body_timeout_seconds: float = 10.0  # Q2C_BODY_TIMEOUT_SECONDS: the whole body must arrive by then
+    header_timeout_seconds: float = 10.0  # Q2C_HEADER_TIMEOUT_SECONDS: request line and headers
+    webhook_rate_limit: str = "10/second;300/minute"  # Q2C_WEBHOOK_RATE_LIMIT: per client IP
     extra: dict = field(default_factory=dict)
 
     @property
@@ -107,7 +122,15 @@ class Settings:
 
     @property
     def outbound_message_url(self) -> str:
-        return f"{self.webhook_base_url}/webhooks/salesforce/outbound"
+        """The endpoint URL to give Salesforce: the path with the first (newest) path secret."""
+        if not self.outbound_path_secrets:
+            raise ValueError("Q2C_OUTBOUND_PATH_SECRETS is not set: the Outbound Message endpoint accepts no path")
+        return f"{self.webhook_base_url}{OUTBOUND_PATH}/{self.outbound_path_secrets[0]}"
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """Q2C_WEBHOOK_SECRET may hold several `whsec_...` secrets separated by spaces (rotation)."""
+        return tuple(self.webhook_secret.split())
 
     def sandbox_db_url(self, system: str) -> str:
         return _env(f"Q2C_{system.upper()}_DB_URL", f"sqlite:///{self.state_dir / (system + '.db')}")
@@ -183,4 +206,11 @@ def load_settings() -> Settings:
         ledger_db_url=_env("Q2C_LEDGER_DB_URL", "") or None,
         api_tokens=_env("Q2C_API_TOKENS", "") or None,
         console_secret=_env("Q2C_CONSOLE_SECRET", "") or None,
+        outbound_path_secrets=tuple(s.strip() for s in _env("Q2C_OUTBOUND_PATH_SECRETS", "").split(",") if s.strip()),
+        outbound_client_cert_header=_env("Q2C_OUTBOUND_REQUIRE_CLIENT_CERT_HEADER", "") or None,
+        max_body_bytes=int(_env("Q2C_MAX_BODY_BYTES", "1048576")),
+        outbound_max_body_bytes=int(_env("Q2C_OUTBOUND_MAX_BODY_BYTES", "4194304")),
+        body_timeout_seconds=float(_env("Q2C_BODY_TIMEOUT_SECONDS", "10")),
+        header_timeout_seconds=float(_env("Q2C_HEADER_TIMEOUT_SECONDS", "10")),
+        webhook_rate_limit=_env("Q2C_WEBHOOK_RATE_LIMIT", "10/second;300/minute"),
     )

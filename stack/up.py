@@ -21,13 +21,15 @@ from pathlib import Path
 
 import httpx
 
-from q2c.settings import Settings, load_settings
+from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # The demo runs each month of an engagement in 30 s and checks payments every 10 s, so
 # invoicing and collecting can be watched; set these variables to run real calendar months.
 DEMO_DEFAULTS = {"Q2C_PERIOD_SECONDS": "30", "Q2C_PAYMENT_POLL_SECONDS": "10"}
+# the Outbound Message endpoint's path secret, set explicitly for the demo (q2c has no default)
+DEMO_DEFAULTS["Q2C_OUTBOUND_PATH_SECRETS"] = DEMO_OUTBOUND_PATH_SECRET
 
 
 @dataclass
@@ -207,6 +209,11 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"Starting q2c (state in {settings.state_dir})")
     started = start_all(settings, log_dir)
+    # the CRM sandbox delivers Outbound Messages to the endpoint URL with the path secret, as an
+    # admin enters it in Salesforce's outbound message definition
+    httpx.put(
+        f"{settings.crm.base_url}/__sandbox/outbound/url", json={"url": settings.outbound_message_url}, timeout=10
+    ).raise_for_status()
     stopping = False
 
     def _stop(*_: object) -> None:

@@ -9,7 +9,10 @@ instead of adding one (see `q2c.ledger.store`).
 - `q2c_invoice`         one row per invoice external id, with its collection status;
 - `q2c_time_exception`  the steward queue of time entries that failed validation/posting,
                         id `exc-<psa_id>` so the same entry failing again is the same item;
-- `q2c_api_call`        append-only audit of every vendor call (with Temporal context).
+- `q2c_api_call`        append-only audit of every vendor call (with Temporal context);
+- `q2c_inbound_message` one row per message a webhook took (Standard Webhooks `webhook-id`,
+                        Outbound Message notification `Id`), so a redelivery or a replay is
+                        recognised on any replica and after a restart (see `q2c.ledger.inbound`).
 """
 
 from __future__ import annotations
@@ -173,4 +176,24 @@ class ApiCall(LedgerTable, table=True):
     actor: Optional[str] = Field(default=None, max_length=255)
 
 
-LEDGER_TABLES = (Xref, LedgerPostedTime, LedgerInvoice, TimeException, ApiCall)
+INBOUND_PENDING = "pending"  # a request is acting on it now (or crashed doing so: see the lease)
+INBOUND_DONE = "done"  # acted on: the same message again does nothing
+
+
+class InboundMessage(LedgerTable, table=True):
+    """A message a webhook took, by its sender's ID. The unique key is what de-duplicates: the
+    row is written with an insert that does nothing on a conflict, so two replicas receiving the
+    same message at once cannot both act on it. Rows older than the source's window are pruned."""
+
+    __tablename__ = "q2c_inbound_message"
+    __table_args__ = (UniqueConstraint("source", "message_id", name="uq_q2c_inbound_message_key"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str = Field(max_length=80)  # standard-webhooks | salesforce-om:<org id>
+    message_id: str = Field(max_length=255)
+    state: str = Field(default=INBOUND_PENDING, max_length=10)
+    received_at: datetime = _ts(index=True)  # claimed at (a takeover after the lease renews it)
+    done_at: Optional[datetime] = _ts(nullable=True)
+
+
+LEDGER_TABLES = (Xref, LedgerPostedTime, LedgerInvoice, TimeException, ApiCall, InboundMessage)

@@ -1,9 +1,16 @@
 """The webhook service: closed-won events from the CRM start engagement workflows.
 
 Two ways in:
-- `POST /webhooks/salesforce/outbound`: a Salesforce Outbound Message (SOAP, unsigned,
-  at-least-once, up to 100 notifications). Authenticity is limited to the OrganizationId
-  check (Salesforce signs nothing), which is why starting is idempotent by workflow ID.
+- `POST /webhooks/salesforce/outbound/{path_secret}`: a Salesforce Outbound Message (SOAP,
+  unsigned, at-least-once, up to 100 notifications). Salesforce signs nothing, so the endpoint
+  URL itself carries a secret (`Q2C_OUTBOUND_PATH_SECRETS`, several accepted at once so it
+  rotates; compared in constant time; a wrong or missing one is the same 404 as any unknown
+  path, and starts nothing), optionally a client-certificate check done by a TLS-terminating
+  proxy (`Q2C_OUTBOUND_REQUIRE_CLIENT_CERT_HEADER`), then the OrganizationId check. Each
+  notification `Id` is claimed in the ledger (`q2c.ledger.inbound`): a redelivered one is
+  acknowledged and does nothing (no start, no signal, no CRM call). The message is trusted for
+  nothing but the opportunity IDs (and the stage, which only decides whether to look further:
+  the engagement reads the opportunity from the CRM API).
   Salesforce redelivers until it gets the exact `<Ack>true</Ack>` response, so we answer
   503 (no ack) whenever Temporal cannot take the start, and Salesforce retries later.
   Only a Closed Won opportunity starts an engagement (see `q2c.webhook.intake`): the stage is
@@ -13,7 +20,15 @@ Two ways in:
   restarted (the previous run failed or was terminated), signalled or skipped, and why.
 - `POST /webhooks/closed-won`: a JSON event signed per Standard Webhooks, for any CRM
   (or middleware) that can send signed webhooks. Its type is `opportunity.closed_won` only,
-  so it starts (or restarts) the engagement and answers whether it did.
+  so it starts (or restarts) the engagement and answers whether it did. `Q2C_WEBHOOK_SECRET`
+  may hold several secrets (rotation). The `webhook-id` is claimed in the ledger after the
+  signature checks: the same message again (a retry, or a replay inside the 5-minute window,
+  on any replica, after a restart) answers 200 `{"duplicate": true, ...}` and does nothing.
+
+Before any of that, `q2c.webhook.limits.RequestLimits` (for the console and API too): a
+per-client rate limit on the webhook routes (429 + Retry-After), the path-secret gate before
+the body is read, body caps (413, `Content-Length` first, then counted while streaming) and a
+body read timeout (408); `main()` adds a header timeout to uvicorn.
 
 The same app serves the steward console (`/console`) and its JSON API (`/api`), see `console`.
 
@@ -24,10 +39,14 @@ nothing. `python -m q2c.webhook.app` serves it with uvicorn on settings.webhook_
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -36,8 +55,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from q2c.engagement.client import StartResult, delivery_config, start_engagement
-from q2c.settings import Settings, load_settings
+from q2c.engagement.client import StartResult, delivery_config, start_engagement, workflow_id_for
+from q2c.ledger.inbound import Claim, InboundLog
+from q2c.settings import OUTBOUND_PATH, Settings, load_settings
 from q2c.temporal import connect
 from q2c.vendors.salesforce.client import SalesforceClient
 from q2c.webhook.intake import (
@@ -51,22 +71,33 @@ from q2c.webhook.intake import (
     crm_stage_lookup,
     take_all,
 )
+from q2c.webhook.limits import RateLimit, RequestLimits, Route, json_error
 from q2c.webhook.outbound_message import (
+    OutboundMessage,
     OutboundMessageError,
     ack_response,
     parse_outbound_message,
     soap_fault,
     to_18,
 )
-from q2c.webhook.standard_webhooks import WebhookVerificationError, verify
+from q2c.webhook.standard_webhooks import DEFAULT_TOLERANCE_SECONDS, WebhookVerificationError, verify
 
 log = logging.getLogger("q2c.webhook")
 
-MAX_BODY_BYTES = 1_000_000  # 100 notifications are a few tens of KB
 OUTCOME_HEADER = "X-Q2C-Outcome"
 MAX_OUTCOME_HEADER = 8_000
 SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 CLOSED_WON_EVENT = "opportunity.closed_won"
+CLIENT_CERT_VERIFIED = "SUCCESS"  # nginx's $ssl_client_verify once the certificate checked out
+STANDARD_WEBHOOKS_SOURCE = "standard-webhooks"
+# a webhook-id is kept while a message with it could still pass the timestamp check: its
+# timestamp may be up to the tolerance in the future, and is accepted up to the tolerance after
+STANDARD_WEBHOOKS_WINDOW = timedelta(seconds=2 * DEFAULT_TOLERANCE_SECONDS + 60)
+# notification IDs are kept well beyond the 24 hours Salesforce retries a message for
+OUTBOUND_WINDOW = timedelta(hours=48)
+PRUNE_EVERY_SECONDS = 60.0
+MIN_PATH_SECRET_LENGTH = 16
+_PATH_SECRET_RE = re.compile(r"^[A-Za-z0-9._~-]+$")  # URL path characters that need no escaping
 
 
 class ClosedWonData(BaseModel):
@@ -102,6 +133,119 @@ def _same_org(received: str, expected: str) -> bool:
     if received == expected:
         return True
     return len(received) in (15, 18) and len(expected) in (15, 18) and received[:15] == expected[:15]
+
+
+def not_found() -> Response:
+    """Exactly what any unknown path answers, so a wrong path secret tells nothing."""
+    return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+
+def soap_error(status: int, code: str, message: str) -> Response:
+    """The limits' errors for the Outbound Message endpoint, as SOAP faults Salesforce logs."""
+    fault_code = "soapenv:Server" if status in (429, 503) else "soapenv:Client"
+    return Response(soap_fault(message, code=fault_code), status_code=status, media_type=SOAP_CONTENT_TYPE)
+
+
+class OutboundAuth:
+    """Who may post Outbound Messages: the holder of a path secret (any of the configured ones,
+    so the endpoint URL in Salesforce can move to a new secret before the old one is dropped),
+    and, when configured, only through the proxy that verified Salesforce's client certificate."""
+
+    def __init__(self, secrets: tuple[str, ...], client_cert_header: str | None) -> None:
+        for secret in secrets:
+            if len(secret) < MIN_PATH_SECRET_LENGTH or not _PATH_SECRET_RE.match(secret):
+                raise ValueError(
+                    f"Q2C_OUTBOUND_PATH_SECRETS: each secret needs at least {MIN_PATH_SECRET_LENGTH} characters "
+                    "of A-Z a-z 0-9 . _ ~ -"
+                )
+        # digests of equal length: compare_digest's time does not depend on the secret's length
+        self._digests = [hashlib.sha256(s.encode()).digest() for s in secrets]
+        self.client_cert_header = client_cert_header.lower().encode() if client_cert_header else None
+
+    def path_secret_ok(self, candidate: str) -> bool:
+        digest = hashlib.sha256(candidate.encode("utf-8", errors="replace")).digest()
+        return sum(hmac.compare_digest(digest, d) for d in self._digests) > 0  # every secret compared
+
+    def client_cert_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.client_cert_header is None:
+            return True
+        values = [v for k, v in headers if k.lower() == self.client_cert_header]
+        return values == [CLIENT_CERT_VERIFIED.encode()]
+
+    def refusal(self, path: str, headers: list[tuple[bytes, bytes]]) -> Response | None:
+        """None when the request may go on; else the answer (404 for a wrong path)."""
+        secret = path[len(OUTBOUND_PATH) + 1 :] if path.startswith(OUTBOUND_PATH + "/") else ""
+        if not secret or "/" in secret or not self.path_secret_ok(secret):
+            return not_found()
+        if not self.client_cert_ok(headers):
+            return soap_error(403, "client_certificate_required", "a verified client certificate is required")
+        return None
+
+
+class _Inbound:
+    """The ledger's inbound-message log, opened on first need (from async code, in a thread),
+    pruned of each source's expired rows at most once a minute."""
+
+    def __init__(self, settings: Settings, log: InboundLog | None) -> None:
+        self.settings = settings
+        self.log = log
+        self._lock = asyncio.Lock()
+        self._pruned: dict[str, float] = {}
+
+    async def _get(self) -> InboundLog:
+        if self.log is None:
+            async with self._lock:
+                if self.log is None:
+                    self.log = await asyncio.to_thread(self._open)
+        return self.log
+
+    def _open(self) -> InboundLog:
+        from q2c.ledger.config import ledger_url
+        from q2c.ledger.store import Ledger
+
+        ledger = Ledger.from_url(ledger_url(self.settings))
+        ledger.create_all()
+        return InboundLog(ledger.engine)
+
+    async def claim(self, source: str, ids: list[str], window: timedelta) -> Claim:
+        log = await self._get()
+        if time.monotonic() - self._pruned.get(source, float("-inf")) > PRUNE_EVERY_SECONDS:
+            self._pruned[source] = time.monotonic()
+            await asyncio.to_thread(log.prune, source, window)
+        return await asyncio.to_thread(log.claim, source, ids)
+
+    async def finish(self, source: str, ids: list[str]) -> None:
+        if ids:
+            await asyncio.to_thread((await self._get()).finish, source, ids)
+
+    async def release(self, source: str, ids: list[str]) -> None:
+        if ids:
+            await asyncio.to_thread((await self._get()).release, source, ids)
+
+
+def limits_for(settings: Settings, auth: OutboundAuth) -> dict:
+    """The RequestLimits options of this service: the Outbound Message route (SOAP errors, its
+    own cap, the path-secret gate), the JSON webhook, the console's forms and the API's JSON
+    (their own smaller caps), and the default cap for everything else."""
+    from q2c.console.api import MAX_JSON_BYTES
+    from q2c.console.web import MAX_FORM_BYTES
+
+    rate = RateLimit(settings.webhook_rate_limit)
+
+    async def outbound_gate(scope) -> Response | None:
+        return auth.refusal(scope["path"], scope.get("headers", []))
+
+    cap = settings.max_body_bytes
+    return dict(
+        routes=[
+            Route(OUTBOUND_PATH, settings.outbound_max_body_bytes, soap_error, rate, outbound_gate),
+            Route("/webhooks/", cap, json_error, rate),
+            Route("/console", min(cap, MAX_FORM_BYTES)),
+            Route("/api/", min(cap, MAX_JSON_BYTES)),
+        ],
+        default=Route("/", cap),
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
 
 
 class TemporalUnavailable(Exception):
@@ -174,10 +318,21 @@ def _outcome_header(summary: dict) -> str:
     return json.dumps(short, ensure_ascii=True, separators=(",", ":"), sort_keys=True)[:MAX_OUTCOME_HEADER]
 
 
-def create_app(settings: Settings, client: Client | None = None, *, crm: SalesforceClient | None = None) -> FastAPI:
-    """The webhook service; `client` (Temporal) and `crm` (the stage lookup) may be injected."""
+def create_app(
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    crm: SalesforceClient | None = None,
+    inbound: InboundLog | None = None,
+) -> FastAPI:
+    """The webhook service; `client` (Temporal), `crm` (the stage lookup) and `inbound` (the
+    ledger's de-duplication log; default: the ledger of `settings`) may be injected."""
     holder = _ClientHolder(settings, client)
     crm_holder = _CrmHolder(settings, crm)
+    auth = OutboundAuth(settings.outbound_path_secrets, settings.outbound_client_cert_header)
+    dedup = _Inbound(settings, inbound)
+    if not settings.outbound_path_secrets:
+        _log("outbound_disabled", reason="Q2C_OUTBOUND_PATH_SECRETS is not set: every Outbound Message is refused")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -196,6 +351,7 @@ def create_app(settings: Settings, client: Client | None = None, *, crm: Salesfo
     app = FastAPI(title="q2c webhooks", lifespan=lifespan)
     app.state.settings = settings
     app.state.temporal = holder
+    app.add_middleware(RequestLimits, **limits_for(settings, auth), log=_log)
     from q2c.console import mount_console  # the steward console (/console) and its JSON API (/api)
 
     mount_console(app, settings, holder.get)
@@ -218,24 +374,48 @@ def create_app(settings: Settings, client: Client | None = None, *, crm: Salesfo
     async def healthz() -> dict:
         return {"status": "ok", "temporal_connected": holder.client is not None}
 
-    @app.post("/webhooks/salesforce/outbound")
-    async def salesforce_outbound(request: Request) -> Response:
+    @app.post(OUTBOUND_PATH + "/{path_secret}")
+    async def salesforce_outbound(path_secret: str, request: Request) -> Response:
         started_at = time.monotonic()
-        body = await request.body()
+        # the limits' gate has checked this before the body was read; checked again here so the
+        # route is safe on its own
+        refused = auth.refusal(request.url.path, request.scope.get("headers", []))
+        if refused is not None:
+            return refused
+        body = await request.body()  # capped and timed by RequestLimits
 
         def fault(status: int, message: str, code: str = "soapenv:Client") -> Response:
             _log("outbound_rejected", status=status, reason=message)
             return Response(soap_fault(message, code=code), status_code=status, media_type=SOAP_CONTENT_TYPE)
 
-        if len(body) > MAX_BODY_BYTES:
-            return fault(400, f"message larger than {MAX_BODY_BYTES} bytes")
         try:
             message = parse_outbound_message(body)
         except OutboundMessageError as err:
             return fault(400, str(err))
         if not _same_org(message.organization_id, settings.crm.organization_id):
             return fault(403, f"OrganizationId {message.organization_id} is not the configured org")
-        stages = {opp: n.stage_name for opp, n in message.latest().items()}
+        source = f"salesforce-om:{message.organization_id[:15]}"
+        ids = [n.notification_id for n in message.notifications if n.notification_id]
+        try:
+            claim = await dedup.claim(source, ids, OUTBOUND_WINDOW)
+        except Exception as err:  # the ledger is down: no ack, Salesforce delivers again later
+            log.warning("outbound message not taken: the ledger failed: %s", err)
+            return fault(503, "temporarily unable to accept the message; retry later", code="soapenv:Server")
+        if claim.busy:  # the same notification is being acted on by another request right now
+            await dedup.release(source, claim.new)
+            return fault(503, "a notification of this message is being processed; retry later", code="soapenv:Server")
+        fresh = [n for n in message.notifications if not n.notification_id or n.notification_id in set(claim.new)]
+        if not fresh:  # a redelivery: Salesforce has its Ack, nothing is done again
+            _log("outbound_duplicate", action_id=message.action_id, notifications=len(claim.done))
+            summary = {**outcome_summary([]), "duplicate_notifications": len(claim.done)}
+            return Response(
+                ack_response(),
+                status_code=200,
+                media_type=SOAP_CONTENT_TYPE,
+                headers={OUTCOME_HEADER: _outcome_header(summary)},
+            )
+        todo = OutboundMessage(message.organization_id, message.action_id, fresh)
+        stages = {opp: n.stage_name for opp, n in todo.latest().items()}
         try:
             temporal = await holder.get()
             lookup = crm_stage_lookup(crm_holder.get()) if any(v is None for v in stages.values()) else None
@@ -250,8 +430,13 @@ def create_app(settings: Settings, client: Client | None = None, *, crm: Salesfo
         except (TemporalUnavailable, RPCError, CrmUnavailable) as err:
             # no ack: Salesforce delivers the message again later, and every action is idempotent
             log.warning("outbound message not taken: %s", err)
+            await dedup.release(source, claim.new)
             return fault(503, "temporarily unable to accept the message; retry later", code="soapenv:Server")
-        summary = outcome_summary(outcomes)
+        except BaseException:
+            await dedup.release(source, claim.new)
+            raise
+        await dedup.finish(source, claim.new)
+        summary = {**outcome_summary(outcomes), "duplicate_notifications": len(claim.done)}
         _log(
             "outbound_accepted",
             action_id=message.action_id,
@@ -272,7 +457,7 @@ def create_app(settings: Settings, client: Client | None = None, *, crm: Salesfo
         headers = request.headers
         try:
             verify(
-                settings.webhook_secret,
+                settings.webhook_secrets,
                 headers.get("webhook-id"),
                 headers.get("webhook-timestamp"),
                 headers.get("webhook-signature"),
@@ -300,11 +485,35 @@ def create_app(settings: Settings, client: Client | None = None, *, crm: Salesfo
                 status_code=400,
             )
         opp = event.data.opportunity_id
+        webhook_id = headers["webhook-id"]
+        if len(webhook_id) > 255:
+            return JSONResponse({"error": "invalid_webhook_id", "message": "webhook-id is over 255 characters"}, 400)
+        try:
+            claim = await dedup.claim(STANDARD_WEBHOOKS_SOURCE, [webhook_id], STANDARD_WEBHOOKS_WINDOW)
+        except Exception as err:
+            log.warning("closed-won not taken: the ledger failed: %s", err)
+            return JSONResponse({"error": "unavailable", "message": "retry later"}, status_code=503)
+        if claim.busy:
+            return JSONResponse(
+                {"error": "in_progress", "message": "this webhook-id is being processed; retry later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        if claim.is_duplicate:
+            _log("closed_won_duplicate", webhook_id=webhook_id, opportunity_id=opp)
+            return JSONResponse(
+                {"duplicate": True, "webhook_id": webhook_id, "workflow_id": workflow_id_for(opp)}, status_code=200
+            )
         try:
             (result,) = await start_all([opp], "webhook")
         except TemporalUnavailable as err:
             log.warning("closed-won start failed: %s", err)
+            await dedup.release(STANDARD_WEBHOOKS_SOURCE, claim.new)
             return JSONResponse({"error": "temporal_unavailable", "message": "retry later"}, status_code=503)
+        except BaseException:
+            await dedup.release(STANDARD_WEBHOOKS_SOURCE, claim.new)
+            raise
+        await dedup.finish(STANDARD_WEBHOOKS_SOURCE, claim.new)
         answer = {
             "workflow_id": result.workflow_id,
             "already_existed": result.already_existed,
@@ -322,7 +531,18 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
-    uvicorn.run(create_app(settings), host=settings.webhook_host, port=settings.webhook_port)
+    from q2c.webhook.limits import header_timeout_protocol
+
+    # uvicorn has a keep-alive timeout but none for headers: the protocol class adds it; the
+    # header size is h11's limit (16 KiB), stated here so it is not left to a default
+    uvicorn.run(
+        create_app(settings),
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_keep_alive=5,
+    )
     from q2c.temporal import exit_process
 
     exit_process(0)

@@ -24,6 +24,7 @@ can send real Outbound Messages with `build_outbound_message`).
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
@@ -49,6 +50,9 @@ ACK_XML = (
 )
 
 _ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Z0-5]{3})?$")
+# a notification Id is the key redeliveries are recognised by (the ledger stores it): an
+# alphanumeric Salesforce ID, nothing longer
+_NOTIFICATION_ID_RE = re.compile(r"^[A-Za-z0-9]{15,18}$")
 _CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
@@ -172,6 +176,8 @@ def parse_outbound_message(body: bytes | str) -> OutboundMessage:
 def _parse_notification(position: int, item: Element) -> OutboundNotification:
     where = f"Notification {position}"
     notification_id = _text(item, OUTBOUND_NS, "Id") or ""
+    if notification_id and not _NOTIFICATION_ID_RE.match(notification_id):
+        raise OutboundMessageError(f"{where}: notification Id is not a Salesforce ID")
     sobject = item.find(_q(OUTBOUND_NS, "sObject"))
     if sobject is None:
         raise OutboundMessageError(f"{where}: sObject is missing")
@@ -231,6 +237,12 @@ def soap_fault(message: str, *, code: str = "soapenv:Client") -> str:
 # ---- building (tests, sandbox) -------------------------------------------------------------
 
 
+def new_notification_id() -> str:
+    """A random 18-character notification ID (prefix 04l)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return to_18("04l" + "".join(secrets.choice(alphabet) for _ in range(12)))
+
+
 def build_outbound_message(
     org_id: str,
     notifications: list[str] | list[tuple[str, str]],
@@ -242,14 +254,15 @@ def build_outbound_message(
 ) -> str:
     """An Outbound Message as Salesforce sends it.
 
-    `notifications` is a list of record IDs, or of (notification_id, record_id) pairs.
+    `notifications` is a list of record IDs (each gets a new random notification Id, as every
+    notification Salesforce queues has its own), or of (notification_id, record_id) pairs.
     `extra_fields` are added to every sObject (default: Closed Won); a None value is sent as
     `xsi:nil="true"`, `{}` sends the Id alone (a definition that selects no other field).
     """
     fields = extra_fields if extra_fields is not None else {"StageName": "Closed Won", "IsWon": "true"}
     parts = []
-    for n, entry in enumerate(notifications, start=1):
-        notification_id, record_id = entry if isinstance(entry, tuple) else (f"04l5e0000{n:09d}", entry)
+    for entry in notifications:
+        notification_id, record_id = entry if isinstance(entry, tuple) else (new_notification_id(), entry)
         field_xml = "".join(
             f'<sf:{escape(k)} xsi:nil="true"/>' if v is None else f"<sf:{escape(k)}>{escape(v)}</sf:{escape(k)}>"
             for k, v in fields.items()

@@ -8,7 +8,11 @@ The scheme, used where the sender has no signing of its own:
   bytes exactly as received;
 - the secret is `whsec_` followed by the base64 of the key bytes (the prefix is optional);
 - a receiver rejects timestamps more than 5 minutes in the past *or* in the future (replay
-  protection) and compares signatures in constant time.
+  protection) and compares signatures in constant time;
+- a receiver may hold several secrets at once (space-separated, as `Q2C_WEBHOOK_SECRET` does),
+  so a secret rotates without a gap: a message signed with any of them verifies;
+- inside the tolerance window the same signed message can be replayed: the receiver also
+  de-duplicates on `webhook-id` (q2c does it in the ledger, see `q2c.ledger.inbound`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
@@ -63,8 +68,16 @@ def signed_headers(secret: str, msg_id: str, body: bytes | str, *, timestamp: in
     }
 
 
+def secrets_of(secret: str | Sequence[str]) -> list[str]:
+    """One secret, several separated by spaces, or a sequence of them."""
+    values = secret.split() if isinstance(secret, str) else [v for s in secret for v in s.split()]
+    if not values:
+        raise ValueError("no webhook secret configured")
+    return values
+
+
 def verify(
-    secret: str,
+    secret: str | Sequence[str],
     msg_id: str | None,
     timestamp: str | int | None,
     signature_header: str | None,
@@ -74,6 +87,8 @@ def verify(
     now: float | None = None,
 ) -> None:
     """Return None when the message is authentic and fresh; raise WebhookVerificationError otherwise.
+
+    `secret` may be several (rotation): any one that signed the message verifies it.
 
     Reasons: missing_headers, invalid_timestamp, timestamp_too_old, timestamp_too_new,
     no_matching_signature.
@@ -102,11 +117,13 @@ def verify(
         raise WebhookVerificationError(
             "timestamp_too_new", f"webhook-timestamp is more than {tolerance_seconds}s in the future"
         )
-    expected = sign(secret, msg_id, ts, body).split(",", 1)[1].encode("ascii")
+    expected = [sign(s, msg_id, ts, body).split(",", 1)[1].encode("ascii") for s in secrets_of(secret)]
     for candidate in signature_header.split(" "):
         version, _, value = candidate.partition(",")
         if version != SIGNATURE_VERSION or not value:
             continue
-        if hmac.compare_digest(value.encode("ascii", errors="replace"), expected):
+        given = value.encode("ascii", errors="replace")
+        # every secret is compared (constant time each), so timing does not tell which matched
+        if sum(hmac.compare_digest(given, e) for e in expected):
             return None
     raise WebhookVerificationError("no_matching_signature", "no v1 signature in webhook-signature matches the message")

@@ -12,6 +12,7 @@ import pytest_asyncio
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.messages import RecheckInput
 from q2c.engagement.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
+from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, OUTBOUND_PATH
 from q2c.webhook.app import create_app as create_webhook_app
 from sandboxes.common.server import ServerThread, free_port
 from tests.deals import create_deal
@@ -22,7 +23,7 @@ from tests.fixtures.stack import Stack, q2c_settings, running_worker
 @pytest_asyncio.fixture(scope="module")
 async def e2e(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_factory):
     webhook_port = free_port()
-    crm = make_crm_sandbox(outbound_url=f"http://127.0.0.1:{webhook_port}/webhooks/salesforce/outbound")
+    crm = make_crm_sandbox(outbound_url=f"http://127.0.0.1:{webhook_port}{OUTBOUND_PATH}/{DEMO_OUTBOUND_PATH_SECRET}")
     settings = q2c_settings(
         crm_url=crm.url,
         erp_url=erp_sandbox.url,
@@ -50,6 +51,15 @@ async def _delivered(crm_url: str, opportunity_id: str, timeout: float = 30) -> 
                 return d
         await asyncio.sleep(0.1)
     raise AssertionError(f"no delivered outbound message for {opportunity_id}: {_outbound(crm_url)}")
+
+
+async def _delivered_copy(crm_url: str, original_id: int, timeout: float = 30) -> dict:
+    for _ in range(int(timeout / 0.1)):
+        for d in _outbound(crm_url):
+            if d.get("redelivery_of") == original_id and d["status"] != "pending":
+                return d
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the redelivery of {original_id} was not delivered: {_outbound(crm_url)}")
 
 
 async def test_closed_won_in_crm_becomes_active_engagement(e2e):
@@ -153,7 +163,7 @@ async def test_a_deal_not_closed_won_starts_nothing_until_it_is(e2e):
         deal = await create_deal(crm, stage="Negotiation/Review")
         body = build_outbound_message(e2e.settings.crm.organization_id, [deal.opportunity_id], extra_fields={})
         r = httpx.post(
-            f"http://127.0.0.1:{e2e.settings.webhook_port}/webhooks/salesforce/outbound",
+            e2e.settings.outbound_message_url,
             content=body,
             headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
             timeout=30,
@@ -168,17 +178,23 @@ async def test_a_deal_not_closed_won_starts_nothing_until_it_is(e2e):
         await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
 
 
-async def test_terminated_engagement_restarts_on_redelivery_and_reaches_active(e2e):
+async def test_terminated_engagement_restarts_on_the_next_notification_and_reaches_active(e2e):
+    """A redelivery of the notification already taken is acknowledged and does nothing (its ID
+    is in the ledger); the next notification of the deal (a change in the CRM) restarts it."""
     async with e2e.crm.client() as crm:
         deal = await create_deal(crm, stage="Negotiation/Review")
         await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
         first = await wait_for_stage(e2e.client, deal.opportunity_id, EngagementStage.ACTIVE)
-    handle = e2e.client.get_workflow_handle(f"engagement-{deal.opportunity_id}")
-    old = await handle.describe()
-    await handle.terminate(reason="test: an operator ended it by hand")
-    delivery = await _delivered(e2e.crm.url, deal.opportunity_id)
-    r = httpx.post(f"{e2e.crm.url}/__sandbox/outbound/{delivery['id']}/redeliver", timeout=10)
-    assert r.status_code == 201
+        handle = e2e.client.get_workflow_handle(f"engagement-{deal.opportunity_id}")
+        old = await handle.describe()
+        await handle.terminate(reason="test: an operator ended it by hand")
+        delivery = await _delivered(e2e.crm.url, deal.opportunity_id)
+        r = httpx.post(f"{e2e.crm.url}/__sandbox/outbound/{delivery['id']}/redeliver", timeout=10)
+        assert r.status_code == 201
+        redelivered = await _delivered_copy(e2e.crm.url, delivery["id"])
+        assert redelivered["status"] == "delivered"  # acknowledged ...
+        assert (await handle.describe()).run_id == old.run_id  # ... and nothing restarted
+        await crm.update_opportunity(deal.opportunity_id, {"Amount": "150000"})  # a new notification
     for _ in range(300):
         new = await handle.describe()
         if new.run_id != old.run_id:

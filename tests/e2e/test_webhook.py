@@ -24,13 +24,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from q2c.engagement.client import start_engagement, workflow_id_for
-from q2c.settings import load_settings
+from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, OUTBOUND_PATH, load_settings
 from q2c.webhook.app import create_app
 from q2c.webhook.outbound_message import ACK_XML, build_outbound_message, to_18
 from q2c.webhook.standard_webhooks import signed_headers
 from sandboxes.common.server import ServerThread, free_port
 
 XML = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+OUTBOUND = f"{OUTBOUND_PATH}/{DEMO_OUTBOUND_PATH_SECRET}"  # the endpoint URL Salesforce is given
+
+
+def base_settings(state_dir):
+    """This machine's settings with the webhook's secrets set and a ledger of the test's own."""
+    return dataclasses.replace(load_settings(), state_dir=state_dir, outbound_path_secrets=(DEMO_OUTBOUND_PATH_SECRET,))
 
 
 def new_opportunity_id() -> str:
@@ -58,9 +64,9 @@ async def workflow_ids_on(client, task_queue: str, expected: int) -> list[str]:
 
 
 @pytest_asyncio.fixture
-async def service(dev_env):
+async def service(dev_env, tmp_path):
     settings = dataclasses.replace(
-        load_settings(),
+        base_settings(tmp_path),
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"webhook-test-{uuid.uuid4().hex[:8]}",
@@ -82,7 +88,7 @@ async def test_outbound_two_notifications_start_two_workflows_once(service, dev_
     a, b = new_opportunity_id(), new_opportunity_id()
     body = build_outbound_message(settings.crm.organization_id, [a, b])
     for _ in range(3):  # at-least-once delivery: the same message three times
-        r = await http.post("/webhooks/salesforce/outbound", content=body, headers=XML)
+        r = await http.post(OUTBOUND, content=body, headers=XML)
         assert r.status_code == 200
         assert r.text == ACK_XML
         assert r.headers["content-type"].startswith("text/xml")
@@ -96,7 +102,7 @@ async def test_outbound_15_char_id_is_normalised(service, dev_env):
     settings, http = service
     a = new_opportunity_id()
     r = await http.post(
-        "/webhooks/salesforce/outbound",
+        OUTBOUND,
         content=build_outbound_message(settings.crm.organization_id, [a[:15]]),
         headers=XML,
     )
@@ -116,9 +122,7 @@ async def test_outbound_15_char_id_is_normalised(service, dev_env):
 async def test_outbound_malformed_is_400_and_starts_nothing(service, dev_env, make_body):
     settings, http = service
     ids = [new_opportunity_id()]
-    r = await http.post(
-        "/webhooks/salesforce/outbound", content=make_body(settings.crm.organization_id, ids), headers=XML
-    )
+    r = await http.post(OUTBOUND, content=make_body(settings.crm.organization_id, ids), headers=XML)
     assert r.status_code == 400
     assert "<faultcode>soapenv:Client</faultcode>" in r.text and "<Ack>" not in r.text
     assert not await exists(dev_env.client, ids[0])
@@ -127,9 +131,7 @@ async def test_outbound_malformed_is_400_and_starts_nothing(service, dev_env, ma
 async def test_outbound_wrong_org_is_403_and_starts_nothing(service, dev_env):
     _, http = service
     a = new_opportunity_id()
-    r = await http.post(
-        "/webhooks/salesforce/outbound", content=build_outbound_message("00D000000000OTHER", [a]), headers=XML
-    )
+    r = await http.post(OUTBOUND, content=build_outbound_message("00D000000000OTHER", [a]), headers=XML)
     assert r.status_code == 403
     assert "Fault" in r.text and "<Ack>" not in r.text
     assert not await exists(dev_env.client, a)
@@ -213,13 +215,13 @@ async def test_closed_won_not_json_is_400(service):
     assert r.status_code == 400 and r.json()["error"] == "invalid_payload"
 
 
-async def test_temporal_unreachable_is_503_without_ack():
-    settings = dataclasses.replace(load_settings(), temporal_address=f"127.0.0.1:{free_port()}")
+async def test_temporal_unreachable_is_503_without_ack(tmp_path):
+    settings = dataclasses.replace(base_settings(tmp_path), temporal_address=f"127.0.0.1:{free_port()}")
     server = ServerThread(create_app(settings)).start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             r = await http.post(
-                "/webhooks/salesforce/outbound",
+                OUTBOUND,
                 headers=XML,
                 content=build_outbound_message(settings.crm.organization_id, [new_opportunity_id()]),
             )
@@ -255,16 +257,14 @@ async def test_outbound_for_a_deal_not_closed_won_is_acked_and_starts_nothing(se
     negotiating = build_outbound_message(
         settings.crm.organization_id, [a], extra_fields={"StageName": "Negotiation/Review", "IsWon": "false"}
     )
-    r = await http.post("/webhooks/salesforce/outbound", content=negotiating, headers=XML)
+    r = await http.post(OUTBOUND, content=negotiating, headers=XML)
     assert r.status_code == 200 and r.text == ACK_XML  # acknowledged: Salesforce must not redeliver it
     skipped = outcome(r)["skipped"]
     assert [s["opportunity_id"] for s in skipped] == [a] and skipped[0]["stage"] == "Negotiation/Review"
     assert "not 'Closed Won'" in skipped[0]["reason"] and outcome(r)["started"] == []
     assert not await exists(dev_env.client, a)
     # the salesperson closes it: the next notification starts it
-    r = await http.post(
-        "/webhooks/salesforce/outbound", headers=XML, content=build_outbound_message(settings.crm.organization_id, [a])
-    )
+    r = await http.post(OUTBOUND, headers=XML, content=build_outbound_message(settings.crm.organization_id, [a]))
     assert r.status_code == 200 and outcome(r)["started"] == [workflow_id_for(a)]
     assert await exists(dev_env.client, a)
 
@@ -278,7 +278,7 @@ async def test_outbound_last_notification_of_a_deal_decides(service, dev_env):
     body = build_outbound_message(settings.crm.organization_id, [a, b, a], extra_fields=won)
     head, tail = body.rsplit("<sf:StageName>Closed Won</sf:StageName>", 1)
     body = head + "<sf:StageName>Closed Lost</sf:StageName>" + tail
-    r = await http.post("/webhooks/salesforce/outbound", content=body, headers=XML)
+    r = await http.post(OUTBOUND, content=body, headers=XML)
     assert r.status_code == 200
     assert outcome(r)["started"] == [workflow_id_for(b)]
     assert [s["opportunity_id"] for s in outcome(r)["skipped"]] == [a]
@@ -289,12 +289,10 @@ async def test_outbound_moved_out_of_closed_won_still_signals_the_running_engage
     settings, http = service
     a = new_opportunity_id()
     org = settings.crm.organization_id
-    assert (
-        await http.post("/webhooks/salesforce/outbound", headers=XML, content=build_outbound_message(org, [a]))
-    ).status_code == 200
+    assert (await http.post(OUTBOUND, headers=XML, content=build_outbound_message(org, [a]))).status_code == 200
     assert await signals_of(dev_env.client, a) == []
     r = await http.post(
-        "/webhooks/salesforce/outbound",
+        OUTBOUND,
         headers=XML,
         content=build_outbound_message(org, [a], extra_fields={"StageName": "Negotiation/Review"}),
     )
@@ -302,19 +300,19 @@ async def test_outbound_moved_out_of_closed_won_still_signals_the_running_engage
     assert outcome(r)["skipped"] == [] and outcome(r)["started"] == []
     assert await signals_of(dev_env.client, a) == ["crm_changed"]
     # Closed Won again: the same engagement, told once more
-    r = await http.post("/webhooks/salesforce/outbound", headers=XML, content=build_outbound_message(org, [a]))
+    r = await http.post(OUTBOUND, headers=XML, content=build_outbound_message(org, [a]))
     assert outcome(r)["signalled"] == [workflow_id_for(a)]
     assert await signals_of(dev_env.client, a) == ["crm_changed", "crm_changed"]
     assert await workflow_ids_on(dev_env.client, settings.task_queue, 1) == [workflow_id_for(a)]
 
 
 @pytest_asyncio.fixture
-async def crm_service(dev_env, crm_sandbox):
+async def crm_service(dev_env, crm_sandbox, tmp_path):
     """The webhook service reading stages from the CRM sandbox."""
     from tests.fixtures.crm import crm_settings
 
     settings = dataclasses.replace(
-        load_settings(),
+        base_settings(tmp_path),
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"webhook-test-{uuid.uuid4().hex[:8]}",
@@ -334,7 +332,7 @@ async def test_outbound_without_stage_reads_it_from_the_crm(crm_service, crm_san
         deal = await create_deal(crm, stage="Negotiation/Review")
         unknown = new_opportunity_id()  # not in the CRM at all
         only_ids = build_outbound_message(settings.crm.organization_id, [deal.opportunity_id, unknown], extra_fields={})
-        r = await http.post("/webhooks/salesforce/outbound", content=only_ids, headers=XML)
+        r = await http.post(OUTBOUND, content=only_ids, headers=XML)
         assert r.status_code == 200 and r.text == ACK_XML, r.text
         result = outcome(r)
         assert result["stages_read_from_crm"] == 2 and result["started"] == []
@@ -343,16 +341,18 @@ async def test_outbound_without_stage_reads_it_from_the_crm(crm_service, crm_san
         assert "no such opportunity" in reasons[unknown]["reason"]
         assert not await exists(dev_env.client, deal.opportunity_id)
         await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
-        r = await http.post("/webhooks/salesforce/outbound", content=only_ids, headers=XML)
+        # the stage change is a new notification (the same one again would be a redelivery)
+        only_ids = build_outbound_message(settings.crm.organization_id, [deal.opportunity_id], extra_fields={})
+        r = await http.post(OUTBOUND, content=only_ids, headers=XML)
     assert r.status_code == 200 and outcome(r)["started"] == [workflow_id_for(deal.opportunity_id)]
     assert await exists(dev_env.client, deal.opportunity_id)
 
 
-async def test_outbound_without_stage_and_crm_down_is_503_without_ack(dev_env):
+async def test_outbound_without_stage_and_crm_down_is_503_without_ack(dev_env, tmp_path):
     from tests.fixtures.crm import crm_settings
 
     settings = dataclasses.replace(
-        load_settings(),
+        base_settings(tmp_path),
         temporal_address=dev_env.client.service_client.config.target_host,
         task_queue=f"webhook-test-{uuid.uuid4().hex[:8]}",
         crm=crm_settings(f"http://127.0.0.1:{free_port()}"),
@@ -363,7 +363,7 @@ async def test_outbound_without_stage_and_crm_down_is_503_without_ack(dev_env):
         a = new_opportunity_id()
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             r = await http.post(
-                "/webhooks/salesforce/outbound",
+                OUTBOUND,
                 headers=XML,
                 content=build_outbound_message(settings.crm.organization_id, [a], extra_fields={}),
             )
@@ -409,18 +409,14 @@ async def test_outbound_restarts_a_failed_or_terminated_engagement(service, dev_
     a = new_opportunity_id()
     await end_a_run(dev_env.client, a, how)
     old = await dev_env.client.get_workflow_handle(workflow_id_for(a)).describe()
-    r = await http.post(
-        "/webhooks/salesforce/outbound", headers=XML, content=build_outbound_message(settings.crm.organization_id, [a])
-    )
+    r = await http.post(OUTBOUND, headers=XML, content=build_outbound_message(settings.crm.organization_id, [a]))
     assert r.status_code == 200 and r.text == ACK_XML
     assert outcome(r)["restarted"] == [{"workflow_id": workflow_id_for(a), "previous_status": status}]
     new = await dev_env.client.get_workflow_handle(workflow_id_for(a)).describe()
     assert new.run_id != old.run_id and new.status == WorkflowExecutionStatus.RUNNING
     assert new.workflow_type == "EngagementWorkflow" and new.task_queue == settings.task_queue
     # a redelivery now finds it running: no second restart
-    r = await http.post(
-        "/webhooks/salesforce/outbound", headers=XML, content=build_outbound_message(settings.crm.organization_id, [a])
-    )
+    r = await http.post(OUTBOUND, headers=XML, content=build_outbound_message(settings.crm.organization_id, [a]))
     assert outcome(r)["restarted"] == [] and outcome(r)["signalled"] == [workflow_id_for(a)]
     assert (await dev_env.client.get_workflow_handle(workflow_id_for(a)).describe()).run_id == new.run_id
 
@@ -447,7 +443,7 @@ async def test_closed_won_event_restarts_terminated_but_never_a_completed_engage
     assert desc.status == WorkflowExecutionStatus.COMPLETED and desc.workflow_type == "EndsAtOnce"
     # the SOAP path agrees: a completed engagement is reported, not restarted
     r = await http.post(
-        "/webhooks/salesforce/outbound",
+        OUTBOUND,
         headers=XML,
         content=build_outbound_message(settings.crm.organization_id, [completed]),
     )

@@ -181,3 +181,14 @@ def test_crm_sandbox_sends_the_stage_and_its_flags():
         "IsWon": "true",
     }
     assert b.fields == {"Name": "Other", "StageName": "Prospecting", "IsClosed": "false", "IsWon": "false"}
+
+
+def test_notification_ids_are_unique_and_must_look_like_salesforce_ids():
+    """The notification Id is what a redelivery is recognised by (the ledger keeps it): each
+    built notification gets its own, and the parser refuses anything but an alphanumeric ID."""
+    msg = parse_outbound_message(build_outbound_message(ORG, [OPP_A, OPP_A]))
+    first, second = (n.notification_id for n in msg.notifications)
+    assert first != second and first.startswith("04l") and len(first) == 18
+    for bad in ("04l-not-an-id", "x" * 300, "04l5e00000AbCd"):
+        with pytest.raises(OutboundMessageError, match="notification Id"):
+            parse_outbound_message(build_outbound_message(ORG, [(bad, OPP_A)]))

@@ -70,3 +70,23 @@ def test_verify_rejects(reason, kwargs):
 def test_signed_headers_round_trip():
     headers = signed_headers(SPEC_SECRET, "msg_1", b'{"a":1}')
     verify(SPEC_SECRET, headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"], b'{"a":1}')
+
+
+ROTATED_OUT = "whsec_" + "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI="
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [f"{ROTATED_OUT} {SPEC_SECRET}", f"{SPEC_SECRET}  {ROTATED_OUT}", [ROTATED_OUT, SPEC_SECRET], (SPEC_SECRET,)],
+)
+def test_verify_accepts_any_of_several_secrets(secrets):
+    """Q2C_WEBHOOK_SECRET may hold the new and the old secret (space-separated) while senders move."""
+    verify(secrets, SPEC_ID, SPEC_TS, SPEC_SIGNATURE, SPEC_BODY, now=SPEC_TS)
+
+
+def test_verify_with_several_secrets_still_rejects_an_unknown_one():
+    with pytest.raises(WebhookVerificationError) as err:
+        verify(f"{ROTATED_OUT} whsec_{'A' * 32}", SPEC_ID, SPEC_TS, SPEC_SIGNATURE, SPEC_BODY, now=SPEC_TS)
+    assert err.value.reason == "no_matching_signature"
+    with pytest.raises(ValueError):
+        verify("  ", SPEC_ID, SPEC_TS, SPEC_SIGNATURE, SPEC_BODY, now=SPEC_TS)
