@@ -214,6 +214,9 @@ def _mount_subcommands() -> None:
     from q2c.cli.milestones import milestone_app
 
     app.add_typer(milestone_app, name="milestone")  # q2c milestone accept|waive
+    from q2c.cli.doctor import mount as mount_doctor
+
+    mount_doctor(app)  # q2c doctor
 
 
 _mount_subcommands()
