@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install worker webhook clean-state help bench browser
+.PHONY: up test install worker webhook clean-state help bench browser tls-proxy
 
 help:
 	@echo "make up    - start Temporal (UI :8233), CRM/PSA/ERP sandboxes, worker, webhook; run the demo"
@@ -26,10 +26,15 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# The Temporal mTLS test puts Debian's nginx (a TLS-terminating gRPC proxy) in front of the dev server.
+tls-proxy:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
+
 # ruff first (lint, import order, format): CI fails on it. Then the suite: the long runs
 # (marker `slow`) in a second process beside the rest, so the two share the wall time; their
 # output follows the main run's, and either one failing fails `make test`.
-test: $(STAMP) browser
+test: $(STAMP) browser tls-proxy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@mkdir -p .state

@@ -101,8 +101,13 @@ class Settings:
     payment_poll_seconds: int = 86_400
     grace_days: int = 3  # after the end date, late approvals are collected this long before the final posting
     ledger_db_url: str | None = None  # Q2C_LEDGER_DB_URL; None: SQLite in the state folder
-    api_tokens: str | None = None  # Q2C_API_TOKENS (user:role:token,...); None: the demo tokens
+    api_tokens: str | None = None  # Q2C_API_TOKENS (user:role:token,...); None: the console refuses to start
+    session_hours: float = 8.0  # Q2C_SESSION_HOURS: a console sign-in lasts this long at most
     console_secret: str | None = None  # Q2C_CONSOLE_SECRET; None: a random key per process
+    codec_keys: str | None = None  # Q2C_CODEC_KEYS (key-id:base64,...): payload encryption, first key seals
+    # TLS, mTLS, API key and gRPC metadata from Temporal's environment configuration
+    # (TEMPORAL_TLS*, TEMPORAL_API_KEY, TEMPORAL_PROFILE + TEMPORAL_CONFIG_FILE): see q2c/temporal.py
+    temporal_connect: dict = field(default_factory=dict)
     # Q2C_OUTBOUND_PATH_SECRETS (comma-separated; any is accepted, so a secret rotates with two
     # set at once); none set: the Outbound Message endpoint accepts no path (fails closed)
     outbound_path_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -114,6 +119,9 @@ class Settings:
     body_timeout_seconds: float = 10.0  # Q2C_BODY_TIMEOUT_SECONDS: the whole body must arrive by then
     header_timeout_seconds: float = 10.0  # Q2C_HEADER_TIMEOUT_SECONDS: request line and headers
     webhook_rate_limit: str = "10/second;300/minute"  # Q2C_WEBHOOK_RATE_LIMIT: per client IP
+    # Worker Deployment Versioning: both set, on; neither, unversioned; one alone, the worker refuses to start
+    deployment_name: str | None = None  # Q2C_DEPLOYMENT_NAME: the Worker Deployment, e.g. q2c-worker
+    build_id: str | None = None  # Q2C_BUILD_ID: this build of it, e.g. the git commit or release tag
     extra: dict = field(default_factory=dict)
 
     @property
@@ -170,14 +178,27 @@ def load_erp_settings(state_dir: Path, erp_port: int) -> ErpSettings:
     )
 
 
+def _temporal_profile() -> dict:
+    """Temporal's own environment configuration (the `temporal` CLI reads the same): address,
+    namespace, TLS/mTLS files or data, API key, gRPC metadata, from TEMPORAL_* variables over
+    the profile TEMPORAL_PROFILE of the TOML file TEMPORAL_CONFIG_FILE (default
+    ~/.config/temporalio/temporal.toml)."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    profile = ClientConfigProfile.load(profile=os.environ.get("TEMPORAL_PROFILE") or None)
+    return dict(profile.to_client_connect_config())
+
+
 def load_settings() -> Settings:
+    temporal = _temporal_profile()
     state_dir = Path(_env("Q2C_STATE_DIR", str(Path(__file__).resolve().parents[1] / ".state")))
     crm_port = int(_env("Q2C_CRM_PORT", "8101"))
     psa_port = int(_env("Q2C_PSA_PORT", "8102"))
     erp_port = int(_env("Q2C_ERP_PORT", "8103"))
     return Settings(
-        temporal_address=_env("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-        temporal_namespace=_env("TEMPORAL_NAMESPACE", "default"),
+        temporal_address=temporal.get("target_host") or "127.0.0.1:7233",
+        temporal_namespace=temporal.get("namespace") or "default",
+        temporal_connect={k: v for k, v in temporal.items() if k not in ("target_host", "namespace")},
         task_queue=_env("TEMPORAL_TASK_QUEUE", DEFAULT_TASK_QUEUE),
         state_dir=state_dir,
         crm=CrmSettings(
@@ -205,6 +226,7 @@ def load_settings() -> Settings:
         grace_days=int(_env("Q2C_GRACE_DAYS", "3")),
         ledger_db_url=_env("Q2C_LEDGER_DB_URL", "") or None,
         api_tokens=_env("Q2C_API_TOKENS", "") or None,
+        session_hours=float(_env("Q2C_SESSION_HOURS", "8")),
         console_secret=_env("Q2C_CONSOLE_SECRET", "") or None,
         outbound_path_secrets=tuple(s.strip() for s in _env("Q2C_OUTBOUND_PATH_SECRETS", "").split(",") if s.strip()),
         outbound_client_cert_header=_env("Q2C_OUTBOUND_REQUIRE_CLIENT_CERT_HEADER", "") or None,
@@ -213,4 +235,7 @@ def load_settings() -> Settings:
         body_timeout_seconds=float(_env("Q2C_BODY_TIMEOUT_SECONDS", "10")),
         header_timeout_seconds=float(_env("Q2C_HEADER_TIMEOUT_SECONDS", "10")),
         webhook_rate_limit=_env("Q2C_WEBHOOK_RATE_LIMIT", "10/second;300/minute"),
+        deployment_name=_env("Q2C_DEPLOYMENT_NAME", "") or None,
+        build_id=_env("Q2C_BUILD_ID", "") or None,
+        codec_keys=_env("Q2C_CODEC_KEYS", "") or None,
     )

@@ -1,20 +1,35 @@
-"""How every q2c process connects to Temporal: same data converter, same tracing."""
+"""How every q2c process connects to Temporal: same data converter and codec, same tracing,
+TLS or an API key when the environment configuration asks for them.
+
+A local dev server, a self-hosted cluster behind TLS or mTLS, and Temporal Cloud (API key or
+mTLS) differ only in configuration: Temporal's own variables (TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS, TEMPORAL_TLS_CLIENT_CERT_PATH,
+TEMPORAL_TLS_CLIENT_KEY_PATH, TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_TLS_SERVER_NAME, ...)
+or a profile of the TOML file, read by `temporalio.envconfig` in `settings.load_settings()`.
+"""
 
 from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
+from q2c.codec import codec_from_spec, data_converter
 from q2c.settings import Settings
+
+
+def converter_for(settings: Settings) -> DataConverter:
+    """The data converter every client and worker of this deployment shares (codec included)."""
+    return data_converter(codec_from_spec(settings.codec_keys))
 
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter_for(settings),
         interceptors=[TracingInterceptor()],
+        **settings.temporal_connect,
     )
 
 

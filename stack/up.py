@@ -30,6 +30,35 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_DEFAULTS = {"Q2C_PERIOD_SECONDS": "30", "Q2C_PAYMENT_POLL_SECONDS": "10"}
 # the Outbound Message endpoint's path secret, set explicitly for the demo (q2c has no default)
 DEMO_DEFAULTS["Q2C_OUTBOUND_PATH_SECRETS"] = DEMO_OUTBOUND_PATH_SECRET
+# the console's demo users, set explicitly here: q2c itself has no tokens without the variable
+DEMO_DEFAULTS["Q2C_API_TOKENS"] = "steward:steward:steward-demo-token,viewer:viewer:viewer-demo-token"
+
+
+def demo_secrets_env(state_dir: Path) -> dict[str, str]:
+    """Secrets the demo needs that must survive a restart, generated at the first `make up`
+    into the state folder (never committed): the payload-encryption key (every history of the
+    demo is sealed with it: losing it would make them unreadable) and the console's CSRF
+    secret. Values given in the environment are left alone."""
+    import secrets as _secrets
+
+    from q2c.codec import new_key_spec
+
+    wanted = {
+        "Q2C_CODEC_KEYS": ("codec-keys", lambda: new_key_spec("demo-1")),
+        "Q2C_CONSOLE_SECRET": ("console-secret", lambda: _secrets.token_urlsafe(32)),
+    }
+    out: dict[str, str] = {}
+    folder = state_dir / "demo-secrets"
+    for variable, (name, make) in wanted.items():
+        if os.environ.get(variable):
+            continue
+        path = folder / name
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(make())
+            path.chmod(0o600)
+        out[variable] = path.read_text().strip()
+    return out
 
 
 @dataclass
@@ -91,6 +120,9 @@ def services(settings: Settings) -> list[Service]:
                 settings.temporal_namespace,
                 "--log-level",
                 "warn",
+                # the UI decodes payloads through q2c's codec server (signed-in console users only)
+                "--ui-codec-endpoint",
+                f"{settings.webhook_base_url}/codec",
                 *search_attribute_flags(),
             ],
             tport,
@@ -116,6 +148,20 @@ def erp_m2m_env() -> dict[str, str]:
 
     creds = ensure_demo_credentials(load_config().erp_m2m_dir)
     return {"Q2C_ERP_PRIVATE_KEY_FILE": str(creds.private_key_path), "Q2C_ERP_CERTIFICATE_ID": creds.certificate_id}
+
+
+CLI_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE", "Q2C_STATE_DIR", "Q2C_CODEC_KEYS")
+
+
+def write_cli_env(state_dir: Path) -> Path:
+    """`<state>/demo.env`: what a shell needs for `q2c` commands against this stack (the codec
+    key above all: without it the CLI cannot read an engagement's encrypted status)."""
+    path = state_dir / "demo.env"
+    lines = [f"{name}={os.environ[name]}" for name in CLI_VARIABLES if os.environ.get(name)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def _wait_ready(svc: Service, timeout: float = 60.0) -> None:
@@ -187,11 +233,14 @@ q2c is up.
                     (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
   Webhook service   {settings.webhook_base_url}  (Outbound Messages: {settings.outbound_message_url})
   Steward console   {settings.webhook_base_url}/console  (token steward-demo-token, or viewer-demo-token)
+  Decoded payloads  sign in to the console, then in the Temporal UI's codec settings (the glasses icon)
+                    turn on "Include cross-origin credentials": histories hold ciphertext only
   CRM sandbox       {settings.crm.base_url}  (Salesforce REST, org {settings.crm.organization_id})
   PSA sandbox       {settings.psa.base_url}  (Kantata API v1, bearer {settings.psa.token})
   ERP sandbox       {settings.erp.base_url}  (NetSuite REST, account {settings.erp.account_id})
   Logs              {settings.state_dir / "logs"}
-  CLI               .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>   |   .venv/bin/q2c exceptions list
+  CLI               set -a; . {settings.state_dir / "demo.env"}; set +a   (the codec key, Temporal address)
+                    .venv/bin/q2c list   |   .venv/bin/q2c status <opportunity-id>   |   .venv/bin/q2c doctor
   Demo calendar     one engagement month every {settings.period_seconds or "calendar month"} s; the simulator books
                     time, accepts milestones and pays invoices (log: simulator.log)
 Ctrl-C stops everything; the next `make up` resumes with histories kept.
@@ -204,6 +253,8 @@ def main() -> None:
     for key, value in DEMO_DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.update(erp_m2m_env())  # read by load_settings here and by every process started
+    os.environ.update(demo_secrets_env(Path(os.environ.get("Q2C_STATE_DIR") or ROOT / ".state")))
+    write_cli_env(Path(os.environ.get("Q2C_STATE_DIR") or ROOT / ".state"))
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

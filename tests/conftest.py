@@ -8,6 +8,7 @@ server with the sandboxes), `replay` (recorded histories against today's workflo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ pytest_plugins = [
 ]
 
 _KINDS = ("unit", "integration", "e2e", "replay")
+
+# The tests' own configuration, set explicitly here (q2c has no demo defaults for secrets):
+# every Temporal payload of every test is encrypted with this key, as in production.
+STEWARD_TOKEN = "steward-test-token"
+VIEWER_TOKEN = "viewer-test-token"
+TEST_ENVIRONMENT = {
+    "Q2C_CODEC_KEYS": "test-2026:dGVzdC1vbmx5LWNvZGVjLWtleS0zMi1ieXRlcyEhISE=",
+    "Q2C_API_TOKENS": f"steward:steward:{STEWARD_TOKEN},viewer:viewer:{VIEWER_TOKEN}",
+    "Q2C_CONSOLE_SECRET": "console-test-secret",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, value in TEST_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 _HERE = Path(__file__).parent
 
 

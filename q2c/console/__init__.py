@@ -26,7 +26,7 @@ def mount_console(
     from q2c.stewardship.audit import StewardAudit
     from q2c.stewardship.service import StewardService
 
-    auth = auth or Authenticator.from_env()
+    auth = auth or Authenticator.from_settings(settings)
     audit = audit or StewardAudit(settings=settings)
 
     async def client() -> Client:
@@ -40,3 +40,12 @@ def mount_console(
     app.state.steward = service
     app.include_router(web.build_router(service, auth, settings))
     app.include_router(api.build_router(service, auth))
+    # the Temporal UI's codec server (/codec/encode, /codec/decode): signed-in users and tokens only
+    from q2c.codec import codec_from_spec
+    from q2c.console import codec_server
+
+    app.include_router(
+        codec_server.build_router(
+            codec_from_spec(settings.codec_keys), [settings.temporal_ui_url], settings.temporal_namespace
+        )
+    )

@@ -1,42 +1,55 @@
 """Who may use the steward console and the JSON API: tokens tied to a user and a role.
 
-Tokens come from `Q2C_API_TOKENS`, a comma-separated list of `user:role:token`:
+Tokens come from `Q2C_API_TOKENS`, a comma-separated list of `user:role:token`, or, so that
+the configuration need not hold the tokens themselves, `user:role:sha256:<hex digest>`:
 
-    Q2C_API_TOKENS="alice:steward:s3cret-alice,victor:viewer:s3cret-victor"
+    Q2C_API_TOKENS="alice:steward:s3cret-alice,victor:viewer:sha256:9f86d08..."
 
 Roles: `steward` (read and change: fixes, amendments, cancel, recheck, retry, replay and
-write-off of time exceptions, milestone acceptance and waiver) and `viewer` (read only). When the variable is
-unset the demo tokens apply (sandbox only, never in
-production): `steward-demo-token` (user `steward`) and `viewer-demo-token` (user `viewer`).
+write-off of time exceptions, milestone acceptance and waiver) and `viewer` (read only). There
+is no default: without the variable the console and API refuse to start (`make up` and the
+tests set demo tokens explicitly). Only SHA-256 digests are kept in memory; a presented token
+is hashed and compared with every digest in constant time.
 
-A request authenticates with `Authorization: Bearer <token>` or with the `q2c_session`
-cookie that the console's login page sets (HttpOnly, SameSite=Strict). Anonymous requests get
-401, a viewer trying to change anything gets 403, and nothing is changed in either case.
+A request authenticates with `Authorization: Bearer <token>`, or with the `q2c_session`
+cookie the console's login page sets: an opaque, random session ID (never the token) looked up
+server-side in the ledger (`q2c.ledger.sessions`), expiring after `Q2C_SESSION_HOURS`, revoked
+at logout on every replica. The cookie is HttpOnly, SameSite=Strict, and Secure when the
+console is reached over TLS. Anonymous requests get 401, a viewer trying to change anything
+gets 403, and nothing is changed in either case.
 
 CSRF: a request authenticated by the cookie that changes something must also carry the
 session's CSRF token (hidden `csrf_token` form field, or `X-CSRF-Token` header), an HMAC of
-the session token under a per-app secret, and, when the browser sends `Origin`, it must be
-this server. Bearer requests need neither (browsers never add that header on their own).
+the session under `Q2C_CONSOLE_SECRET`, and, when the browser sends `Origin`, it must be this
+server. Bearer requests need neither (browsers never add that header on their own).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 
 from fastapi import HTTPException, Request
 
+from q2c.ledger.sessions import SessionStore
+from q2c.settings import Settings
+
 TOKENS_ENV = "Q2C_API_TOKENS"
 SECRET_ENV = "Q2C_CONSOLE_SECRET"
-DEMO_STEWARD_TOKEN = "steward-demo-token"
-DEMO_VIEWER_TOKEN = "viewer-demo-token"
-DEFAULT_TOKENS = f"steward:steward:{DEMO_STEWARD_TOKEN},viewer:viewer:{DEMO_VIEWER_TOKEN}"
 SESSION_COOKIE = "q2c_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+DEFAULT_SESSION_HOURS = 8.0
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Role(str, Enum):
@@ -48,7 +61,7 @@ class Role(str, Enum):
 class Principal:
     user: str
     role: Role
-    token: str
+    token: str  # a digest that names the credential (token or session), never the secret itself
     via_cookie: bool = False
 
     @property
@@ -61,14 +74,15 @@ class TokenConfigError(ValueError):
 
 
 def parse_tokens(spec: str) -> dict[str, Principal]:
-    """`user:role:token,...` -> {token: Principal}; rejects malformed entries loudly."""
+    """`user:role:token,...` (or `user:role:sha256:<hex>`) -> {token digest: Principal};
+    rejects malformed entries loudly, naming them (never printing a token)."""
     tokens: dict[str, Principal] = {}
-    for entry in (e.strip() for e in spec.split(",")):
+    for n, entry in enumerate((e.strip() for e in spec.split(",")), start=1):
         if not entry:
             continue
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise TokenConfigError(f"{TOKENS_ENV}: '{entry}' is not user:role:token")
+            raise TokenConfigError(f"{TOKENS_ENV}: entry {n} is not user:role:token")
         user, role, token = (p.strip() for p in parts)
         try:
             role_ = Role(role.lower())
@@ -76,46 +90,91 @@ def parse_tokens(spec: str) -> dict[str, Principal]:
             raise TokenConfigError(
                 f"{TOKENS_ENV}: role '{role}' of {user} is not one of {', '.join(r.value for r in Role)}"
             ) from None
-        if token in tokens:
+        if token.startswith("sha256:"):
+            digest = token.removeprefix("sha256:").lower()
+            if not _HEX64.match(digest):
+                raise TokenConfigError(f"{TOKENS_ENV}: entry {n} ({user}): sha256: needs 64 hex digits")
+        else:
+            digest = token_digest(token)
+        if digest in tokens:
             raise TokenConfigError(f"{TOKENS_ENV}: the same token is given twice")
-        tokens[token] = Principal(user=user, role=role_, token=token)
+        tokens[digest] = Principal(user=user, role=role_, token=digest)
     if not tokens:
         raise TokenConfigError(f"{TOKENS_ENV} names no tokens")
     return tokens
 
 
 class Authenticator:
-    """Resolves a request to a Principal and issues/checks CSRF tokens."""
+    """Resolves a request to a Principal, opens and ends console sessions, issues/checks CSRF
+    tokens. Without a session store (tests of the pages alone) sessions live in this process."""
 
-    def __init__(self, tokens: dict[str, Principal], secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, Principal],
+        secret: bytes | None = None,
+        sessions: SessionStore | None = None,
+        session_hours: float = DEFAULT_SESSION_HOURS,
+    ) -> None:
         self.tokens = tokens
         self.secret = secret or secrets.token_bytes(32)
+        self.sessions = sessions
+        self.session_lifetime = timedelta(hours=session_hours)
 
     @classmethod
-    def from_env(cls, spec: str | None = None) -> Authenticator:
-        from q2c.settings import load_settings  # Q2C_API_TOKENS, Q2C_CONSOLE_SECRET
+    def from_settings(cls, settings: Settings, sessions: SessionStore | None = None) -> Authenticator:
+        """Tokens (Q2C_API_TOKENS), the CSRF secret (Q2C_CONSOLE_SECRET) and sessions in the
+        ledger of these settings; no tokens configured is an error (fail closed)."""
+        if not settings.api_tokens:
+            raise TokenConfigError(f"{TOKENS_ENV} is not set: the console and API have no users (fail closed)")
+        if sessions is None:
+            from q2c.ledger.config import ledger_url, make_ledger_engine
 
-        settings = load_settings()
-        spec = spec if spec is not None else (settings.api_tokens or DEFAULT_TOKENS)
+            sessions = SessionStore(make_ledger_engine(ledger_url(settings)))
         secret = settings.console_secret
-        return cls(parse_tokens(spec), secret.encode() if secret else None)
+        return cls(
+            parse_tokens(settings.api_tokens), secret.encode() if secret else None, sessions, settings.session_hours
+        )
+
+    @classmethod
+    def from_env(cls) -> Authenticator:
+        from q2c.settings import load_settings
+
+        return cls.from_settings(load_settings())
 
     def lookup(self, token: str | None) -> Principal | None:
         if not token:
             return None
-        for known, principal in self.tokens.items():  # constant-time compare per entry
-            if hmac.compare_digest(known.encode(), token.encode()):
-                return principal
-        return None
+        presented = token_digest(token).encode()
+        found = None
+        for digest, principal in self.tokens.items():  # every entry compared, in constant time
+            if hmac.compare_digest(digest.encode(), presented):
+                found = principal
+        return found
+
+    def start_session(self, principal: Principal) -> str:
+        """Open a server-side session for a signed-in principal; returns the cookie value."""
+        if self.sessions is None:
+            raise RuntimeError("no session store configured")
+        session_id, _ = self.sessions.open(principal.user, principal.role.value, principal.token, self.session_lifetime)
+        return session_id
+
+    def end_session(self, session_id: str | None) -> bool:
+        return bool(self.sessions and self.sessions.revoke(session_id))
 
     def principal(self, request: Request) -> Principal | None:
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
             return self.lookup(header[7:].strip())  # a bad bearer token is not rescued by a cookie
-        found = self.lookup(request.cookies.get(SESSION_COOKIE))
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie or self.sessions is None:
+            return None
+        found = self.sessions.find(cookie)
         if found is None:
             return None
-        return Principal(found.user, found.role, found.token, via_cookie=True)
+        owner = self.tokens.get(found.token_hash)
+        if owner is None or owner.user != found.user:  # the token behind the session was removed
+            return None
+        return Principal(owner.user, owner.role, found.id_hash, via_cookie=True)
 
     def csrf_token(self, principal: Principal) -> str:
         return hmac.new(self.secret, principal.token.encode(), hashlib.sha256).hexdigest()

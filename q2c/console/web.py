@@ -23,6 +23,7 @@ click, a browser resend) applies once.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import parse_qs, quote
 
@@ -164,20 +165,24 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
         p = auth.lookup(values.get("token", "").strip())
         if p is None:
             return html(login_page(_safe_next(values.get("next")), error="Unknown token."), 401)
+        session_id = await asyncio.to_thread(auth.start_session, p)  # opaque, server-side, expiring
         response = RedirectResponse(_safe_next(values.get("next")), status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            p.token,
+            session_id,
             httponly=True,
             samesite="strict",
             path="/",
-            secure=request.url.scheme == "https",
-            max_age=12 * 3600,
+            # Secure behind TLS, including a TLS-terminating proxy that says so
+            secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https",
+            max_age=int(auth.session_lifetime.total_seconds()),
         )
         return response
 
     @router.post("/logout")
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        # revoked server-side: the cookie is worthless from now on, wherever it was copied to
+        await asyncio.to_thread(auth.end_session, request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -125,7 +125,8 @@ async def test_recheck_sends_signal(dev_env):
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
     ]
     assert [s.signal_name for s in signals] == ["recheck"]
-    payload = json.loads(signals[0].input.payloads[0].data)
+    [clear] = await dev_env.client.data_converter.payload_codec.decode(signals[0].input.payloads)  # encrypted
+    payload = json.loads(clear.data)
     assert payload == {"requested_by": "ops@example.com", "note": "tax id fixed"}
     result = await invoke(cli_env(dev_env, "unused"), "recheck", new_opportunity_id())
     assert result.exit_code == 1 and "no engagement" in result.output

@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from q2c.console.auth import Authenticator, Role, TokenConfigError, parse_tokens
+from q2c.console.auth import Authenticator, Role, TokenConfigError, parse_tokens, token_digest
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.client import workflow_id_for
 from q2c.stewardship.forms import amendment_from_specs, customer_patch_from, field_key
@@ -51,14 +51,15 @@ def mutations(opp: str) -> list[tuple[str, dict | None, dict | None]]:
 
 
 def test_tokens_parse_and_reject_bad_config():
-    tokens = parse_tokens("alice:steward:t1, victor:viewer:t2")
-    assert (tokens["t1"].user, tokens["t1"].role) == ("alice", Role.STEWARD)
-    assert tokens["t2"].role is Role.VIEWER and not tokens["t2"].can_change
-    for bad in ("alice:admin:t1", "alice:t1", "", "a:steward:t,b:viewer:t"):
+    tokens = parse_tokens(f"alice:steward:t1, victor:viewer:sha256:{token_digest('t2')}")
+    assert "t1" not in tokens and "t2" not in tokens  # only digests are kept
+    assert (tokens[token_digest("t1")].user, tokens[token_digest("t1")].role) == ("alice", Role.STEWARD)
+    assert tokens[token_digest("t2")].role is Role.VIEWER and not tokens[token_digest("t2")].can_change
+    for bad in ("alice:admin:t1", "alice:t1", "", "a:steward:t,b:viewer:t", "a:viewer:sha256:xyz"):
         with pytest.raises(TokenConfigError):
             parse_tokens(bad)
-    auth = Authenticator.from_env("alice:steward:t1")
-    assert auth.lookup("t1").user == "alice" and auth.lookup("nope") is None
+    auth = Authenticator(parse_tokens(f"alice:steward:t1,victor:viewer:sha256:{token_digest('t2')}"))
+    assert auth.lookup("t1").user == "alice" and auth.lookup("t2").user == "victor" and auth.lookup("nope") is None
 
 
 def test_forms_map_fields_and_parse_specs():
@@ -118,8 +119,8 @@ async def test_anonymous_and_viewer_change_nothing(console_stack):
                     else await h.post(path, data=form, headers=headers)
                 )
                 assert r.status_code == expected, (path, headers, r.status_code, r.text[:200])
-        # a viewer with the console cookie: still 403
-        h.cookies.set("q2c_session", VIEWER_TOKEN)
+        # a viewer signed in with the console cookie: still 403
+        assert (await h.post("/console/login", data={"token": VIEWER_TOKEN})).status_code == 303
         r = await h.post(f"/console/engagements/{opp}/customer-data", data={"tax_id": VALID_US_TAX_ID})
         assert r.status_code == 403
         r = await h.get(f"/console/engagements/{opp}")
