@@ -3,6 +3,13 @@
 Configuration from the environment (see settings.py): TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_TASK_QUEUE, and the Q2C_* vendor endpoints. SIGINT/SIGTERM shut it down cleanly:
 no new tasks are taken and running activities are given time to finish.
+
+Worker Deployment Versioning (Q2C_DEPLOYMENT_NAME + Q2C_BUILD_ID): the worker announces which
+deployment and build it is, so a rollout can run the old and the new build side by side, make
+the new one current (or ramp it) and roll back by making the old one current again. Engagement
+runs are pinned to the build that started them and move to the current build when they
+continue as new at a period boundary (see EngagementWorkflow and CONTRIBUTING.md, "Changing
+workflow code"). Unset, the worker polls unversioned, as `make up` and the tests do.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from q2c.activity_errors import BoundedUnexpectedErrors
 from q2c.delivery.activities import DeliveryActivities
@@ -24,7 +32,7 @@ from q2c.ledger.audit import audit_hook
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
 from q2c.provisioning.activities import EngagementActivities
-from q2c.settings import Settings, load_settings
+from q2c.settings import Settings, load_settings, refuse_unless_configured
 from q2c.temporal import connect, exit_process
 from q2c.vendors.kantata.client import KantataClient
 from q2c.vendors.netsuite.client import NetSuiteClient
@@ -69,17 +77,51 @@ async def engagement_activities(settings: Settings, ledger: Ledger | None = None
             ledger.dispose()
 
 
+# What the worker registers, stated once: the replay tests and `q2c replay-check` replay
+# histories against exactly this (with the same interceptors and data converter).
+WORKFLOWS: list[type] = [EngagementWorkflow]
+
+
+def workflow_interceptors() -> list:
+    return [BoundedUnexpectedErrors()]
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """The worker's deployment version from Q2C_DEPLOYMENT_NAME and Q2C_BUILD_ID, or None
+    (unversioned) when neither is set. One without the other is refused: a worker meant for a
+    versioned rollout must not silently join the unversioned pool."""
+    name, build = settings.deployment_name, settings.build_id
+    if not name and not build:
+        return None
+    if not name or not build:
+        raise ValueError(
+            "Worker Versioning needs both Q2C_DEPLOYMENT_NAME and Q2C_BUILD_ID "
+            f"(got deployment {name or '-'}, build {build or '-'}); set both, or neither to run unversioned"
+        )
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
+        use_worker_versioning=True,
+        # EngagementWorkflow declares PINNED itself; this covers any workflow that does not
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
 def build_worker(
-    client: Client, settings: Settings, activities: Activities, graceful_shutdown: timedelta = timedelta(seconds=10)
+    client: Client,
+    settings: Settings,
+    activities: Activities,
+    graceful_shutdown: timedelta = timedelta(seconds=10),
+    workflows: list[type] | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[EngagementWorkflow],
+        workflows=workflows or WORKFLOWS,
         activities=activities.all(),
-        interceptors=[BoundedUnexpectedErrors()],
+        interceptors=workflow_interceptors(),
         max_concurrent_activities=50,
         graceful_shutdown_timeout=graceful_shutdown,
+        deployment_config=deployment_config(settings),
     )
 
 
@@ -93,10 +135,13 @@ async def run_worker(settings: Settings, client: Client | None = None, stop: asy
         worker = build_worker(client, settings, activities)
         async with worker:
             log.info(
-                "worker polling task queue %r on %s (namespace %s)",
+                "worker polling task queue %r on %s (namespace %s), %s",
                 settings.task_queue,
                 settings.temporal_address,
                 settings.temporal_namespace,
+                f"deployment {settings.deployment_name} build {settings.build_id}"
+                if settings.build_id
+                else "unversioned",
             )
             await stop.wait()
             log.info("shutting down worker")
@@ -105,6 +150,7 @@ async def run_worker(settings: Settings, client: Client | None = None, stop: asy
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    refuse_unless_configured(settings, "worker")
     stop = asyncio.Event()
 
     async def _main() -> None:

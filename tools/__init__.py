@@ -1,0 +1,1 @@
+"""Developer tools that are not part of the product (the wheel holds only q2c/)."""
