@@ -120,7 +120,40 @@ def patch_markers(history: WorkflowHistory) -> list[str]:
     for event in history.events:
         if event.HasField("marker_recorded_event_attributes"):
             attrs = event.marker_recorded_event_attributes
-            if attrs.marker_name == "core_patch" and "patch_data" in attrs.details:
-                [data] = PayloadConverter.default.from_payloads(attrs.details["patch_data"].payloads)
+            if attrs.marker_name == "core_patch" and "patch-data" in attrs.details:
+                [data] = PayloadConverter.default.from_payloads(attrs.details["patch-data"].payloads)
                 ids.append(data["id"] if isinstance(data, dict) else str(data))
     return ids
+
+
+def manifest_entry(path: Path) -> dict:
+    """What the manifest says of one scenario file, computed from the file itself."""
+    recorded = load(path)
+    histories = [r.history for r in recorded.runs]
+    return {
+        "scenario": recorded.scenario,
+        "file": path.name,
+        "description": recorded.meta.get("description", ""),
+        "workflow_id": recorded.workflow_id,
+        "runs": len(histories),
+        "events": sum(len(h.events) for h in histories),
+        "bytes": path.stat().st_size,
+        "patches": sorted({p for h in histories for p in patch_markers(h)}),
+        "recorded_at": recorded.meta.get("recorded_at"),
+        "code_commit": recorded.meta.get("code_commit"),
+    }
+
+
+def write_manifest(folder: Path) -> dict:
+    """The folder's manifest, from its scenario files (so it can never disagree with them)."""
+    entries = [manifest_entry(p) for p in sorted(folder.glob("*.json")) if p.name != MANIFEST]
+    manifest = {
+        "q2c_version": folder.name,
+        "workflow_type": "EngagementWorkflow",
+        "payloads": "decoded",
+        "scenarios": entries,
+        "total_bytes": sum(e["bytes"] for e in entries),
+        "total_events": sum(e["events"] for e in entries),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest

@@ -32,7 +32,15 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from tools.history_files import HISTORIES, MANIFEST, ROOT, decode_history, history_dict, patch_markers, q2c_version
+from tools.history_files import (
+    HISTORIES,
+    ROOT,
+    decode_history,
+    history_dict,
+    manifest_entry,
+    q2c_version,
+    write_manifest,
+)
 
 
 def _test_environment() -> None:
@@ -396,23 +404,11 @@ async def record(name: str, sandboxes: Sandboxes, folder: Path, state: Path, log
         "runs": runs,
     }
     path = folder / f"{name}.json"
-    text = json.dumps(document, indent=1) + "\n"
-    path.write_text(text)
-    entry = {
-        "scenario": name,
-        "file": path.name,
-        "description": description,
-        "workflow_id": workflow_id,
-        "runs": len(runs),
-        "events": sum(len(h.events) for h in histories),
-        "bytes": len(text.encode()),
-        "patches": sorted({p for h in histories for p in patch_markers(h)}),
-        "recorded_at": recorded_at,
-        "code_commit": document["code_commit"],
-    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    entry = manifest_entry(path)
     log(
-        f"{name}: {entry['runs']} run(s), {entry['events']} events, {entry['bytes']} bytes "
-        f"({time.monotonic() - began:.0f} s)"
+        f"{name}: {entry['runs']} run(s), {entry['events']} events, {entry['bytes']} bytes, "
+        f"patches {entry['patches'] or '-'} ({time.monotonic() - began:.0f} s)"
     )
     return entry
 
@@ -428,23 +424,12 @@ def _run_id(history) -> str:
     return first.original_execution_run_id
 
 
-def write_manifest(folder: Path, entries: list[dict]) -> None:
-    path = folder / MANIFEST
-    existing = json.loads(path.read_text())["scenarios"] if path.exists() else []
-    by_name = {e["scenario"]: e for e in existing}
-    by_name.update({e["scenario"]: e for e in entries})
-    manifest = {
-        "q2c_version": folder.name,
-        "workflow_type": "EngagementWorkflow",
-        "payloads": "decoded",
-        "scenarios": [by_name[k] for k in sorted(by_name)],
-        "total_bytes": sum(e["bytes"] for e in by_name.values()),
-    }
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
-
-
 async def main_async(args: argparse.Namespace) -> int:
     _test_environment()
+    if args.manifest:
+        for folder in sorted(p for p in HISTORIES.iterdir() if p.is_dir()):
+            print(f"{folder.name}: {len(write_manifest(folder)['scenarios'])} scenarios")
+        return 0
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -467,7 +452,7 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 entries.append(await record(name, sandboxes, folder, Path(tmp) / "state"))
-                write_manifest(folder, entries)
+                write_manifest(folder)
         finally:
             sandboxes.stop()
     total = sum(e["bytes"] for e in entries)
@@ -480,6 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("scenarios", nargs="*", help=f"scenarios to record (default: all): {', '.join(SCENARIOS)}")
     parser.add_argument("--label", help="record into <version>+<label>: a workflow change not yet released")
     parser.add_argument("--replace", action="store_true", help="overwrite scenarios of a version never released")
+    parser.add_argument("--manifest", action="store_true", help="only rebuild every folder's manifest from its files")
     parser.add_argument("--out", help="another root folder than tests/replay/histories (e.g. to try a recording)")
     args = parser.parse_args(argv)
     raise SystemExit(asyncio.run(main_async(args)))

@@ -58,6 +58,19 @@ POSTING_HEARTBEAT = timedelta(minutes=2)
 COLLECTING_HISTORY_LIMIT = 1500
 FAR_FUTURE = date(9999, 12, 31)
 DEMO_MONTH_DAYS = 30
+# workflow.patched IDs (see CONTRIBUTING.md, "Changing workflow code"): each one names a change
+# that runs only in executions started on code that has it; histories recorded before it replay
+# without it. Retire one only when no open engagement can still replay a run without its marker.
+PERIOD_MEMO_PATCH = "period-memo"  # 0.1.0+: the memo says the billing period and when it closes
+
+
+def continue_as_new_versioning():
+    """Worker Versioning: a run is pinned to the build that started it; its successor starts on
+    the deployment's current build (a rollout, or a rollback), so an engagement moves to new
+    code at its period boundary. Unversioned workers (no deployment version): the default."""
+    if workflow.info().get_current_deployment_version() is None:
+        return None
+    return workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
 
 
 class Delivery:
@@ -155,11 +168,28 @@ class Delivery:
         set_details(
             self.status, f"Delivering: billing period {period.start} to {period.end} closes at {fire_at.isoformat()}"
         )
+        if workflow.patched(PERIOD_MEMO_PATCH):
+            self._publish_period(period, fire_at)
         self._calendar_changed = False
         await self._wait_polling_payments(
             fire_at,
             f"billing period {period.start:%Y-%m} ends",
             wake=lambda: self.status.close_requested is not None or self._calendar_changed,
+        )
+
+    def _publish_period(self, period: BillingPeriod, fire_at: datetime) -> None:
+        """The billing period in progress, when it closes and the contract version, in the
+        memo: the Temporal UI's list, `describe` and visibility listings show them for every
+        engagement at once, with no query (a query needs a running worker and one call per
+        engagement). Upserted when a wait begins: once a period, again after a change order."""
+        st = self.status
+        workflow.upsert_memo(
+            {
+                "billing_period": f"{period.start} to {period.end}",
+                "period_index": period.index,
+                "period_closes_at": fire_at.isoformat(),
+                "contract_version": st.contract_version,
+            }
         )
 
     async def _wait_polling_payments(self, until: datetime, summary: str, wake) -> None:
@@ -538,9 +568,11 @@ class Delivery:
             if (
                 workflow.info().get_current_history_length() > COLLECTING_HISTORY_LIMIT
                 or workflow.info().is_continue_as_new_suggested()
+                # a new build became current: collecting can last months, move to it now
+                or workflow.info().is_target_worker_deployment_version_changed()
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self._carry())
+                workflow.continue_as_new(self._carry(), initial_versioning_behavior=continue_as_new_versioning())
             try:
                 await workflow.wait_condition(
                     lambda: st.unbilled_after_final or st.open_exception_count > 0,

@@ -16,10 +16,11 @@ the period close, is judged on what they did.
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from q2c.delivery.inputs import CloseSystemsInput
-    from q2c.delivery.workflow import Delivery
+    from q2c.delivery.workflow import Delivery, continue_as_new_versioning
     from q2c.domain.stage import EngagementStage
     from q2c.domain.stewardship import apply_customer_patch, validate_amendment, validate_customer_patch
     from q2c.domain.validation import FieldIssue
@@ -58,7 +59,14 @@ DELIVERY_STAGES = {EngagementStage.ACTIVE, EngagementStage.COLLECTING}
 RECENT_UPDATE_IDS = 50  # remembered across continue-as-new, so a retried request applies once
 
 
-@workflow.defn
+# Worker Versioning (when the worker has a deployment version): PINNED, and every
+# continue-as-new starts its successor on the deployment's current build. One run lives one
+# billing period, so an engagement meets a new build (or a rollback) at its next period
+# boundary, never in the middle of a run's history; an engagement can run for years, so it is
+# never pinned to one build for its life. Why not AUTO_UPGRADE: it would move every open run
+# to the new build at its next workflow task, mid-period, making every deploy a replay of
+# month-old histories on new code. See CONTRIBUTING.md, "Changing workflow code".
+@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
 class EngagementWorkflow:
     @workflow.init
     def __init__(self, input: EngagementInput) -> None:
@@ -471,6 +479,7 @@ class EngagementWorkflow:
         return self._delivery.summary()
 
     async def _continue_as_new(self) -> None:
+        """The period boundary: the next run starts with the state, on the current build."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             EngagementInput(
@@ -478,7 +487,8 @@ class EngagementWorkflow:
                 source=self._input.source,
                 delivery=self._input.delivery,
                 state=self._status,
-            )
+            ),
+            initial_versioning_behavior=continue_as_new_versioning(),
         )
 
     # --- steward plumbing -------------------------------------------------------------
