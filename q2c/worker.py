@@ -101,7 +101,8 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     return WorkerDeploymentConfig(
         version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
         use_worker_versioning=True,
-        # EngagementWorkflow declares PINNED itself; this covers any workflow that does not
+        # every run stays on the build that started it; EngagementWorkflow moves at continue-as-new
+        # (a behaviour declared on @workflow.defn would be refused from unversioned workers)
         default_versioning_behavior=VersioningBehavior.PINNED,
     )
 

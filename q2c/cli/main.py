@@ -217,6 +217,9 @@ def _mount_subcommands() -> None:
     from q2c.cli.doctor import mount as mount_doctor
 
     mount_doctor(app)  # q2c doctor
+    from q2c.cli.replay_check import mount as mount_replay_check
+
+    mount_replay_check(app)  # q2c replay-check
 
 
 _mount_subcommands()

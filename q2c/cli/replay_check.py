@@ -33,6 +33,7 @@ DEFAULT_LIMIT = 100
 _EVENT_ID = re.compile(r"(?:HistoryEvent\(id:\s*|event[ _]id[\s:=]*|event\s+#?)(\d+)", re.IGNORECASE)
 _CORE_MESSAGE = re.compile(r'message: "(.*?)", source:')
 _QUOTED = re.compile(r"'([^']+)'")
+_FAILURE_TYPE = re.compile(r'r#type: "([^"]+)"')
 # events that a workflow's commands produce: where a changed order of commands shows
 _COMMAND_EVENTS = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
@@ -131,9 +132,15 @@ def describe_event(event) -> str:
 
 
 def short_cause(failure: BaseException) -> str:
+    """The SDK's sentence, without the envelope; for an exception the workflow code raised
+    (its message sealed by the codec), the exception type and where to read it."""
     text = str(failure)
     found = _CORE_MESSAGE.search(text)
-    return f"{type(failure).__name__}: {found.group(1) if found else text}"
+    message = found.group(1) if found else text
+    raised = _FAILURE_TYPE.search(text)
+    if message == "Encoded failure" and raised:
+        message = f"the workflow code raised {raised.group(1)} (its message is in the worker log above)"
+    return f"{type(failure).__name__}: {message}"
 
 
 def replayer(workflows: Sequence[type], data_converter: DataConverter, interceptors: Sequence = ()) -> Replayer:

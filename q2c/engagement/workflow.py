@@ -16,7 +16,6 @@ the period close, is judged on what they did.
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from q2c.delivery.inputs import CloseSystemsInput
@@ -65,8 +64,10 @@ RECENT_UPDATE_IDS = 50  # remembered across continue-as-new, so a retried reques
 # boundary, never in the middle of a run's history; an engagement can run for years, so it is
 # never pinned to one build for its life. Why not AUTO_UPGRADE: it would move every open run
 # to the new build at its next workflow task, mid-period, making every deploy a replay of
-# month-old histories on new code. See CONTRIBUTING.md, "Changing workflow code".
-@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
+# month-old histories on new code. PINNED is the versioned worker's default behaviour
+# (q2c.worker.deployment_config), not declared here: a server refuses a behaviour from an
+# unversioned worker, and `make up` and the tests run unversioned. See CONTRIBUTING.md.
+@workflow.defn
 class EngagementWorkflow:
     @workflow.init
     def __init__(self, input: EngagementInput) -> None:
