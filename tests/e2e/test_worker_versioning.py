@@ -19,6 +19,7 @@ import dataclasses
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.api.enums.v1 import EventType, VersioningBehavior
@@ -161,15 +162,22 @@ async def test_rollout_moves_engagements_at_their_period_boundary_and_rollback_m
         async with running_worker(client, new):
             # the rollout: build-2 current; build-1 keeps serving what is pinned to it
             await set_current(client, deployment, "build-2")
+            rolled_out = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            # CONTRIBUTING's check that no open engagement still runs a run begun before the rollout
+            not_moved = (
+                f'TaskQueue = "{base.task_queue}" AND ExecutionStatus = "Running" AND StartTime < "{rolled_out}"'
+            )
             fresh = await start(billing_model="Retainer", region="DACH", tax_id="DE123456789")
             started.append(fresh)
             assert (await build_of(client, fresh))[1:] == ("VERSIONING_BEHAVIOR_PINNED", "build-2")
             run_id, _, build = await build_of(client, open_one)
             if run_id == first_run:  # mid-period: the open engagement stays where its run began
                 assert build == "build-1"
+                assert (await client.count_workflows(not_moved)).count == 1  # and the check finds it
             moved_run = await wait_for_build(client, open_one, "build-2", timeout=3 * PERIOD_SECONDS)
             assert moved_run != first_run  # it moved by continuing as new: a new run
             assert await builds_that_ran(client, workflow_id_for(open_one), first_run) == {"build-1"}
+            assert (await client.count_workflows(not_moved)).count == 0  # every open run began after it
             await wait_for_stage(client, open_one, EngagementStage.ACTIVE)
 
             # the rollback, as an operator types it: build-1 current again
