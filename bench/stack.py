@@ -9,6 +9,7 @@ its ledger in the same temp folder.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import tempfile
@@ -18,27 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.processes import SandboxProcess, start_sandboxes, stop_sandboxes
+from q2c.codec import new_key_spec
 from q2c.engagement.search_attributes import ensure_search_attributes
 from q2c.ledger.store import Ledger
 from q2c.settings import (
-    DEMO_CRM_CLIENT_ID,
-    DEMO_CRM_CLIENT_SECRET,
-    DEMO_CRM_ORG_ID,
-    DEMO_ERP_ACCOUNT,
-    DEMO_ERP_CLIENT_ID,
-    DEMO_PSA_TOKEN,
     CrmSettings,
     ErpSettings,
     PsaSettings,
     Settings,
     load_settings,
 )
+from q2c.temporal import converter_for
 from q2c.worker import Activities, build_worker, engagement_activities
+from stack.demo_env import (
+    DEMO_CRM_CLIENT_ID,
+    DEMO_CRM_CLIENT_SECRET,
+    DEMO_CRM_ORG_ID,
+    DEMO_ERP_ACCOUNT,
+    DEMO_ERP_CLIENT_ID,
+    DEMO_PSA_TOKEN,
+)
 
 
 def temporal_binary() -> str:
@@ -109,8 +113,10 @@ async def bench_stack(*, keep: bool = False, log=print):
     ledger: Ledger | None = None
     try:
         sandboxes = start_sandboxes(state_dir)
+        # measured as production runs: every payload encrypted (a key of the bench's own)
+        os.environ.setdefault("Q2C_CODEC_KEYS", new_key_spec("bench"))
         env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
+            data_converter=converter_for(load_settings()),
             dev_server_existing_path=temporal_binary(),
             dev_server_log_level="error",
             ui=False,

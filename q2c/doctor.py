@@ -96,6 +96,21 @@ class _System:
             return None
 
 
+def _configured(system: _System, settings: Settings, part: str) -> bool:
+    """Before asking a system anything: are its credentials set at all? (Names them if not.)"""
+    from q2c.settings import missing_for
+
+    missing = missing_for(settings, (part,))
+    if missing:
+        system.add(
+            "configuration",
+            Status.MISSING,
+            f"not set: {', '.join(missing)}",
+            f"Set these variables ({GO_LIVE}); `make up` writes the demo's into <state>/demo.env.",
+        )
+    return not missing
+
+
 # ---- CRM (Salesforce) --------------------------------------------------------------------
 
 
@@ -104,6 +119,8 @@ async def check_crm(settings: Settings, report: Report, *, timeout: float) -> No
     from q2c.vendors.salesforce.client import SalesforceClient
 
     crm = _System(report, "crm")
+    if not _configured(crm, settings, "crm"):
+        return
     async with SalesforceClient(settings.crm, timeout=timeout, read_retries=0) as client:
         versions = await crm.run(
             "authentication",
@@ -203,6 +220,8 @@ async def check_erp(settings: Settings, report: Report, *, timeout: float) -> No
     from q2c.vendors.netsuite.client import NetSuiteClient
 
     erp = _System(report, "erp")
+    if not _configured(erp, settings, "erp"):
+        return
     async with NetSuiteClient(settings.erp, timeout=timeout, read_retries=0) as client:
         ok = await erp.run(
             "authentication",
@@ -263,6 +282,8 @@ async def check_psa(settings: Settings, report: Report, *, timeout: float) -> No
     from q2c.vendors.kantata.client import KantataClient
 
     psa = _System(report, "psa")
+    if not _configured(psa, settings, "psa"):
+        return
     async with KantataClient(settings.psa, timeout=timeout, read_retries=0) as client:
         me = await psa.run(
             "authentication",

@@ -14,25 +14,11 @@ from pathlib import Path
 
 DEFAULT_TASK_QUEUE = "q2c-engagements"
 
-# Demo credentials shared by the sandboxes and the connectors (sandbox only).
-DEMO_CRM_CLIENT_ID = "q2c-demo-client"
-DEMO_CRM_CLIENT_SECRET = "q2c-demo-secret"
-DEMO_CRM_ORG_ID = "00D5e000000Q2CDEMO"
-DEMO_ERP_ACCOUNT = "1234567_SB1"
-DEMO_ERP_CLIENT_ID = "q2c-demo-erp-client"
-# NetSuite M2M has no client secret: the ERP sandbox generates its demo certificate at first
-# start into <state_dir>/erp-m2m/ (private-key.pem, certificate-id); never committed.
-DEMO_ERP_M2M_FOLDER = "erp-m2m"
-DEMO_ERP_PRIVATE_KEY_FILE = "private-key.pem"
-DEMO_ERP_CERTIFICATE_ID_FILE = "certificate-id"
+# No credential or secret has a default: `make up` and the tests set demo values explicitly
+# (stack/demo_env.py); a process started without what it needs refuses to start and names the
+# variables (`missing_variables`).
 ERP_DEFAULT_SCOPES = ("rest_webservices",)
 ERP_DEFAULT_JWT_ALG = "PS256"
-DEMO_PSA_TOKEN = "q2c-demo-psa-token"
-# Standard Webhooks secret: "whsec_" + base64 of the key bytes.
-DEMO_WEBHOOK_SECRET = "whsec_cTJjLWRlbW8td2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="
-# The Outbound Message endpoint's path secret that `make up` and the tests set explicitly
-# (Q2C_OUTBOUND_PATH_SECRETS); never a default: without the variable no path is accepted.
-DEMO_OUTBOUND_PATH_SECRET = "q2c-demo-outbound-7Hq2xVb9RkP4mW3c"
 OUTBOUND_PATH = "/webhooks/salesforce/outbound"
 
 
@@ -144,34 +130,21 @@ class Settings:
         return _env(f"Q2C_{system.upper()}_DB_URL", f"sqlite:///{self.state_dir / (system + '.db')}")
 
 
-def _demo_certificate_id(m2m_dir: Path) -> str | None:
-    try:
-        return (m2m_dir / DEMO_ERP_CERTIFICATE_ID_FILE).read_text().strip() or None
-    except OSError:
-        return None
-
-
 def erp_scopes(text: str) -> tuple[str, ...]:
     """Q2C_ERP_SCOPES: scopes separated by commas or spaces (NetSuite: restlets,
     rest_webservices, suite_analytics)."""
     return tuple(s for s in text.replace(",", " ").split() if s) or ERP_DEFAULT_SCOPES
 
 
-def load_erp_settings(state_dir: Path, erp_port: int) -> ErpSettings:
-    """The ERP part of the settings. Without Q2C_ERP_PRIVATE_KEY(_FILE) / Q2C_ERP_CERTIFICATE_ID
-    the demo certificate the ERP sandbox generated in the state folder is used (if it exists)."""
-    m2m_dir = state_dir / DEMO_ERP_M2M_FOLDER
-    key_text = _env("Q2C_ERP_PRIVATE_KEY", "") or None
-    key_file = _env("Q2C_ERP_PRIVATE_KEY_FILE", "") or None
-    if key_text is None and key_file is None:
-        key_file = str(m2m_dir / DEMO_ERP_PRIVATE_KEY_FILE)
+def load_erp_settings(erp_port: int) -> ErpSettings:
+    """The ERP part of the settings (NetSuite M2M: account, client ID, certificate ID, key)."""
     return ErpSettings(
         base_url=_env("Q2C_ERP_URL", f"http://127.0.0.1:{erp_port}"),
-        account_id=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
-        client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),
-        certificate_id=_env("Q2C_ERP_CERTIFICATE_ID", "") or _demo_certificate_id(m2m_dir),
-        private_key_file=key_file,
-        private_key=key_text,
+        account_id=_env("Q2C_ERP_ACCOUNT", ""),
+        client_id=_env("Q2C_ERP_CLIENT_ID", ""),
+        certificate_id=_env("Q2C_ERP_CERTIFICATE_ID", "") or None,
+        private_key_file=_env("Q2C_ERP_PRIVATE_KEY_FILE", "") or None,
+        private_key=_env("Q2C_ERP_PRIVATE_KEY", "") or None,
         scopes=erp_scopes(_env("Q2C_ERP_SCOPES", ",".join(ERP_DEFAULT_SCOPES))),
         jwt_alg=_env("Q2C_ERP_JWT_ALG", ERP_DEFAULT_JWT_ALG).upper(),
         max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
@@ -203,19 +176,19 @@ def load_settings() -> Settings:
         state_dir=state_dir,
         crm=CrmSettings(
             base_url=_env("Q2C_CRM_URL", f"http://127.0.0.1:{crm_port}"),
-            client_id=_env("Q2C_CRM_CLIENT_ID", DEMO_CRM_CLIENT_ID),
-            client_secret=_env("Q2C_CRM_CLIENT_SECRET", DEMO_CRM_CLIENT_SECRET),
+            client_id=_env("Q2C_CRM_CLIENT_ID", ""),
+            client_secret=_env("Q2C_CRM_CLIENT_SECRET", ""),
             api_version=_env("Q2C_CRM_API_VERSION", "v60.0"),
-            organization_id=_env("Q2C_CRM_ORG_ID", DEMO_CRM_ORG_ID),
+            organization_id=_env("Q2C_CRM_ORG_ID", ""),
         ),
-        erp=load_erp_settings(state_dir, erp_port),
+        erp=load_erp_settings(erp_port),
         psa=PsaSettings(
             base_url=_env("Q2C_PSA_URL", f"http://127.0.0.1:{psa_port}"),
-            token=_env("Q2C_PSA_TOKEN", DEMO_PSA_TOKEN),
+            token=_env("Q2C_PSA_TOKEN", ""),
         ),
         webhook_host=_env("Q2C_WEBHOOK_HOST", "127.0.0.1"),
         webhook_port=int(_env("Q2C_WEBHOOK_PORT", "8000")),
-        webhook_secret=_env("Q2C_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET),
+        webhook_secret=_env("Q2C_WEBHOOK_SECRET", ""),
         crm_port=crm_port,
         psa_port=psa_port,
         erp_port=erp_port,
@@ -239,3 +212,72 @@ def load_settings() -> Settings:
         build_id=_env("Q2C_BUILD_ID", "") or None,
         codec_keys=_env("Q2C_CODEC_KEYS", "") or None,
     )
+
+
+# ---- fail closed: what each process needs --------------------------------------------------
+
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "codec": ("Q2C_CODEC_KEYS",),
+    "crm": ("Q2C_CRM_CLIENT_ID", "Q2C_CRM_CLIENT_SECRET"),
+    "erp": ("Q2C_ERP_ACCOUNT", "Q2C_ERP_CLIENT_ID", "Q2C_ERP_CERTIFICATE_ID", "Q2C_ERP_PRIVATE_KEY_FILE"),
+    "psa": ("Q2C_PSA_TOKEN",),
+    "webhook": ("Q2C_WEBHOOK_SECRET", "Q2C_OUTBOUND_PATH_SECRETS", "Q2C_CRM_ORG_ID"),
+    "console": ("Q2C_API_TOKENS", "Q2C_CONSOLE_SECRET"),
+}
+PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
+    # the worker talks to all three systems and reads and writes every payload
+    "worker": ("codec", "crm", "erp", "psa"),
+    # the webhook service verifies senders, reads the opportunity from the CRM, serves the
+    # console, its API and the codec server
+    "webhook": ("codec", "crm", "webhook", "console"),
+}
+
+
+def _set(settings: Settings, variable: str) -> bool:
+    values = {
+        "Q2C_CODEC_KEYS": settings.codec_keys,
+        "Q2C_CRM_CLIENT_ID": settings.crm.client_id,
+        "Q2C_CRM_CLIENT_SECRET": settings.crm.client_secret,
+        "Q2C_CRM_ORG_ID": settings.crm.organization_id,
+        "Q2C_ERP_ACCOUNT": settings.erp.account_id,
+        "Q2C_ERP_CLIENT_ID": settings.erp.client_id,
+        "Q2C_ERP_CERTIFICATE_ID": settings.erp.certificate_id,
+        # the key may come as a file or as PEM text
+        "Q2C_ERP_PRIVATE_KEY_FILE": settings.erp.private_key_file or settings.erp.private_key,
+        "Q2C_PSA_TOKEN": settings.psa.token,
+        "Q2C_WEBHOOK_SECRET": settings.webhook_secret,
+        "Q2C_OUTBOUND_PATH_SECRETS": ",".join(settings.outbound_path_secrets),
+        "Q2C_API_TOKENS": settings.api_tokens,
+        "Q2C_CONSOLE_SECRET": settings.console_secret,
+    }
+    return bool(values[variable])
+
+
+def missing_variables(settings: Settings, process: str) -> list[str]:
+    """The variables `process` ("worker" | "webhook") needs that are not set, in a stable order."""
+    return missing_for(settings, PROCESS_NEEDS[process])
+
+
+def missing_for(settings: Settings, parts: tuple[str, ...]) -> list[str]:
+    """The variables of these parts ("codec", "crm", "erp", "psa", "webhook", "console") not set."""
+    names = [v for part in parts for v in _NEEDS[part]]
+    return [
+        ("Q2C_ERP_PRIVATE_KEY_FILE (or Q2C_ERP_PRIVATE_KEY)" if v == "Q2C_ERP_PRIVATE_KEY_FILE" else v)
+        for v in names
+        if not _set(settings, v)
+    ]
+
+
+def refuse_unless_configured(settings: Settings, process: str) -> None:
+    """Exit with status 2 and name every missing variable: a q2c process never starts on
+    defaults (there are none for credentials) nor half-configured."""
+    import sys
+
+    missing = missing_variables(settings, process)
+    if missing:
+        print(
+            f"q2c {process}: refusing to start, these variables are not set: {', '.join(missing)}. "
+            "See README (Configuration, Security); `make up` sets demo values for the sandboxes.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)

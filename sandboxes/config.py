@@ -66,7 +66,12 @@ def load_config() -> SandboxConfig:
         crm_client_secret=_env("Q2C_CRM_CLIENT_SECRET", DEMO_CRM_CLIENT_SECRET),
         crm_org_id=_env("Q2C_CRM_ORG_ID", DEMO_CRM_ORG_ID),
         psa_token=_env("Q2C_PSA_TOKEN", DEMO_PSA_TOKEN),
-        outbound_url=f"{webhook}/webhooks/salesforce/outbound",
+        # the endpoint URL an admin enters in Salesforce, path secret included (Q2C_OUTBOUND_URL);
+        # without it, q2c's path with the first of Q2C_OUTBOUND_PATH_SECRETS
+        outbound_url=_env(
+            "Q2C_OUTBOUND_URL",
+            f"{webhook}/webhooks/salesforce/outbound/{_env('Q2C_OUTBOUND_PATH_SECRETS', '').split(',')[0].strip()}",
+        ),
         crm_url=_env("Q2C_CRM_URL", f"http://127.0.0.1:{_env('Q2C_CRM_PORT', '8101')}"),
         erp_account=_env("Q2C_ERP_ACCOUNT", DEMO_ERP_ACCOUNT),
         erp_client_id=_env("Q2C_ERP_CLIENT_ID", DEMO_ERP_CLIENT_ID),

@@ -21,17 +21,16 @@ from pathlib import Path
 
 import httpx
 
-from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, Settings, load_settings
+from q2c.settings import Settings, load_settings
+from stack.demo_env import demo_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # The demo runs each month of an engagement in 30 s and checks payments every 10 s, so
 # invoicing and collecting can be watched; set these variables to run real calendar months.
 DEMO_DEFAULTS = {"Q2C_PERIOD_SECONDS": "30", "Q2C_PAYMENT_POLL_SECONDS": "10"}
-# the Outbound Message endpoint's path secret, set explicitly for the demo (q2c has no default)
-DEMO_DEFAULTS["Q2C_OUTBOUND_PATH_SECRETS"] = DEMO_OUTBOUND_PATH_SECRET
-# the console's demo users, set explicitly here: q2c itself has no tokens without the variable
-DEMO_DEFAULTS["Q2C_API_TOKENS"] = "steward:steward:steward-demo-token,viewer:viewer:viewer-demo-token"
+# every credential and secret of the demo, set explicitly here: q2c itself has no defaults
+DEMO_DEFAULTS.update(demo_environment())
 
 
 def demo_secrets_env(state_dir: Path) -> dict[str, str]:
@@ -155,9 +154,11 @@ CLI_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE"
 
 def write_cli_env(state_dir: Path) -> Path:
     """`<state>/demo.env`: what a shell needs for `q2c` commands against this stack (the codec
-    key above all: without it the CLI cannot read an engagement's encrypted status)."""
+    key above all: without it the CLI cannot read an engagement's encrypted status; and the
+    demo credentials, for `q2c doctor`). Demo values only, readable by the owner only."""
     path = state_dir / "demo.env"
-    lines = [f"{name}={os.environ[name]}" for name in CLI_VARIABLES if os.environ.get(name)]
+    names = [*CLI_VARIABLES, *DEMO_DEFAULTS, "Q2C_ERP_PRIVATE_KEY_FILE", "Q2C_ERP_CERTIFICATE_ID", "Q2C_CONSOLE_SECRET"]
+    lines = [f"{name}={os.environ[name]}" for name in dict.fromkeys(names) if os.environ.get(name)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stack.demo_env import demo_environment
+
 pytest_plugins = [
     "tests.fixtures.temporal",
     "tests.fixtures.crm",
@@ -30,6 +32,7 @@ _KINDS = ("unit", "integration", "e2e", "replay")
 STEWARD_TOKEN = "steward-test-token"
 VIEWER_TOKEN = "viewer-test-token"
 TEST_ENVIRONMENT = {
+    **demo_environment(),  # the sandboxes' credentials and the demo webhook secrets
     "Q2C_CODEC_KEYS": "test-2026:dGVzdC1vbmx5LWNvZGVjLWtleS0zMi1ieXRlcyEhISE=",
     "Q2C_API_TOKENS": f"steward:steward:{STEWARD_TOKEN},viewer:viewer:{VIEWER_TOKEN}",
     "Q2C_CONSOLE_SECRET": "console-test-secret",

@@ -57,7 +57,7 @@ from temporalio.service import RPCError
 
 from q2c.engagement.client import StartResult, delivery_config, start_engagement, workflow_id_for
 from q2c.ledger.inbound import Claim, InboundLog
-from q2c.settings import OUTBOUND_PATH, Settings, load_settings
+from q2c.settings import OUTBOUND_PATH, Settings, load_settings, refuse_unless_configured
 from q2c.temporal import connect
 from q2c.vendors.salesforce.client import SalesforceClient
 from q2c.webhook.intake import (
@@ -531,6 +531,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
+    refuse_unless_configured(settings, "webhook")
     from q2c.webhook.limits import header_timeout_protocol
 
     # uvicorn has a keep-alive timeout but none for headers: the protocol class adds it; the

@@ -12,9 +12,10 @@ import pytest_asyncio
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.messages import RecheckInput
 from q2c.engagement.search_attributes import ENGAGEMENT_STAGE, OPPORTUNITY_ID
-from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, OUTBOUND_PATH
+from q2c.settings import OUTBOUND_PATH
 from q2c.webhook.app import create_app as create_webhook_app
 from sandboxes.common.server import ServerThread, free_port
+from stack.demo_env import DEMO_OUTBOUND_PATH_SECRET
 from tests.deals import create_deal
 from tests.engagement_helpers import status_of, wait_for_stage
 from tests.fixtures.stack import Stack, q2c_settings, running_worker

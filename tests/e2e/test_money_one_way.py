@@ -21,7 +21,7 @@ from q2c.domain.project import ProjectTemplate, Subsidiary, Task
 from q2c.domain.validation import validate_engagement
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
-from q2c.settings import DEMO_PSA_TOKEN
+from stack.demo_env import DEMO_PSA_TOKEN
 from tests import billing_oracle as oracle
 from tests.deals import create_deal
 from tests.e2e.test_delivery import _run_to_close, _start, invoices_of

@@ -15,7 +15,7 @@ from q2c.cli.exceptions import replay
 from q2c.cli.main import app as cli_app
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
-from q2c.settings import DEMO_PSA_TOKEN
+from stack.demo_env import DEMO_PSA_TOKEN
 from tests.deals import create_deal
 from tests.e2e.test_delivery import _start
 from tests.engagement_helpers import status_of

@@ -24,11 +24,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from q2c.engagement.client import start_engagement, workflow_id_for
-from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, OUTBOUND_PATH, load_settings
+from q2c.settings import OUTBOUND_PATH, load_settings
 from q2c.webhook.app import create_app
 from q2c.webhook.outbound_message import ACK_XML, build_outbound_message, to_18
 from q2c.webhook.standard_webhooks import signed_headers
 from sandboxes.common.server import ServerThread, free_port
+from stack.demo_env import DEMO_OUTBOUND_PATH_SECRET
 
 XML = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 OUTBOUND = f"{OUTBOUND_PATH}/{DEMO_OUTBOUND_PATH_SECRET}"  # the endpoint URL Salesforce is given

@@ -35,11 +35,12 @@ from temporalio.api.enums.v1 import EventType
 
 from q2c.engagement.client import workflow_id_for
 from q2c.ledger.inbound import InboundLog
-from q2c.settings import DEMO_OUTBOUND_PATH_SECRET, OUTBOUND_PATH, load_settings
+from q2c.settings import OUTBOUND_PATH, load_settings
 from q2c.webhook.app import create_app
 from q2c.webhook.outbound_message import ACK_XML, build_outbound_message
 from q2c.webhook.standard_webhooks import signed_headers
 from sandboxes.common.server import ServerThread, free_port
+from stack.demo_env import DEMO_OUTBOUND_PATH_SECRET
 from tests.e2e.test_webhook import exists, new_opportunity_id, workflow_ids_on
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ from q2c.domain.customer import Customer
 from q2c.domain.engagement import BillingModel, Engagement, RateCardEntry
 from q2c.domain.money import Money
 from q2c.domain.project import ProjectTemplate, ResourceDemand, Task
-from q2c.settings import DEMO_PSA_TOKEN
 from q2c.vendors.http import AUTH_TYPE, NOT_FOUND_TYPE, RATE_LIMITED_TYPE, REJECTED_TYPE, RETRYABLE_TYPE
 from q2c.vendors.kantata import mapping as m
 from q2c.vendors.kantata.client import KantataClient
+from stack.demo_env import DEMO_PSA_TOKEN
 from tests.fixtures.psa import psa_settings
 
 

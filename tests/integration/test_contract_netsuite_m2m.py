@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from q2c.settings import DEMO_ERP_ACCOUNT, DEMO_ERP_CLIENT_ID
 from q2c.vendors.netsuite.client import NetSuiteClient
 from sandboxes.erp.m2m import generate_certificate
+from stack.demo_env import DEMO_ERP_ACCOUNT, DEMO_ERP_CLIENT_ID
 from tests.fixtures.erp import erp_settings
 
 R = "/services/rest/record/v1"

@@ -20,9 +20,9 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from q2c.settings import DEMO_CRM_CLIENT_ID, DEMO_CRM_CLIENT_SECRET
 from q2c.vendors.salesforce.mapping import REQUIRED_FIELDS
 from sandboxes.crm import seed as S
+from stack.demo_env import DEMO_CRM_CLIENT_ID, DEMO_CRM_CLIENT_SECRET
 
 VERSION = "60.0"
 

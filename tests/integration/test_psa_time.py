@@ -11,9 +11,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from q2c.domain.delivery import ApprovalState
-from q2c.settings import DEMO_PSA_TOKEN
 from q2c.vendors.http import NOT_FOUND_TYPE, REJECTED_TYPE
 from q2c.vendors.kantata.client import KantataClient
+from stack.demo_env import DEMO_PSA_TOKEN
 
 AUTH = {"Authorization": f"Bearer {DEMO_PSA_TOKEN}"}
 STORIES = (("Discovery & Requirements Workshops", True), ("Pipeline Build", True), ("Internal QA", False))

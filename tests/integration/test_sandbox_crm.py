@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from q2c.settings import DEMO_CRM_CLIENT_ID, DEMO_CRM_CLIENT_SECRET, DEMO_CRM_ORG_ID
 from sandboxes.common.db import make_engine
 from sandboxes.common.server import ServerThread, free_port
 from sandboxes.crm import ids
@@ -23,6 +22,7 @@ from sandboxes.crm.app import create_app
 from sandboxes.crm.models import OutboundNotificationRow
 from sandboxes.crm.outbound import ACK_RESPONSE, OutboundConfig, OutboundDispatcher, build_envelope, is_ack
 from sandboxes.crm.store import CrmStore, now_utc
+from stack.demo_env import DEMO_CRM_CLIENT_ID, DEMO_CRM_CLIENT_SECRET, DEMO_CRM_ORG_ID
 
 API = "/services/data/v60.0"
 NS = {

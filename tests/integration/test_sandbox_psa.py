@@ -7,8 +7,8 @@ import uuid
 import httpx
 import pytest
 
-from q2c.settings import DEMO_PSA_TOKEN
 from sandboxes.common.server import ServerThread
+from stack.demo_env import DEMO_PSA_TOKEN
 
 AUTH = {"Authorization": f"Bearer {DEMO_PSA_TOKEN}"}
 
