@@ -108,6 +108,7 @@ class Settings:
     # Worker Deployment Versioning: both set, on; neither, unversioned; one alone, the worker refuses to start
     deployment_name: str | None = None  # Q2C_DEPLOYMENT_NAME: the Worker Deployment, e.g. q2c-worker
     build_id: str | None = None  # Q2C_BUILD_ID: this build of it, e.g. the git commit or release tag
+    metrics_address: str | None = None  # Q2C_METRICS_ADDRESS: the worker's Prometheus endpoint (host:port)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -210,6 +211,7 @@ def load_settings() -> Settings:
         webhook_rate_limit=_env("Q2C_WEBHOOK_RATE_LIMIT", "10/second;300/minute"),
         deployment_name=_env("Q2C_DEPLOYMENT_NAME", "") or None,
         build_id=_env("Q2C_BUILD_ID", "") or None,
+        metrics_address=_env("Q2C_METRICS_ADDRESS", "") or None,
         codec_keys=_env("Q2C_CODEC_KEYS", "") or None,
     )
 

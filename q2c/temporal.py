@@ -13,6 +13,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 
 from q2c.codec import codec_from_spec, data_converter
 from q2c.settings import Settings
@@ -23,12 +24,21 @@ def converter_for(settings: Settings) -> DataConverter:
     return data_converter(codec_from_spec(settings.codec_keys))
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """The client of every q2c process. The process's tracer provider is set up here (from the
+    OTEL_* environment, see q2c.observability.tracing), so the worker, the webhook service and
+    every CLI command trace their Temporal calls, and the TracingInterceptor carries the trace
+    into workflows and activities (the worker takes it from its client). `runtime`: the
+    worker's, when it serves the SDK's metrics (Q2C_METRICS_ADDRESS)."""
+    from q2c.observability.tracing import ensure_tracing
+
+    ensure_tracing()
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=converter_for(settings),
         interceptors=[TracingInterceptor()],
+        runtime=runtime,
         **settings.temporal_connect,
     )
 
@@ -44,6 +54,9 @@ def exit_process(code: int = 0) -> None:
     import os
     import sys
 
+    from q2c.observability.tracing import flush
+
+    flush()  # spans still buffered would be lost: os._exit skips atexit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

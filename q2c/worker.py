@@ -107,6 +107,16 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     )
 
 
+def _tracing_unless_on(client: Client) -> list:
+    """The TracingInterceptor for a client made elsewhere (a test's environment) without it;
+    `connect()`'s clients carry it and the worker takes it from them (twice would nest spans)."""
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    if any(isinstance(i, TracingInterceptor) for i in client.config().get("interceptors", [])):
+        return []
+    return [TracingInterceptor()]
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -119,7 +129,7 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=workflows or WORKFLOWS,
         activities=activities.all(),
-        interceptors=workflow_interceptors(),
+        interceptors=workflow_interceptors() + _tracing_unless_on(client),
         max_concurrent_activities=50,
         graceful_shutdown_timeout=graceful_shutdown,
         deployment_config=deployment_config(settings),
@@ -127,7 +137,14 @@ def build_worker(
 
 
 async def run_worker(settings: Settings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
-    client = client or await connect(settings)
+    if client is None:
+        runtime = None
+        if settings.metrics_address:  # the SDK's Prometheus endpoint, q2c's vendor-call metrics on it
+            from q2c.observability.metrics import runtime_with_prometheus
+
+            runtime = runtime_with_prometheus(settings.metrics_address)
+            log.info("worker metrics on http://%s/metrics", settings.metrics_address)
+        client = await connect(settings, runtime=runtime)
     added = await ensure_search_attributes(client)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))

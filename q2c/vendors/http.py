@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from q2c.observability.tracing import current_vendor_span, vendor_call_span
+from q2c.observability.vendor import observe_vendor_call
+
 RETRYABLE_TYPE = "VendorUnavailable"
 RATE_LIMITED_TYPE = "VendorRateLimited"
 REJECTED_TYPE = "VendorRejected"
@@ -162,6 +165,13 @@ class VendorClient:
         writes are retried by their caller (the activity), keyed by external IDs.
         """
         retries = (self.read_retries if method == "GET" else 0) if retries is None else retries
+        # one span per call, its in-place retries included (q2c.observability.tracing)
+        with vendor_call_span(self.system, operation, method, path):
+            return await self._request_with_retries(method, path, operation=operation, retries=retries, **kwargs)
+
+    async def _request_with_retries(
+        self, method: str, path: str, *, operation: str, retries: int, **kwargs: Any
+    ) -> httpx.Response:
         for attempt in range(retries + 1):
             try:
                 if self._slots is None:
@@ -280,8 +290,6 @@ class VendorClient:
         started: float,
         error_code: str | None = None,
     ) -> None:
-        if self._audit is None:
-            return
         record = CallRecord(
             correlation_id=correlation_id,
             system=self.system,
@@ -293,6 +301,9 @@ class VendorClient:
             duration_ms=(time.perf_counter() - started) * 1000,
             error_code=error_code,
         )
+        observe_vendor_call(record, current_vendor_span())
+        if self._audit is None:
+            return
         result = self._audit(record)
         if result is not None:
             await result

@@ -57,6 +57,7 @@ from temporalio.service import RPCError
 
 from q2c.engagement.client import StartResult, delivery_config, start_engagement, workflow_id_for
 from q2c.ledger.inbound import Claim, InboundLog
+from q2c.observability.metrics import count_duplicates
 from q2c.settings import OUTBOUND_PATH, Settings, load_settings, refuse_unless_configured
 from q2c.temporal import connect
 from q2c.vendors.salesforce.client import SalesforceClient
@@ -355,6 +356,9 @@ def create_app(
     from q2c.console import mount_console  # the steward console (/console) and its JSON API (/api)
 
     mount_console(app, settings, holder.get)
+    from q2c.observability.web import observe  # root span per webhook request, GET /metrics
+
+    observe(app, settings, holder.get)
 
     async def start_all(opportunity_ids: list[str], source: str) -> list[StartResult]:
         try:
@@ -407,6 +411,7 @@ def create_app(
         fresh = [n for n in message.notifications if not n.notification_id or n.notification_id in set(claim.new)]
         if not fresh:  # a redelivery: Salesforce has its Ack, nothing is done again
             _log("outbound_duplicate", action_id=message.action_id, notifications=len(claim.done))
+            count_duplicates("salesforce-outbound", len(claim.done))
             summary = {**outcome_summary([]), "duplicate_notifications": len(claim.done)}
             return Response(
                 ack_response(),
@@ -436,6 +441,7 @@ def create_app(
             await dedup.release(source, claim.new)
             raise
         await dedup.finish(source, claim.new)
+        count_duplicates("salesforce-outbound", len(claim.done))  # redelivered notifications in a new message
         summary = {**outcome_summary(outcomes), "duplicate_notifications": len(claim.done)}
         _log(
             "outbound_accepted",
@@ -501,6 +507,7 @@ def create_app(
             )
         if claim.is_duplicate:
             _log("closed_won_duplicate", webhook_id=webhook_id, opportunity_id=opp)
+            count_duplicates(STANDARD_WEBHOOKS_SOURCE)
             return JSONResponse(
                 {"duplicate": True, "webhook_id": webhook_id, "workflow_id": workflow_id_for(opp)}, status_code=200
             )
