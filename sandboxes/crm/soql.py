@@ -359,8 +359,10 @@ def _norm(value: Any) -> Any:
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, str):
-        if len(value) == 15 and ids.is_valid_id(value) and value[:3] in ids.KEY_PREFIXES.values():
-            value = ids.normalize_id(value)
+        if len(value) in (15, 18) and ids.is_valid_id(value) and value[:3] in ids.KEY_PREFIXES.values():
+            # record IDs compare and sort as in Salesforce: case-sensitively (…IZ… and …Ia… are
+            # different records), 15 and 18 characters alike, in creation order
+            return "\x00id:" + value[:15]
         return value.lower()
     return value
 

@@ -783,3 +783,18 @@ def test_token_endpoint_refuses_non_ascii_credentials_as_invalid_client(sf):
         data={"grant_type": "client_credentials", "client_id": "é", "client_secret": "ü"},
     )
     assert r.status_code == 400 and r.json()["error"] == "invalid_client"
+
+
+def test_order_by_id_is_creation_order_across_the_case_boundary():
+    """IDs are case-sensitive: `…IZ…` (sequence 35) sorts before `…Ia…` (36), as Salesforce
+    returns ORDER BY Id. Sorting them case-insensitively put a deal's milestone lines out of
+    order once the ID counter crossed that boundary (a test invoiced the wrong milestone)."""
+    from sandboxes.crm import ids
+    from sandboxes.crm.soql import _compare, sort_records
+
+    made = [ids.make_id("00k", n) for n in range(30, 40)]
+    records = [{"Id": i} for i in reversed(made)]
+    assert [r["Id"] for r in sort_records(records, [("Id", False, False)], lambda r: {})] == made
+    upper, lower = ids.make_id("00k", 35), ids.make_id("00k", 61)  # ...Z... and ...z...
+    assert upper[:15].lower() == lower[:15].lower()  # the same ID but for case
+    assert not _compare(upper, "=", lower) and _compare(upper, "=", upper[:15])  # 18 = its 15-char form
