@@ -220,6 +220,9 @@ def _mount_subcommands() -> None:
     from q2c.cli.replay_check import mount as mount_replay_check
 
     mount_replay_check(app)  # q2c replay-check
+    from q2c.cli.kpis import mount as mount_kpis
+
+    mount_kpis(app)  # q2c kpis
 
 
 _mount_subcommands()

@@ -40,6 +40,9 @@ def mount_console(
     app.state.steward = service
     app.include_router(web.build_router(service, auth, settings))
     app.include_router(api.build_router(service, auth))
+    from q2c.console import operations  # the operations dashboard (/console/operations)
+
+    app.include_router(operations.build_router(app, auth, settings, client))
     # the Temporal UI's codec server (/codec/encode, /codec/decode): signed-in users and tokens only
     from q2c.codec import codec_from_spec
     from q2c.console import codec_server
