@@ -110,3 +110,15 @@ def test_doctor_command_exit_codes(console_stack, monkeypatch, args):
     monkeypatch.setenv("Q2C_PSA_TOKEN", "wrong")
     broken = CliRunner().invoke(app, args)
     assert broken.exit_code == 1 and "FAILED" in broken.output and "Q2C_PSA_TOKEN" in broken.output
+
+
+async def test_a_wrong_crm_secret_is_named_and_nothing_else_is_asked_of_the_crm(console_stack):
+    settings = dataclasses.replace(
+        console_stack.settings, crm=dataclasses.replace(console_stack.settings.crm, client_secret="not-the-secret")
+    )
+    report = await run_doctor(settings, systems=("crm",))
+    auth = _row(report, "crm", "authentication")
+    assert auth.status is Status.FAILED and "VendorAuthFailed" in auth.detail
+    assert "Q2C_CRM_CLIENT_SECRET" in auth.fix
+    assert {f.status for f in report.findings if f.check != "authentication"} == {Status.SKIPPED}
+    assert not report.ready
