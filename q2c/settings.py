@@ -109,6 +109,11 @@ class Settings:
     deployment_name: str | None = None  # Q2C_DEPLOYMENT_NAME: the Worker Deployment, e.g. q2c-worker
     build_id: str | None = None  # Q2C_BUILD_ID: this build of it, e.g. the git commit or release tag
     metrics_address: str | None = None  # Q2C_METRICS_ADDRESS: the worker's Prometheus endpoint (host:port)
+    # nightly reconciliation (q2c.reconciliation): when it runs, how many deals a page holds, how many it starts
+    reconcile_cron: str = "0 2 * * *"  # Q2C_RECONCILE_CRON (UTC)
+    reconcile_interval_seconds: int | None = None  # Q2C_RECONCILE_INTERVAL_SECONDS: instead of the cron (demo)
+    reconcile_page_size: int = 25  # Q2C_RECONCILE_PAGE_SIZE: Closed Won deals per page (one activity each)
+    reconcile_max_starts: int = 200  # Q2C_RECONCILE_MAX_STARTS: engagements one run starts at most
     extra: dict = field(default_factory=dict)
 
     @property
@@ -211,6 +216,10 @@ def load_settings() -> Settings:
         webhook_rate_limit=_env("Q2C_WEBHOOK_RATE_LIMIT", "10/second;300/minute"),
         deployment_name=_env("Q2C_DEPLOYMENT_NAME", "") or None,
         build_id=_env("Q2C_BUILD_ID", "") or None,
+        reconcile_cron=_env("Q2C_RECONCILE_CRON", "0 2 * * *"),
+        reconcile_interval_seconds=int(_env("Q2C_RECONCILE_INTERVAL_SECONDS", "0")) or None,
+        reconcile_page_size=int(_env("Q2C_RECONCILE_PAGE_SIZE", "25")),
+        reconcile_max_starts=int(_env("Q2C_RECONCILE_MAX_STARTS", "200")),
         metrics_address=_env("Q2C_METRICS_ADDRESS", "") or None,
         codec_keys=_env("Q2C_CODEC_KEYS", "") or None,
     )

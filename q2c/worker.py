@@ -26,12 +26,17 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from q2c.activity_errors import BoundedUnexpectedErrors
 from q2c.delivery.activities import DeliveryActivities
+from q2c.engagement.client import delivery_config
 from q2c.engagement.search_attributes import ensure_search_attributes
 from q2c.engagement.workflow import EngagementWorkflow
 from q2c.ledger.audit import audit_hook
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
 from q2c.provisioning.activities import EngagementActivities
+from q2c.reconciliation.activities import ReconciliationActivities
+from q2c.reconciliation.api import ensure_schedule as ensure_reconciliation_schedule
+from q2c.reconciliation.api import schedule_id as reconciliation_schedule_id
+from q2c.reconciliation.workflow import ReconciliationWorkflow
 from q2c.settings import Settings, load_settings, refuse_unless_configured
 from q2c.temporal import connect, exit_process
 from q2c.vendors.kantata.client import KantataClient
@@ -44,13 +49,20 @@ log = logging.getLogger("q2c.worker")
 class Activities:
     """Every activity the worker runs, sharing one connector per vendor and the ledger."""
 
-    def __init__(self, engagement: EngagementActivities, delivery: DeliveryActivities, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        engagement: EngagementActivities,
+        delivery: DeliveryActivities,
+        ledger: Ledger,
+        reconciliation: ReconciliationActivities | None = None,
+    ) -> None:
         self.engagement = engagement
         self.delivery = delivery
         self.ledger = ledger
+        self.reconciliation = reconciliation
 
     def all(self) -> list:
-        return self.engagement.all() + self.delivery.all()
+        return self.engagement.all() + self.delivery.all() + (self.reconciliation.all() if self.reconciliation else [])
 
 
 @asynccontextmanager
@@ -71,6 +83,7 @@ async def engagement_activities(settings: Settings, ledger: Ledger | None = None
                 EngagementActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
                 DeliveryActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
                 ledger,
+                ReconciliationActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
             )
     finally:
         if own_ledger:
@@ -79,7 +92,7 @@ async def engagement_activities(settings: Settings, ledger: Ledger | None = None
 
 # What the worker registers, stated once: the replay tests and `q2c replay-check` replay
 # histories against exactly this (with the same interceptors and data converter).
-WORKFLOWS: list[type] = [EngagementWorkflow]
+WORKFLOWS: list[type] = [EngagementWorkflow, ReconciliationWorkflow]
 
 
 def workflow_interceptors() -> list:
@@ -148,6 +161,8 @@ async def run_worker(settings: Settings, client: Client | None = None, stop: asy
     added = await ensure_search_attributes(client)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
+    if await ensure_reconciliation_schedule(client, settings, delivery_config(settings)):
+        log.info("created the reconciliation schedule %s", reconciliation_schedule_id(settings))
     stop = stop or asyncio.Event()
     async with engagement_activities(settings) as activities:
         worker = build_worker(client, settings, activities)

@@ -223,6 +223,9 @@ def _mount_subcommands() -> None:
     from q2c.cli.kpis import mount as mount_kpis
 
     mount_kpis(app)  # q2c kpis
+    from q2c.cli.reconcile import mount as mount_reconcile
+
+    mount_reconcile(app)  # q2c reconcile run|pause|resume|status|report
 
 
 _mount_subcommands()

@@ -40,6 +40,9 @@ def mount_console(
     app.state.steward = service
     app.include_router(web.build_router(service, auth, settings))
     app.include_router(api.build_router(service, auth))
+    from q2c.console import reconciliation
+
+    app.include_router(reconciliation.build_router(settings, auth, client))  # /console/reconciliation
     from q2c.console import operations  # the operations dashboard (/console/operations)
 
     app.include_router(operations.build_router(app, auth, settings, client))

@@ -485,6 +485,18 @@ def _crm_admin_router(dispatcher: OutboundDispatcher, usage: ApiUsage) -> APIRou
             return JSONResponse({"detail": f"no outbound message {message_id}"}, status_code=404)
         return JSONResponse(view, status_code=201)
 
+    @router.put("/outbound/dropped/{record_id}")
+    def drop_outbound(record_id: str) -> Response:
+        """Lose this record's outbound messages from now on (as when Salesforce gives up after
+        24 hours of failed delivery, or an admin deletes them from the queue); DELETE undoes it."""
+        dispatcher.drop_record(record_id)
+        return JSONResponse({"dropped": sorted(dispatcher.dropped_records)})
+
+    @router.delete("/outbound/dropped/{record_id}")
+    def undrop_outbound(record_id: str) -> Response:
+        dispatcher.drop_record(record_id, dropped=False)
+        return JSONResponse({"dropped": sorted(dispatcher.dropped_records)})
+
     @router.put("/outbound/url")
     def set_outbound_url(body: OutboundUrlIn) -> Response:
         if body.url is not None:

@@ -167,6 +167,10 @@ class OutboundDispatcher:
         self.store = store
         self.config = config
         self._wake = asyncio.Event()
+        # records whose notifications are lost: Salesforce drops a message after 24 hours of
+        # failed delivery, and an admin can delete one from the outbound queue (Setup > Outbound
+        # Messages: "Del"); either way the receiver never hears of it
+        self.dropped_records: set[str] = set()
 
     # --- persistence --------------------------------------------------------------------
     def batch_pending(self) -> list[int]:
@@ -178,6 +182,10 @@ class OutboundDispatcher:
                 .where(OutboundNotificationRow.message_id.is_(None))
                 .order_by(OutboundNotificationRow.created_at, OutboundNotificationRow.id)
             ).all()
+            lost = [n for n in notes if n.opportunity_id in self.dropped_records]
+            notes = [n for n in notes if n.opportunity_id not in self.dropped_records]
+            for n in lost:
+                self._drop(s, n)
             for start in range(0, len(notes), MAX_NOTIFICATIONS_PER_MESSAGE):
                 chunk = notes[start : start + MAX_NOTIFICATIONS_PER_MESSAGE]
                 payload = build_envelope(
@@ -200,6 +208,30 @@ class OutboundDispatcher:
                 created.append(msg.id)
             s.commit()
         return created
+
+    def _drop(self, s: Session, note: OutboundNotificationRow) -> None:
+        """The notification's message, already given up on: status failed, never attempted."""
+        now = now_utc()
+        msg = OutboundMessageRow(
+            payload=build_envelope(
+                organization_id=self.config.organization_id,
+                instance_url=self.config.instance_url,
+                notifications=[(note.id, json.loads(note.sobject_json))],
+            ),
+            created_at=now,
+            next_attempt_at=now,
+            notification_ids=json.dumps([note.id]),
+            status="failed",
+            last_error="dropped: removed from the outbound message queue (sandbox admin)",
+        )
+        s.add(msg)
+        s.flush()
+        note.message_id = msg.id
+        s.add(note)
+
+    def drop_record(self, record_id: str, dropped: bool = True) -> None:
+        """Lose (or stop losing) every notification of this record from now on."""
+        (self.dropped_records.add if dropped else self.dropped_records.discard)(record_id)
 
     def due_messages(self, now: datetime) -> list[OutboundMessageRow]:
         with Session(self.store.engine) as s:

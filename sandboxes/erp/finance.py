@@ -67,6 +67,7 @@ from sandboxes.erp.store import RecordStore
 TRAN_ID_PREFIX = "INV"
 FIRST_TRAN_NUMBER = 10001
 PAID_IN_FULL, OPEN = "Paid In Full", "Open"
+VOIDED = "Voided"  # set only by a user voiding it (sandbox admin route), never by the API
 _DURATION = re.compile(r"^(\d{1,4}):([0-5]\d)$")
 
 # Fields the sandbox computes: dropped from the input, then recomputed or carried over.

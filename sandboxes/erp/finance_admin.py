@@ -11,6 +11,8 @@
   rest stays `unapplied` on the payment, a credit on the customer's account. Answers
   `{"id", "payment", "applied", "unapplied", "invoice": {"id", "tranId", "total",
   "amountPaid", "amountRemaining", "status", "dueDate"}}`.
+- `POST /__sandbox/invoices/{id}/void`: a user voids the invoice in the UI (status `Voided`,
+  `voided: true`; lines, amounts and billed timeBills kept). Answers the invoice's summary.
 """
 
 from __future__ import annotations
@@ -94,5 +96,25 @@ def finance_admin_router(store: RecordStore) -> APIRouter:
                 }
 
         return Response(dumps_exact(await run_in_threadpool(record)), media_type=JSON)
+
+    @router.post("/invoices/{invoice_id}/void")
+    async def void_invoice(invoice_id: str) -> Response:
+        """A user voids the invoice in the NetSuite UI (Transactions > Void): not offered by the
+        REST record API, so an integration only ever sees the result. As with "Void
+        Transactions Using Reversing Journals" on, the invoice keeps its lines and amounts and
+        its status becomes Voided (the reversing journal is not modelled); its timeBills stay
+        billed, so nothing is re-invoiced by itself. Voiding twice is a no-op."""
+
+        def void() -> dict:
+            with store.lock:
+                inv = store.get("invoice", invoice_id) if invoice_id.isdigit() else None
+                if inv is None:
+                    raise NetSuiteError(404, "RECORD_NOT_FOUND", "The invoice does not exist.", "invoice_id")
+                if inv.get("status") != finance.VOIDED:
+                    finance._update(store, "invoice", inv, status=finance.VOIDED, voided=True, memo="VOID")
+                inv = store.get("invoice", invoice_id)
+                return {k: inv.get(k) for k in ("id", "tranId", "total", "amountRemaining", "status", "voided")}
+
+        return Response(dumps_exact(await run_in_threadpool(void)), media_type=JSON)
 
     return router
