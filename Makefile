@@ -39,7 +39,7 @@ test: $(STAMP) browser tls-proxy
 	$(BIN)/ruff format --check .
 	@mkdir -p .state
 	@$(BIN)/python -m pytest -q -s -m slow > .state/slow-tests.log 2>&1 & slow=$$!; \
-	$(BIN)/python -m pytest -q -m "not slow"; fast=$$?; \
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15; fast=$$?; \
 	wait $$slow; slowrc=$$?; echo "--- slow tests (pytest -m slow) ---"; grep -v "WARN" .state/slow-tests.log | tail -n 30; \
 	test $$fast -eq 0 && test $$slowrc -eq 0
 

@@ -4,8 +4,8 @@ Two ways in:
 - `POST /webhooks/salesforce/outbound/{path_secret}`: a Salesforce Outbound Message (SOAP,
   unsigned, at-least-once, up to 100 notifications). Salesforce signs nothing, so the endpoint
   URL itself carries a secret (`Q2C_OUTBOUND_PATH_SECRETS`, several accepted at once so it
-  rotates; compared in constant time; a wrong or missing one is the same 404 as any unknown
-  path, and starts nothing), optionally a client-certificate check done by a TLS-terminating
+  rotates; compared in constant time; a wrong or missing one is answered 401 before the body
+  is read, and starts nothing), optionally a client-certificate check done by a TLS-terminating
   proxy (`Q2C_OUTBOUND_REQUIRE_CLIENT_CERT_HEADER`), then the OrganizationId check. Each
   notification `Id` is claimed in the ledger (`q2c.ledger.inbound`): a redelivered one is
   acknowledged and does nothing (no start, no signal, no CRM call). The message is trusted for
@@ -136,11 +136,6 @@ def _same_org(received: str, expected: str) -> bool:
     return len(received) in (15, 18) and len(expected) in (15, 18) and received[:15] == expected[:15]
 
 
-def not_found() -> Response:
-    """Exactly what any unknown path answers, so a wrong path secret tells nothing."""
-    return JSONResponse({"detail": "Not Found"}, status_code=404)
-
-
 def soap_error(status: int, code: str, message: str) -> Response:
     """The limits' errors for the Outbound Message endpoint, as SOAP faults Salesforce logs."""
     fault_code = "soapenv:Server" if status in (429, 503) else "soapenv:Client"
@@ -174,10 +169,12 @@ class OutboundAuth:
         return values == [CLIENT_CERT_VERIFIED.encode()]
 
     def refusal(self, path: str, headers: list[tuple[bytes, bytes]]) -> Response | None:
-        """None when the request may go on; else the answer (404 for a wrong path)."""
+        """None when the request may go on; else the answer (401 for a wrong path secret)."""
         secret = path[len(OUTBOUND_PATH) + 1 :] if path.startswith(OUTBOUND_PATH + "/") else ""
         if not secret or "/" in secret or not self.path_secret_ok(secret):
-            return not_found()
+            # 401 before a byte of the body is read: nothing started, no CRM call. The same
+            # answer for a missing, wrong or retired secret (it says nothing about which).
+            return soap_error(401, "unauthorized", "unknown endpoint: the URL's path secret is not accepted")
         if not self.client_cert_ok(headers):
             return soap_error(403, "client_certificate_required", "a verified client certificate is required")
         return None

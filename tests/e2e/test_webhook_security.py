@@ -2,7 +2,7 @@
 real Temporal dev server and the CRM sandbox; no mocks.
 
 - Outbound Messages: the path secret (a forged message without it, or with a wrong one, is a
-  404 that starts nothing and costs no CRM call), rotation (two secrets at once), the proxy's
+  401 that starts nothing and costs no CRM call), rotation (two secrets at once), the proxy's
   client-certificate header, notification IDs de-duplicated in the ledger (a redelivery is
   acknowledged and does nothing), a flood from one source answered 429;
 - Standard Webhooks: a replay of the same `webhook-id` signals nothing, also after the webhook
@@ -93,7 +93,7 @@ async def signals_of(client, opportunity_id: str) -> list[str]:
 # ---- Outbound Messages: path secret, rotation, client certificate --------------------------------
 
 
-async def test_forged_outbound_message_without_the_path_secret_is_404_starts_nothing_and_calls_no_crm(
+async def test_forged_outbound_message_without_the_path_secret_is_401_starts_nothing_and_calls_no_crm(
     secured, crm_sandbox, dev_env
 ):
     settings, http = secured
@@ -110,8 +110,9 @@ async def test_forged_outbound_message_without_the_path_secret_is_404_starts_not
         f"{OUTBOUND_PATH}/{DEMO_OUTBOUND_PATH_SECRET}/more",
     ):
         r = await http.post(path, content=forged, headers=XML)
-        assert r.status_code == 404, path
-        assert r.json() == {"detail": "Not Found"}  # the same as any unknown path: nothing to learn
+        assert r.status_code == 401, path
+        # a SOAP fault Salesforce logs, the same for every wrong secret: nothing to learn from it
+        assert r.headers["content-type"].startswith("text/xml") and "not accepted" in r.text and "Ack" not in r.text
     assert crm_api_calls(crm_sandbox) == before
     assert await workflow_ids_on(dev_env.client, settings.task_queue, 0) == []
     assert not await exists(dev_env.client, opps[0])
