@@ -33,7 +33,13 @@ from pydantic import BaseModel
 
 from q2c.domain.delivery import AccountingPeriod, InvoiceLine, PostedTime, TimeEntry
 from q2c.domain.engagement import RateCardEntry
-from q2c.domain.money import MINOR_UNITS, entry_amount, is_currency, round_money  # noqa: F401 (the rule, re-exported)
+from q2c.domain.money import (  # noqa: F401 (the rule, re-exported)
+    MINOR_UNITS,
+    entry_amount,
+    format_amount,
+    is_currency,
+    round_money,
+)
 from q2c.domain.project import Task
 
 # Hours shown on an invoice line's quantity column (display only: amounts never use it).
@@ -118,18 +124,21 @@ def line_amount(quantity: Decimal, rate: Decimal, currency: str) -> Decimal:
 
 
 def format_rate(rate: Decimal, currency: str) -> str:
-    """A rate as printed on an invoice: to the currency's minor unit (150 -> "150.00", JPY
-    15000 -> "15000"), with more places only when the rate has them (150.125 -> "150.125")."""
-    places = max(MINOR_UNITS.get(currency, 2), decimal_places(rate))
-    return f"{rate.quantize(Decimal(1).scaleb(-places)):f}"
+    """A rate as printed on an invoice: to the currency's minor unit (USD 150 -> "150.00", JPY
+    15000 -> "15000", GBP 95.5 -> "95.50"), with more places only when the rate has them
+    (150.125 -> "150.125"): an invoice never shows a rate other than the one billed."""
+    return format_amount(rate, currency)
 
 
 def format_duration(minutes: int) -> str:
-    """Exact hours of a line: "8 h", "1 h 01 min", "45 min"."""
-    hours, rest = divmod(minutes, 60)
-    if not rest:
-        return f"{hours} h"
-    return f"{hours} h {rest:02d} min" if hours else f"{rest} min"
+    """A line's hours as an invoice reader expects them: decimal hours, no trailing zeros
+    ("2 h", "1.5 h", "0.25 h", "0.1 h"), when two decimals state them exactly (whole multiples
+    of 36 seconds: every count of minutes divisible by 3); otherwise to two decimals with the
+    exact minutes beside them ("1.02 h (61 min)"), so quantity x rate can always be checked."""
+    exact = Decimal(minutes) / Decimal(60)
+    shown = exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    text = f"{shown.normalize():f}"
+    return f"{text} h" if shown == exact else f"{text} h ({minutes} min)"
 
 
 def posted_amount(p: PostedTime, currency: str) -> Decimal:

@@ -39,6 +39,23 @@ def is_currency(code: str) -> bool:
     return code in MINOR_UNITS
 
 
+def minor_units(currency: str) -> int:
+    """The currency's exponent (ISO 4217 minor units): USD 2, JPY 0, BHD 3."""
+    return MINOR_UNITS[currency]
+
+
+def format_amount(amount: Decimal, currency: str, *, places: int | None = None) -> str:
+    """An amount as people read it: to the currency's minor unit (USD 150 -> "150.00", JPY
+    15000 -> "15000", BHD 1.5 -> "1.500"), or to more `places` when given (never fewer, never
+    rounded: a value with more places than shown is printed with all of them)."""
+    value = Decimal(amount)
+    shown = max(minor_units(currency), places or 0)
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > shown:
+        shown = -exponent
+    return f"{value.quantize(Decimal(1).scaleb(-shown)):f}"
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Half-up to the currency's minor unit."""
     exponent = Decimal(1).scaleb(-MINOR_UNITS[currency])

@@ -78,7 +78,7 @@ def test_invoice_line_is_the_sum_of_entry_amounts():
     ]
     [line] = time_invoice_lines(entries, "USD")
     assert line.amount == Decimal("1525.26") == 3 * entry_amount(61, Decimal("500.09"), "USD")
-    assert line.description == "Consultant: 3 h 03 min at 500.09/h"  # exact hours, rate to the cent
+    assert line.description == "Consultant: 3.05 h at 500.09/h"  # exact hours, rate to the cent
     assert line.time_bill_ids == ["tb0", "tb1", "tb2"]
 
 
@@ -187,7 +187,7 @@ async def test_61_minutes_at_500_09_is_508_42_everywhere(fresh_ts_stack, crm_cli
     [invoice] = invoices_of(stack.erp, deal.opportunity_id).values()
     [line] = invoice["item"]["items"]
     assert (line["amount"], line["rate"], line["custcol_time_bills"]) == (exact, Decimal("500.09"), [bill["id"]])
-    assert line["description"] == "Consultant: 1 h 01 min at 500.09/h"
+    assert line["description"] == "Consultant: 1.02 h (61 min) at 500.09/h"
     assert invoice["total"] == exact and bill["isBilled"] is True
     assert summary.billed == {"USD": exact} and summary.collected == {"USD": exact}
 
@@ -252,7 +252,7 @@ async def test_time_is_priced_at_the_role_it_was_booked_under(fresh_ts_stack, cr
     rates = [("Consultant", Decimal("150"), None), ("Senior Consultant", Decimal("185"), None)]
     [invoice] = invoices_of(stack.erp, deal.opportunity_id).values()
     [line] = invoice["item"]["items"]
-    assert (line["description"], line["amount"]) == ("Consultant: 2 h 30 min at 150.00/h", Decimal("375.00"))
+    assert (line["description"], line["amount"]) == ("Consultant: 2.5 h at 150.00/h", Decimal("375.00"))
     assert (
         oracle.expected_tm_totals(stack.psa, ws, rates, [(date(2027, 1, 1), date(2027, 1, 31))])
         == [Decimal("375.00")]

@@ -480,7 +480,7 @@ async def test_a_time_line_bills_the_sum_of_its_time_bills(erp_client, erp_sandb
     assert (line.amount, line.quantity, line.description) == (
         Decimal("1016.84"),
         Decimal("2.033333"),
-        "Consultant: 2 h 02 min at 500.09/h",
+        "Consultant: 2.03 h (122 min) at 500.09/h",
     )
     bills = [u.erp_time_bill_id for u in unbilled]
 

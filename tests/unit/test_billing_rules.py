@@ -61,9 +61,15 @@ def test_one_line_per_role_and_rate_summing_entries_rounded_once_each():
     ]
     lines = time_invoice_lines(entries, "USD")
     assert [(line.description, line.quantity, line.rate, line.amount, line.time_bill_ids) for line in lines] == [
-        ("Consultant: 40 min at 150.00/h", Decimal("0.666667"), Decimal("150"), Decimal("100.00"), ["b1", "b2"]),
+        (
+            "Consultant: 0.67 h (40 min) at 150.00/h",
+            Decimal("0.666667"),
+            Decimal("150"),
+            Decimal("100.00"),
+            ["b1", "b2"],
+        ),
         ("Consultant: 1 h at 175.50/h", Decimal("1.000000"), Decimal("175.50"), Decimal("175.50"), ["b3"]),
-        ("Engagement Manager: 45 min at 250.00/h", Decimal("0.750000"), Decimal("250"), Decimal("187.50"), ["b4"]),
+        ("Engagement Manager: 0.75 h at 250.00/h", Decimal("0.750000"), Decimal("250"), Decimal("187.50"), ["b4"]),
     ]
 
 
@@ -85,7 +91,7 @@ def test_a_line_is_the_sum_of_its_entries_not_its_hours_times_the_rate():
     ]
     [line] = time_invoice_lines(entries, "USD")
     assert line.amount == sum(e.amount for e in entries) == Decimal("23.34")
-    assert line.description == "Consultant: 14 min at 100.00/h"
+    assert line.description == "Consultant: 0.23 h (14 min) at 100.00/h"
 
 
 def test_calendar_months_with_partial_first_and_last():
