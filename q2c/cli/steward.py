@@ -6,6 +6,7 @@
     q2c amend <opp> [--contract-value X] [--end-date D] [--rate "Role=rate@YYYY-MM-DD" ...]
                     [--milestone "Name=amount[@due][#replace-key]" ...] --reason R
     q2c cancel <opp> --reason R
+    q2c credit <opp> <invoice external ID or number> --amount X --reason R
 
 A rejected change prints one line per field error and exits 1; nothing was changed. Each
 accepted (or rejected) change is recorded in the ledger's audit with the acting user (`--by`,
@@ -21,6 +22,8 @@ The async functions take an injected Temporal client:
     await amend(client, opp, contract_value=..., end_date=..., rates=[...], milestones=[...],
                 reason="...", user="alice", audit=None)                          -> UpdateOutcome
     await cancel(client, opp, reason="...", user="alice", audit=None)            -> UpdateOutcome
+    await credit(client, opp, "inv-...", amount="250.00", reason="...", user="alice", audit=None)
+                                                                                 -> UpdateOutcome
 (each also takes `request_id=None`).
 """
 
@@ -160,6 +163,23 @@ async def cancel(
     if _key_errors(request_id):
         return _rejected(_key_errors(request_id))
     return await _service(client, audit).cancel(opportunity_id, reason, user, _key(request_id))
+
+
+async def credit(
+    client: Client,
+    opportunity_id: str,
+    invoice: str,
+    *,
+    amount: str,
+    reason: str,
+    user: str,
+    audit=None,
+    request_id: str | None = None,
+) -> UpdateOutcome:
+    """Credit all or part of an issued invoice (an ERP credit memo applied to it)."""
+    if _key_errors(request_id):
+        return _rejected(_key_errors(request_id))
+    return await _service(client, audit).credit_invoice(opportunity_id, invoice, amount, reason, user, _key(request_id))
 
 
 # ---- formatting (pure) ----------------------------------------------------------------------
@@ -324,8 +344,36 @@ def cancel_cmd(
     _report(outcome, opp, f"accepted: {outcome.result}")
 
 
+def credit_cmd(
+    opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)"),
+    invoice: str = typer.Argument(..., help="the invoice's external ID (inv-...) or ERP number (INV10001)"),
+    amount: str = typer.Option(..., "--amount", help="how much to credit, e.g. 250.00 (at most what it still owes)"),
+    reason: str = typer.Option(..., "--reason", help="why the invoice is credited"),
+    by: str = typer.Option(None, "--by", help="who credits (default: OS user)"),
+    request_id: Optional[str] = REQUEST_ID_OPTION,
+) -> None:
+    """Credit all or part of an issued invoice: an ERP credit memo applied to it, once."""
+    opp, user = opportunity_id.strip(), by or _default_user()
+    outcome = _run_change(
+        lambda client, s: credit(
+            client, opp, invoice, amount=amount, reason=reason, user=user, audit=_audit(s), request_id=request_id
+        ),
+        opp,
+    )
+    n = outcome.result
+    _report(
+        outcome,
+        opp,
+        f"accepted: credit memo {n.number or n.external_id} ({n.external_id}), {n.amount} {n.currency} on invoice "
+        f"{n.invoice_number or n.invoice_external_id}; it still owes {n.invoice_open_balance}"
+        if outcome.ok and n is not None
+        else "accepted",
+    )
+
+
 def mount(app: typer.Typer) -> None:
-    """Add `steward`, `amend` and `cancel` to the main `q2c` app."""
+    """Add `steward`, `amend`, `cancel` and `credit` to the main `q2c` app."""
     app.add_typer(steward_app, name="steward")
     app.command("amend")(amend_cmd)
     app.command("cancel")(cancel_cmd)
+    app.command("credit")(credit_cmd)

@@ -13,6 +13,8 @@
     POST /api/engagements/{opp}/milestones/{key}/accept {"accepted_on": "YYYY-MM-DD"?}
                                                                            -> {"invoice": InvoiceSummary|null}
     POST /api/engagements/{opp}/milestones/{key}/waive  {"reason": str}    -> {"result": str}
+    POST /api/engagements/{opp}/credits  {"invoice": str, "amount": "250.00", "reason": str}
+                                                                           -> {"credit_note": CreditNoteSummary}
 
 Auth: `Authorization: Bearer <token>` (or the console cookie plus `X-CSRF-Token`); reads need
 any token (401), writes a steward (403 for a viewer). A rejected change answers 422 with
@@ -238,6 +240,21 @@ def build_router(service: StewardService, auth: Authenticator) -> APIRouter:
             return (
                 await service.waive_milestone(opp, milestone_key, body.get("reason"), p.user, key),
                 lambda r: {"result": r},
+            )
+
+        return await steward_call(request, opp, p, act)
+
+    @router.post("/engagements/{opp}/credits")
+    async def credit_invoice(request: Request, opp: str, p: Principal = Depends(require_steward)) -> JSONResponse:
+        """Credit all or part of an issued invoice: an ERP credit memo applied to it."""
+
+        async def act(body: dict, key: RequestKey):
+            _only(body, "invoice", "amount", "reason")
+            return (
+                await service.credit_invoice(
+                    opp, body.get("invoice"), body.get("amount"), body.get("reason"), p.user, key
+                ),
+                lambda r: {"credit_note": r.model_dump(mode="json") if r is not None else None},
             )
 
         return await steward_call(request, opp, p, act)

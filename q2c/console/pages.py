@@ -598,7 +598,9 @@ def _cancel_section(status: EngagementStatus, viewer: Viewer, state: FormState, 
     )
 
 
-def _invoices_section(status: EngagementStatus) -> str:
+def _invoices_section(
+    status: EngagementStatus, viewer: Viewer | None = None, state: FormState | None = None, base: str = ""
+) -> str:
     if not status.invoices:
         return ""
     rows = [
@@ -606,15 +608,75 @@ def _invoices_section(status: EngagementStatus) -> str:
             esc(i.number or "-"),
             esc(f"{i.period_start} to {i.period_end}"),
             _money(i.total, i.currency),
+            _money(i.credited, i.currency) if i.credited else "-",
             esc(i.status.value),
             _money(i.open_balance, i.currency),
         ]
         for i in status.invoices
     ]
+    out = '<section class="card" id="invoices"><h2>Invoices</h2>' + table(
+        ["Number", "Period", "Total", "Credited", "Status", "Open"], rows
+    )
+    if status.credit_notes:
+        out += '<h2 style="margin-top:18px">Credit notes</h2>' + table(
+            ["Credit memo", "Invoice", "Amount", "Reason", "By", "On"],
+            [
+                [
+                    esc(c.number or c.external_id),
+                    esc(c.invoice_number or c.invoice_external_id),
+                    _money(c.amount, c.currency),
+                    esc(c.reason),
+                    esc(c.requested_by),
+                    esc(str(c.credited_on or "-")),
+                ]
+                for c in status.credit_notes
+            ],
+        )
+    if viewer is not None and state is not None:
+        out += _credit_form(status, viewer, state.for_("credit"), base)
+    return out + "</section>"
+
+
+def _credit_form(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    """Credit all or part of an issued invoice that still owes something, with a reason (an
+    ERP credit memo applied to it); offered while the engagement delivers or collects."""
+    creditable = [i for i in status.invoices if i.erp_id and i.open_balance > 0]
+    if not viewer.can_change or not creditable or status.stage in TERMINAL or status.pause is not None:
+        return ""
+    chosen = state.values.get("invoice", "")
+    options = "".join(
+        f'<option value="{esc(i.external_id)}"{" selected" if chosen in (i.external_id, i.number) else ""}>'
+        f"{esc(i.number or i.external_id)} (owes {esc(f'{i.open_balance:,.2f} {i.currency}')})</option>"
+        for i in creditable
+    )
+    errs = state.errors
+    inner = (
+        _general_errors(state, {"invoice", "amount", "reason"})
+        + '<label for="f-credit-invoice">Invoice</label> '
+        + f'<select name="invoice" id="f-credit-invoice">{options}</select>'
+        + error_text("credit-invoice", errs.get("invoice"))
+        + text_input(
+            "amount",
+            state.values.get("amount", ""),
+            errors=errs.get("amount"),
+            placeholder="250.00",
+            key="credit-amount",
+        )
+        + error_text("credit-amount", errs.get("amount"))
+        + text_input(
+            "reason",
+            state.values.get("reason", ""),
+            errors=errs.get("reason"),
+            placeholder="why it is credited",
+            key="credit-reason",
+        )
+        + error_text("credit-reason", errs.get("reason"))
+        + '<button class="secondary" type="submit" id="credit-submit">Credit</button>'
+    )
     return (
-        '<section class="card"><h2>Invoices</h2>'
-        + table(["Number", "Period", "Total", "Status", "Open"], rows)
-        + "</section>"
+        '<h2 style="margin-top:18px">Credit an invoice</h2>'
+        '<p class="muted">An issued invoice cannot change: the ERP records a credit memo applied to it.</p>'
+        + _form(f"{base}/credits", viewer, inner, "credit-form")
     )
 
 
@@ -673,7 +735,7 @@ def engagement_page(
         + _milestones_section(status, viewer, state, base)
         + _exceptions_section(status, viewer, state, base)
         + _contract_section(status, viewer, state, base)
-        + _invoices_section(status)
+        + _invoices_section(status, viewer, state, base)
         + _cancel_section(status, viewer, state.for_("cancel"), base)
     )
     return _shell(f"Engagement {opp}", body, viewer)

@@ -12,6 +12,7 @@
     POST /console/engagements/{opp}/retry           retry the parked step (note)
     POST /console/engagements/{opp}/milestones/{key}/accept   accept a milestone (it is invoiced)
     POST /console/engagements/{opp}/milestones/{key}/waive    waive it (reason)
+    POST /console/engagements/{opp}/credits         credit an issued invoice (invoice, amount, reason)
 
 Pages need a viewer or steward token (anonymous GETs are sent to the login page); every POST
 needs a steward (401 anonymous, 403 viewer) and the session's CSRF token. A rejected change
@@ -342,6 +343,26 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
             f"waive:{key}",
             lambda v, p, rkey: service.waive_milestone(opp, key, v.get("reason", ""), p.user, rkey),
             lambda r: f"Milestone {key} waived: {r or 'it will not be invoiced'}",
+        )
+
+    @router.post("/engagements/{opp}/credits")
+    async def credit_invoice(request: Request, opp: str) -> Response:
+        def done(note) -> str:
+            if note is None:
+                return "Credit accepted"
+            return (
+                f"Credit memo {note.number or note.external_id}: {note.amount} {note.currency} credited on invoice "
+                f"{note.invoice_number or note.invoice_external_id}; it still owes {note.invoice_open_balance}"
+            )
+
+        return await change(
+            request,
+            opp,
+            "credit",
+            lambda v, p, rkey: service.credit_invoice(
+                opp, v.get("invoice", ""), v.get("amount", ""), v.get("reason", ""), p.user, rkey
+            ),
+            done,
         )
 
     return router

@@ -27,7 +27,16 @@ from q2c.delivery.inputs import (
 from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
 from q2c.domain.billing import check_time_entry, invoice_total, time_invoice_lines
 from q2c.domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
-from q2c.engagement.messages import OPEN_EXCEPTION_SAMPLE, InvoiceSummary, PostingResult, TimeExceptionInfo
+from q2c.engagement.messages import (
+    OPEN_EXCEPTION_SAMPLE,
+    CreditMemoActivityInput,
+    CreditMemoActivityResult,
+    CreditNoteSummary,
+    InvoiceSummary,
+    PostingResult,
+    TimeExceptionInfo,
+)
+from q2c.ledger.credits import CreditNotes, LedgerCreditNote
 
 if TYPE_CHECKING:
     from q2c.ledger.store import Ledger
@@ -391,10 +400,24 @@ class DeliveryActivities:
         invoice; the last-invoice fields follow the latest invoice's ERP status (Paid In Full
         included); the customer's unapplied payments (an overpayment) show as a credit.
         Returns one status per invoice, for the workflow's own bookkeeping."""
+        return await self._write_collection(input)
+
+    async def _write_collection(self, input: RefreshPaymentsInput) -> list[PaymentStatus]:
+        """Credit memos: the ERP's `amountRemaining` is already net of what they apply, so the
+        open balance is net; what was paid is the rest of the invoice less its credits
+        (total - credited - remaining), so a credit never shows as money received, whether or
+        not the ERP counts applied credits in an invoice's `amountPaid`."""
         invoice_ids = list(dict.fromkeys(input.invoice_erp_ids))  # an invoice listed twice counts once
         if not invoice_ids:
             return []
         statuses = await self.erp.invoice_payment_status(invoice_ids, as_of=input.as_of)
+        credited = await self.erp.credited_by_invoice(invoice_ids)
+        statuses = [
+            s.model_copy(update={"amount_paid": max(Decimal(0), s.total - credited[s.invoice_erp_id] - s.open_balance)})
+            if credited.get(s.invoice_erp_id)
+            else s
+            for s in statuses
+        ]
         for status in statuses:
             await self._ledger("update_payment", status)
         credit = await self.erp.customer_credit(input.erp_customer_id) if input.erp_customer_id else None
@@ -418,6 +441,64 @@ class DeliveryActivities:
             last_invoice_status=latest.status.value if latest else None,
         )
         return statuses
+
+    # --- credit notes ----------------------------------------------------------------
+    @activity.defn
+    async def credit_invoice(self, input: CreditMemoActivityInput) -> CreditMemoActivityResult:
+        """A steward's credit on an issued invoice: an ERP credit memo applied to it (keyed by
+        the request's external ID, so a retry finds the memo instead of crediting again), the
+        credit note in the ledger, then the CRM's collection totals written again, net of it.
+        The ERP's refusal (more than the invoice still owes, a closed period) is raised as is:
+        the workflow fails the steward's request with the ERP's message, nothing written."""
+        memo = await self.erp.upsert_credit_memo(
+            input.external_id,
+            customer_id=input.erp_customer_id,
+            project_id=input.erp_project_id,
+            invoice_id=input.invoice_erp_id,
+            invoice_number=input.invoice_number,
+            amount=input.amount,
+            currency=input.currency,
+            on=input.credited_on,
+            reason=input.reason,
+        )
+        note = CreditNoteSummary(
+            external_id=input.external_id,
+            erp_id=memo.erp_id,
+            number=memo.number,
+            invoice_external_id=input.invoice_external_id,
+            invoice_number=input.invoice_number,
+            amount=memo.applied.get(input.invoice_erp_id, memo.total),
+            currency=memo.currency or input.currency,
+            reason=input.reason,
+            requested_by=input.requested_by,
+            credited_on=memo.tran_date or input.credited_on,
+        )
+        if self.ledger is not None:
+            row = LedgerCreditNote(
+                external_id=note.external_id,
+                erp_id=note.erp_id,
+                number=note.number,
+                opportunity_id=input.opportunity_id,
+                invoice_external_id=input.invoice_external_id,
+                invoice_erp_id=input.invoice_erp_id,
+                amount=note.amount,
+                currency=note.currency,
+                reason=input.reason[:1000],
+                requested_by=input.requested_by[:200],
+                credited_on=note.credited_on,
+            )
+            await asyncio.to_thread(lambda: CreditNotes(self.ledger.engine).record(row))
+        statuses = await self._write_collection(
+            RefreshPaymentsInput(
+                opportunity_id=input.opportunity_id,
+                invoice_erp_ids=input.invoice_erp_ids or [input.invoice_erp_id],
+                as_of=input.credited_on,
+                erp_customer_id=input.erp_customer_id,
+            )
+        )
+        mine = next((s for s in statuses if s.invoice_erp_id == input.invoice_erp_id), None)
+        note.invoice_open_balance = mine.open_balance if mine else None
+        return CreditMemoActivityResult(note=note, statuses=statuses)
 
     # --- closure ---------------------------------------------------------------------
     @activity.defn
@@ -444,6 +525,7 @@ class DeliveryActivities:
             self.write_off_exceptions,
             self.issue_invoice,
             self.refresh_payments,
+            self.credit_invoice,
             self.close_erp_project,
             self.close_psa_workspace,
             self.write_crm_status,

@@ -8,7 +8,7 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from q2c.domain.delivery import InvoiceStatus
+from q2c.domain.delivery import InvoiceStatus, PaymentStatus
 from q2c.domain.engagement import Engagement
 from q2c.domain.project import PsaWorkspace, Subsidiary
 from q2c.domain.stage import EngagementStage
@@ -109,14 +109,20 @@ class InvoiceSummary(BaseModel):
     amount_paid: Decimal = Decimal(0)
     open_balance: Decimal = Decimal(0)
     days_overdue: int = 0
+    credited: Decimal = Decimal(0)  # credit memos applied to it (the invoice itself never changes)
 
 
 class EngagementTotals(BaseModel):
     posted_minutes: int = 0
     posted_entries: int = 0
-    billed: Decimal = Decimal(0)
+    billed: Decimal = Decimal(0)  # invoices as issued (gross); net billed is billed - credited
     collected: Decimal = Decimal(0)
     currency: str | None = None
+    credited: Decimal = Decimal(0)  # credit memos q2c applied to the engagement's invoices
+
+    @property
+    def net_billed(self) -> Decimal:
+        return self.billed - self.credited
 
 
 class EngagementStatus(BaseModel):
@@ -160,9 +166,14 @@ class EngagementStatus(BaseModel):
     final_posting_done: bool = False
     unbilled_after_final: bool = False  # time posted after the final period's invoice: bill it
     recent_update_ids: list[str] = Field(default_factory=list)  # the latest applied (bounded)
+    credit_notes: list[CreditNoteSummary] = Field(default_factory=list)
 
     def invoice(self, external_id: str) -> InvoiceSummary | None:
         return next((i for i in self.invoices if i.external_id == external_id), None)
+
+    def invoice_named(self, name: str) -> InvoiceSummary | None:
+        """By external ID, or by the ERP's number (what a steward reads on the invoice)."""
+        return self.invoice(name) or next((i for i in self.invoices if name and i.number == name), None)
 
 
 class EngagementSummary(BaseModel):
@@ -324,6 +335,56 @@ class WriteOffResult(BaseModel):
     psa_ids: list[str] = Field(default_factory=list)  # a sample (at most OPEN_EXCEPTION_SAMPLE)
     not_open: list[str] = Field(default_factory=list)
     open_remaining: int = 0
+
+
+class CreditInvoiceInput(BaseModel):
+    """`credit_invoice`: credit part or all of an issued invoice (an ERP credit memo applied to
+    it). `invoice` is its external ID (or ERP number); `amount` what to credit."""
+
+    invoice: str
+    amount: Decimal
+    reason: str
+    requested_by: str = "steward"
+
+
+class CreditNoteSummary(BaseModel):
+    """A credit memo q2c raised: on which invoice, how much, why, and the invoice after it."""
+
+    external_id: str  # cm-<request>: the same request names the same memo
+    erp_id: str | None = None
+    number: str | None = None
+    invoice_external_id: str
+    invoice_number: str | None = None
+    amount: Decimal
+    currency: str
+    reason: str = ""
+    requested_by: str = ""
+    credited_on: date | None = None
+    invoice_open_balance: Decimal | None = None  # what the invoice still owes after the credit
+
+
+class CreditMemoActivityInput(BaseModel):
+    """`DeliveryActivities.credit_invoice`: the memo to make, and every invoice of the
+    engagement (the CRM's collection totals are written again, net of the credit)."""
+
+    opportunity_id: str
+    external_id: str
+    invoice_external_id: str
+    invoice_erp_id: str
+    invoice_number: str | None = None
+    erp_customer_id: str
+    erp_project_id: str | None = None
+    amount: Decimal
+    currency: str
+    reason: str
+    requested_by: str
+    credited_on: date
+    invoice_erp_ids: list[str] = Field(default_factory=list)
+
+
+class CreditMemoActivityResult(BaseModel):
+    note: CreditNoteSummary
+    statuses: list[PaymentStatus] = Field(default_factory=list)  # every invoice, as refreshed
 
 
 EngagementStatus.model_rebuild()

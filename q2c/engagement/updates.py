@@ -42,6 +42,8 @@ from q2c.engagement.messages import (
     Amendment,
     CancelInput,
     ContractVersion,
+    CreditInvoiceInput,
+    CreditNoteSummary,
     CustomerPatch,
     InvoiceSummary,
     PostingResult,
@@ -64,6 +66,7 @@ RETRY = "retry"
 WRITE_OFF_EXCEPTIONS = "write_off_exceptions"
 ACCEPT_MILESTONE = "accept_milestone"
 WAIVE_MILESTONE = "waive_milestone"
+CREDIT_INVOICE = "credit_invoice"
 UPDATE_ID_PREFIX = "q2c-"
 
 
@@ -236,3 +239,8 @@ async def accept_milestone(client: Client, opportunity_id: str, request: AcceptM
 async def waive_milestone(client: Client, opportunity_id: str, request: WaiveMilestoneInput, **kw) -> UpdateOutcome:
     """A milestone that will not be invoiced, decided with a reason (result: str)."""
     return await run_update(client, opportunity_id, WAIVE_MILESTONE, request, result_type=str, **kw)
+
+
+async def credit_invoice(client: Client, opportunity_id: str, request: CreditInvoiceInput, **kw) -> UpdateOutcome:
+    """Credit all or part of an issued invoice (result: CreditNoteSummary)."""
+    return await run_update(client, opportunity_id, CREDIT_INVOICE, request, result_type=CreditNoteSummary, **kw)

@@ -15,9 +15,13 @@ the period close, is judged on what they did.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from q2c.delivery.activities import DeliveryActivities
     from q2c.delivery.inputs import CloseSystemsInput
     from q2c.delivery.workflow import Delivery, continue_as_new_versioning
     from q2c.domain.stage import EngagementStage
@@ -29,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
         CancelInput,
         CloseInput,
         ContractVersion,
+        CreditInvoiceInput,
+        CreditMemoActivityInput,
+        CreditNoteSummary,
         CrmChangedInput,
         CustomerPatch,
         EngagementInput,
@@ -53,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from q2c.provisioning.inputs import FetchEngagementInput, WriteBackInput, WriteCustomerInput
     from q2c.provisioning.workflow import EngagementCancelled, Provisioning
     from q2c.stewardship.change_orders import amendment_from_crm
+    from q2c.vendors.netsuite.finance_mapping import credit_memo_external_id
 
 DELIVERY_STAGES = {EngagementStage.ACTIVE, EngagementStage.COLLECTING}
 RECENT_UPDATE_IDS = 50  # remembered across continue-as-new, so a retried request applies once
@@ -324,6 +332,112 @@ class EngagementWorkflow:
             last_invoiced_period_end=max(ends) if ends else None,
             last_posted_date=st.last_posted_date,
         )
+
+    @workflow.update(name="credit_invoice")
+    async def credit_invoice(self, input: CreditInvoiceInput) -> CreditNoteSummary:
+        """A steward credits all or part of an issued invoice (NetSuite corrects an issued
+        invoice with a credit memo applied to it, never by editing it). The memo's external ID
+        comes from this Update's ID, so the same request retried, redelivered or sent again
+        after continue-as-new credits once. An ERP refusal fails this Update with the ERP's
+        message (nothing was credited), not the engagement."""
+        async with self._steps.door:
+            reject(self._credit_issues(input))
+            st = self._status
+            inv = st.invoice_named(input.invoice.strip())
+            info = workflow.current_update_info()
+            external_id = credit_memo_external_id(info.id if info else str(workflow.uuid4()))
+            done = next((c for c in st.credit_notes if c.external_id == external_id), None)
+            if done is not None:
+                return done
+            try:
+                result = await self._credit_in_erp(input, inv, external_id)
+            except ActivityError as err:
+                cause = err.cause
+                message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                reject_one("amount" if "amount" in message.lower() else "erp", f"the ERP refused: {message[:500]}")
+            note = result.note
+            by_id = {s.invoice_erp_id: s for s in result.statuses}
+            for i in st.invoices:
+                s = by_id.get(i.erp_id)
+                if s is not None:
+                    i.status, i.amount_paid, i.open_balance, i.days_overdue = (
+                        s.status,
+                        s.amount_paid,
+                        s.open_balance,
+                        s.days_overdue,
+                    )
+            inv.credited += note.amount
+            st.totals.credited += note.amount
+            st.totals.collected = sum((i.amount_paid for i in st.invoices), Decimal(0))
+            st.credit_notes.append(note)
+            set_details(
+                st,
+                f"Credit memo {note.number or note.external_id}: {note.amount} {note.currency} on invoice "
+                f"{inv.number or inv.external_id} ({note.reason})",
+            )
+            self._applied()
+            return note
+
+    async def _credit_in_erp(self, input: CreditInvoiceInput, inv: InvoiceSummary, external_id: str):
+        st = self._status
+        return await workflow.execute_activity_method(
+            DeliveryActivities.credit_invoice,
+            CreditMemoActivityInput(
+                opportunity_id=st.opportunity_id,
+                external_id=external_id,
+                invoice_external_id=inv.external_id,
+                invoice_erp_id=inv.erp_id,
+                invoice_number=inv.number,
+                erp_customer_id=st.erp_customer_id,
+                erp_project_id=st.erp_project_id,
+                amount=input.amount,
+                currency=inv.currency,
+                reason=input.reason.strip(),
+                requested_by=input.requested_by,
+                credited_on=self._delivery.calendar_today(),
+                invoice_erp_ids=[i.erp_id for i in st.invoices if i.erp_id],
+            ),
+            start_to_close_timeout=VENDOR_TIMEOUT,
+            retry_policy=VENDOR_RETRY,
+            summary=f"ERP: credit memo of {input.amount} {inv.currency} on invoice {inv.number or inv.external_id} "
+            f"(by {input.requested_by}); net totals to the CRM",
+        )
+
+    @credit_invoice.validator
+    def _validate_credit(self, input: CreditInvoiceInput) -> None:
+        self._once()
+        self._require_unparked("credit an invoice")
+        reject(self._credit_issues(input))
+
+    def _credit_issues(self, input: CreditInvoiceInput) -> list[FieldIssue]:
+        """Judged on the state found (the validator's, then again inside the door): the invoice
+        is this engagement's and issued, the amount positive and within what it still owes."""
+        issues: list[FieldIssue] = []
+        inv = self._status.invoice_named(input.invoice.strip())
+        if inv is None:
+            issues.append(
+                FieldIssue(field="invoice", reason=f"{input.invoice[:100]} is not an invoice of this engagement")
+            )
+        elif not inv.erp_id:
+            issues.append(
+                FieldIssue(field="invoice", reason=f"invoice {inv.external_id} has not been issued in the ERP")
+            )
+        if input.amount <= 0:
+            issues.append(FieldIssue(field="amount", reason="the amount to credit must be greater than 0"))
+        elif inv is not None and input.amount > inv.open_balance:
+            issues.append(
+                FieldIssue(
+                    field="amount",
+                    reason=f"{input.amount} exceeds what invoice {inv.number or inv.external_id} still owes "
+                    f"({inv.open_balance} {inv.currency} of {inv.total}, {inv.credited} credited, "
+                    f"{inv.amount_paid} paid)",
+                )
+            )
+        elif inv is not None and input.amount.as_tuple().exponent < -2:
+            issues.append(FieldIssue(field="amount", reason="at most 2 decimal places"))
+        if not input.reason.strip():
+            issues.append(FieldIssue(field="reason", reason="say why the invoice is credited"))
+        return issues
 
     @workflow.update(name="cancel")
     async def cancel(self, input: CancelInput) -> str:

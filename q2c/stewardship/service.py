@@ -19,7 +19,9 @@ apply even when it asks the same thing as an earlier one.
   `replay_exceptions` and `write_off_exceptions` the targeted open exceptions and how often
   each was tried (from the ledger); `accept_milestone` the milestone's state and the pause.
   An amendment, a cancellation or a waiver is named by its input alone: the same change order
-  sent again is the same change order (give a new key to really apply it twice).
+  sent again is the same change order (give a new key to really apply it twice). A credit too:
+  the same invoice, amount and reason again is the same credit note (the ERP memo's external
+  ID is derived from the Update ID, so it is created once); a second, equal credit needs a key.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from temporalio.client import Client
@@ -40,6 +43,7 @@ from q2c.engagement.messages import (
     AcceptMilestoneInput,
     Amendment,
     CancelInput,
+    CreditInvoiceInput,
     CustomerPatch,
     EngagementStatus,
     ReplayExceptionsInput,
@@ -330,6 +334,32 @@ class StewardService:
             updates.waive_milestone,
         )
 
+    async def credit_invoice(
+        self,
+        opportunity_id: str,
+        invoice: object,
+        amount: object,
+        reason: object,
+        user: str,
+        key: RequestKey | None = None,
+    ) -> UpdateOutcome:
+        """Credit all or part of an issued invoice with a reason (an ERP credit memo applied
+        to it); the engagement checks the invoice and the amount against what it still owes."""
+        errors: list[FieldError] = []
+        name = _text(invoice, "invoice", errors, required="name the invoice (its external ID or number)")
+        value = _amount(amount, "amount", errors)
+        text = _text(reason, "reason", errors, required="say why the invoice is credited")
+        if errors:
+            return UpdateOutcome(errors=errors)
+        return await self._send(
+            updates.CREDIT_INVOICE,
+            user,
+            opportunity_id,
+            CreditInvoiceInput(invoice=name, amount=value, reason=text, requested_by=user),
+            key,
+            updates.credit_invoice,
+        )
+
     async def recheck(self, opportunity_id: str, note: str | None, user: str) -> str:
         """A signal, not an Update: re-reading the CRM twice is harmless, so it needs no ID."""
         started = time.monotonic()
@@ -338,6 +368,26 @@ class StewardService:
         )
         await self.audit.arecord(updates.RECHECK, user, opportunity_id, started=started)
         return wf_id
+
+
+def _amount(value: object, field: str, errors: list[FieldError]) -> Decimal:
+    """A money amount as given (a string or a number, never read through float)."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, float):
+        errors.append(FieldError(field, 'send the amount as a string (e.g. "250.00"): money is never read as a float'))
+        return Decimal(0)
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = Decimal(value.strip().replace(",", ""))
+        except InvalidOperation:
+            parsed = None
+        if parsed is not None and parsed.is_finite():
+            return parsed
+    errors.append(FieldError(field, f"'{value if value is not None else ''}' is not an amount (e.g. 250.00)"))
+    return Decimal(0)
 
 
 def _date(value: object, field: str, errors: list[FieldError]) -> date | None:

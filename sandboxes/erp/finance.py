@@ -50,6 +50,23 @@ customerPayment
   unapplied amount stays on the customer's account as a credit until applied or refunded;
   `GET customerPayment?q=customer ANY_OF [id] AND unapplied GREATER 0` lists those payments.
   `overpayment_fields` builds such a payment for one invoice (the sandbox's payment route).
+
+creditMemo (NetSuite "Credit Memo": a transaction that decreases what the customer owes,
+e.g. reversing part of an issued invoice, which itself can no longer change; Oracle's REST
+docs create one from the invoice, `POST invoice/{id}/!transform/creditMemo` with an `apply`
+sublist naming the invoice in `doc`; the record also upserts by `PUT creditMemo/eid:{id}`)
+- `entity` (customer), `createdFrom` (the invoice credited, the customer's), `job` (defaults
+  to the invoice's), `tranDate`, `currency` (the customer's), `item` lines as on an invoice
+  (amount == quantity x rate), at least one; `apply` `{"items": [{"doc": {"id": invoiceId},
+  "apply": true, "amount"}]}`; without an apply sublist the whole total is applied to
+  `createdFrom`, as the transform does. The amounts applied to an invoice may not exceed its
+  `amountRemaining` (400 INVALID_FLD_VALUE on `apply.items[i].amount`: NetSuite refuses to
+  apply more than is due), and in total not the memo's total.
+- system-managed: `tranId` ("CM10001", sequential), `total`, `applied`, `unapplied`
+  (`total` - `applied`, a credit on the account), `status` ("Fully Applied" | "Open"),
+  `subsidiary`. On create each invoice applied to loses the amount from `amountRemaining`
+  (its `amountPaid`, the payments, is unchanged) and is "Paid In Full" at 0. A credit memo
+  cannot be changed afterwards: the same upsert again is a 204 no-op, anything else 400.
 """
 
 from __future__ import annotations
@@ -68,14 +85,22 @@ TRAN_ID_PREFIX = "INV"
 FIRST_TRAN_NUMBER = 10001
 PAID_IN_FULL, OPEN = "Paid In Full", "Open"
 VOIDED = "Voided"  # set only by a user voiding it (sandbox admin route), never by the API
+CREDIT_PREFIX = "CM"
+FULLY_APPLIED = "Fully Applied"
 _DURATION = re.compile(r"^(\d{1,4}):([0-5]\d)$")
 
 # Fields the sandbox computes: dropped from the input, then recomputed or carried over.
-CARRIED = {"timeBill": ("isBilled", "invoice"), "invoice": ("tranId", "amountPaid"), "customerPayment": ()}
+CARRIED = {
+    "timeBill": ("isBilled", "invoice"),
+    "invoice": ("tranId", "amountPaid"),
+    "customerPayment": (),
+    "creditMemo": ("tranId",),
+}
 DERIVED = {
     "timeBill": ("postingPeriod",),
     "invoice": ("postingPeriod", "total", "amountRemaining", "status", "terms", "subsidiary"),
     "customerPayment": ("postingPeriod", "applied", "unapplied", "subsidiary"),
+    "creditMemo": ("postingPeriod", "total", "applied", "unapplied", "status", "subsidiary"),
 }
 # Not compared when deciding whether a write changes anything.
 _BOOKKEEPING = {"id", "externalId", "links", "dateCreated", "lastModifiedDate"}
@@ -436,7 +461,105 @@ def overpayment_fields(inv: dict, payment: Decimal, on: str, memo: str) -> dict:
     return {"customer": inv["entity"], "payment": payment, "tranDate": on, "apply": {"items": lines}, "memo": memo}
 
 
-VALIDATORS = {"timeBill": time_bill, "invoice": invoice, "customerPayment": customer_payment}
+def credited_amount(store: RecordStore, invoice_id: str) -> Decimal:
+    """What credit memos have applied to the invoice (their apply lines naming it)."""
+    total = Decimal(0)
+    for memo in store.all("creditMemo"):
+        for line in (memo.get("apply") or {}).get("items", []):
+            if str(line["doc"]["id"]) == str(invoice_id):
+                total += Decimal(str(line["amount"]))
+    return total
+
+
+def _next_credit_number(store: RecordStore) -> str:
+    numbers = [
+        int(r["tranId"][len(CREDIT_PREFIX) :])
+        for r in store.all("creditMemo")
+        if str(r.get("tranId", "")).startswith(CREDIT_PREFIX) and r["tranId"][len(CREDIT_PREFIX) :].isdigit()
+    ]
+    return f"{CREDIT_PREFIX}{max(numbers, default=FIRST_TRAN_NUMBER - 1) + 1}"
+
+
+def credit_memo(out: dict, store: RecordStore, existing: dict | None, *, strict: bool = True) -> dict:
+    """A credit memo against an issued invoice (see the module doc): lines as on an invoice,
+    applied to the invoice it was created from unless an `apply` sublist says otherwise."""
+    _start("creditMemo", out, existing)
+    customer = _ref_to(out, "entity", "Customer", "customer", store, required=True)
+    source = _ref_to(out, "createdFrom", "Created From", "invoice", store, required=True)
+    if source["entity"]["id"] != customer["id"]:
+        raise invalid("createdFrom", source["id"], f"The invoice is not customer {customer['id']}'s")
+    if out.get("job") in (None, "", {}):
+        out["job"] = source.get("job")
+    job = _ref_to(out, "job", "Project", "job", store)
+    if job is not None and job["parent"]["id"] != customer["id"]:
+        raise invalid("job", job["id"], f"The project does not belong to customer {customer['id']}")
+    on = _required_date(out, "tranDate", "Date")
+    currency = _currency(out, store, customer["currency"]["id"], "customer")
+    out["subsidiary"] = customer["subsidiary"]
+    places = _money_places(currency)
+    raw = out.get("item")
+    lines = _items(raw, "item") if raw not in (None, "") else []
+    if not lines:
+        raise missing("item", "Items (a credit memo needs at least one line)")
+    clean_lines, total = [], Decimal(0)
+    for i, line in enumerate(lines):
+        path = f"item.items[{i}]"
+        if not isinstance(line, dict):
+            raise invalid(path, line)
+        quantity = amount(line.get("quantity"), path + ".quantity", positive=True)
+        rate = amount(line.get("rate"), path + ".rate", positive=True)
+        value = amount(line.get("amount"), path + ".amount", positive=True)
+        expected = (quantity * rate).quantize(places, rounding=ROUND_HALF_UP)
+        if value != expected:
+            raise invalid(path + ".amount", value, f"The amount must be quantity x rate rounded half-up ({expected})")
+        clean = {k: v for k, v in line.items() if k.startswith("custcol_")}
+        clean.update(description=str(line.get("description") or ""), quantity=quantity, rate=rate, amount=value)
+        clean_lines.append(clean)
+        total += value
+    out["item"] = {"items": clean_lines}
+    out["total"] = total
+    raw_apply = out.get("apply")
+    applies = _items(raw_apply, "apply") if raw_apply not in (None, "") else []
+    if not applies:
+        applies = [{"doc": {"id": source["id"]}, "apply": True, "amount": total}]
+    per_invoice: dict[str, Decimal] = defaultdict(Decimal)
+    clean_apply = []
+    for i, line in enumerate(applies):
+        path = f"apply.items[{i}]"
+        if not isinstance(line, dict) or line.get("apply") is False:
+            continue
+        holder = {"doc": line.get("doc")}
+        inv = _ref_to(holder, "doc", "Invoice", "invoice", store, required=True)
+        if inv["entity"]["id"] != customer["id"]:
+            raise invalid(path + ".doc", inv["id"], f"The invoice is not customer {customer['id']}'s")
+        value = amount(line.get("amount"), path + ".amount", positive=True)
+        per_invoice[inv["id"]] += value
+        if strict and inv.get("status") == VOIDED:
+            raise invalid(path + ".doc", inv["id"], f"Invoice {inv.get('tranId')} is voided")
+        if strict and per_invoice[inv["id"]] > remaining_balance(inv):
+            raise invalid(
+                path + ".amount",
+                value,
+                f"The amount applied exceeds the amount remaining on invoice {inv.get('tranId')} "
+                f"({remaining_balance(inv)})",
+            )
+        clean_apply.append({"doc": holder["doc"], "apply": True, "amount": value})
+    applied = sum(per_invoice.values(), Decimal(0))
+    if applied > total:
+        raise invalid("apply", applied, f"The amounts applied ({applied}) exceed the credit memo's total ({total})")
+    out["apply"] = {"items": clean_apply}
+    out["applied"] = applied
+    out["unapplied"] = total - applied
+    out["status"] = FULLY_APPLIED if total == applied else OPEN
+    if strict and "tranId" not in out:
+        out["tranId"] = _next_credit_number(store)
+    for name in ("memo", "otherRefNum"):
+        _text(out, name, name)
+    _period(out, store, on, strict)
+    return out
+
+
+VALIDATORS = {"timeBill": time_bill, "invoice": invoice, "customerPayment": customer_payment, "creditMemo": credit_memo}
 
 
 # --- writes -------------------------------------------------------------------------------
@@ -469,6 +592,10 @@ def unchanged_or_locked(record_type: str, existing: dict, candidate: dict, store
         )
     if record_type == "customerPayment":
         raise NetSuiteError(400, "USER_ERROR", "A recorded customer payment cannot be changed.", None)
+    if record_type == "creditMemo":
+        raise NetSuiteError(
+            400, "USER_ERROR", f"Credit memo {existing.get('tranId')} has been applied and cannot be changed.", None
+        )
     return False
 
 
@@ -494,7 +621,7 @@ def after_write(record_type: str, record_id: int, fields: dict, store: RecordSto
         for line in fields["apply"]["items"]:
             inv = store.get("invoice", line["doc"]["id"])
             paid = Decimal(str(inv.get("amountPaid", 0))) + line["amount"]
-            remaining = Decimal(str(inv["total"])) - paid
+            remaining = Decimal(str(inv["total"])) - paid - credited_amount(store, inv["id"])
             _update(
                 store,
                 "invoice",
@@ -503,3 +630,10 @@ def after_write(record_type: str, record_id: int, fields: dict, store: RecordSto
                 amountRemaining=remaining,
                 status=PAID_IN_FULL if remaining == 0 else OPEN,
             )
+    elif record_type == "creditMemo" and created:
+        # the memo is stored already: what it applies is in credited_amount
+        for line in fields["apply"]["items"]:
+            inv = store.get("invoice", line["doc"]["id"])
+            paid = Decimal(str(inv.get("amountPaid", 0)))
+            remaining = Decimal(str(inv["total"])) - paid - credited_amount(store, inv["id"])
+            _update(store, "invoice", inv, amountRemaining=remaining, status=PAID_IN_FULL if remaining == 0 else OPEN)

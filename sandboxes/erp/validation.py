@@ -34,7 +34,7 @@ from sandboxes.erp.fields import REF_TARGETS, _date, _enum, _items, _ref, _text,
 from sandboxes.erp.store import RecordStore
 
 READ_ONLY_TYPES = ("subsidiary", "currency", "term", "accountingPeriod")
-WRITABLE_TYPES = ("customer", "job", "billingSchedule", "timeBill", "invoice", "customerPayment")
+WRITABLE_TYPES = ("customer", "job", "billingSchedule", "timeBill", "invoice", "customerPayment", "creditMemo")
 RECORD_TYPES = READ_ONLY_TYPES + WRITABLE_TYPES
 
 # Fields a request may carry but that are never stored from the request.
@@ -81,6 +81,7 @@ ALLOWED = {
     "timeBill": {"customer", "employee", "tranDate", "hours", "isBillable", "rate", "memo", "postingPeriod"},
     "invoice": {"entity", "job", "tranDate", "dueDate", "currency", "item", "memo", "otherRefNum", "postingPeriod"},
     "customerPayment": {"customer", "payment", "tranDate", "currency", "apply", "memo", "postingPeriod"},
+    "creditMemo": {"entity", "createdFrom", "job", "tranDate", "currency", "item", "apply", "memo", "otherRefNum"},
 }
 CUSTOM_PREFIX = {
     "customer": "custentity_",
@@ -89,6 +90,7 @@ CUSTOM_PREFIX = {
     "timeBill": "custcol_",
     "invoice": "custbody_",
     "customerPayment": "custbody_",
+    "creditMemo": "custbody_",
 }
 # Project (job) statuses, modelled on NetSuite's default project status list (internal IDs
 # 1..5 are accepted as aliases of the text IDs the sandbox stores and renders).

@@ -27,8 +27,12 @@ from temporalio.exceptions import ApplicationError
 from q2c.domain.delivery import AccountingPeriod, Invoice, PaymentStatus, PostedTime, TimeEntry
 from q2c.vendors.http import REJECTED_TYPE
 from q2c.vendors.netsuite.finance_mapping import (
+    CreditMemoResult,
     TimeBillResult,
     UnappliedPayment,
+    credit_memo_from_record,
+    credit_memo_payload,
+    credit_memos_query,
     invoice_from_record,
     invoice_payload,
     payment_status_from_record,
@@ -198,6 +202,60 @@ class NetSuiteFinanceMixin:
         """The customer's unapplied payments in total (in the customer's currency, the only one
         its payments can be in)."""
         return sum((p.unapplied for p in await self.unapplied_payments(customer_id)), Decimal(0))
+
+    async def upsert_credit_memo(
+        self,
+        external_id: str,
+        *,
+        customer_id: str,
+        project_id: str | None,
+        invoice_id: str,
+        invoice_number: str | None,
+        amount: Decimal,
+        currency: str,
+        on: date,
+        reason: str,
+    ) -> CreditMemoResult:
+        """Credit `amount` of an issued invoice (NetSuite: an issued invoice is corrected by a
+        credit memo applied to it, never edited). Keyed by `external_id`: a memo that exists is
+        returned as the ERP has it, never written again, so a retried request credits once.
+        An amount beyond what the invoice still owes is the ERP's 400 (raised, non-retryable)."""
+        operation = "credit_invoice"
+        existing = await self.get_by_external_id("creditMemo", external_id, expand=True)
+        if existing is None:
+            try:
+                currency_id = await self.currency_id(currency)
+            except MappingError as err:
+                raise mapping_error(operation, err) from err
+            payload = credit_memo_payload(
+                customer_id=customer_id,
+                project_id=project_id,
+                invoice_id=invoice_id,
+                invoice_number=invoice_number,
+                amount=amount,
+                currency_id=currency_id,
+                on=on,
+                reason=reason,
+            )
+            memo_id = await self._upsert("creditMemo", external_id, payload, operation)
+            existing = await self.get_record("creditMemo", memo_id, expand=True)
+        return credit_memo_from_record(existing, await self.currency_code(ref_id(existing.get("currency"))))
+
+    async def credited_by_invoice(self, invoice_ids: list[str]) -> dict[str, Decimal]:
+        """What credit memos created from these invoices apply to each of them (q2c's and any
+        a user made in the ERP): one filtered list call, then one GET per memo."""
+        if not invoice_ids:
+            return {}
+        ids = await self.find_ids("creditMemo", credit_memos_query(invoice_ids))
+        records = await _bounded(
+            READ_CONCURRENCY, [(lambda i=i: self.get_record("creditMemo", i, expand=True)) for i in ids]
+        )
+        wanted, credited = set(invoice_ids), {}
+        for record in records:
+            for invoice_id, value in credit_memo_from_record(record, "").applied.items():
+                if invoice_id in wanted:
+                    credited[invoice_id] = credited.get(invoice_id, Decimal(0)) + value
+        return credited
 
     async def close_project(self, project_id: str) -> None:
         """Set the job's status to Closed (`PATCH job/{id}`); closing a closed job is a no-op."""

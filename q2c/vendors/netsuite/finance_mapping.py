@@ -18,6 +18,15 @@ NetSuite facts used here (see sandbox/erp/finance.py for the sandbox's rules):
   applies to is accepted: the unapplied amount stays on the customer's account as a credit
   until it is applied or refunded. The record API finds those payments with
   `q=customer ANY_OF [<id>] AND unapplied GREATER 0`.
+- a `creditMemo` ("a transaction that decreases the amount a customer owes you", NetSuite
+  help: Credit Memo) corrects an issued invoice, which NetSuite no longer lets anyone edit.
+  Oracle's REST docs ("Transforming Records") create it from the invoice with
+  `POST invoice/{id}/!transform/creditMemo` and an `apply` sublist whose `doc` is the invoice;
+  q2c writes the same record by external ID (`PUT creditMemo/eid:cm-...`, an upsert, so a
+  retry finds the memo it made): `entity`, `createdFrom` (the invoice), `job`, `tranDate`,
+  `item` lines and `apply` `{doc, apply: true, amount}`. Applying it lowers the invoice's
+  `amountRemaining`; the memo keeps `total`, `applied`, `unapplied` and its own `tranId`.
+  The record API finds an invoice's memos with `q=createdFrom ANY_OF [<ids>]`.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from q2c.domain.money import entry_amount, is_currency
 from q2c.vendors.netsuite.mapping import quote_q, ref
 
 TIME_BILL_PREFIX = "psa-"
+CREDIT_MEMO_PREFIX = "cm-"
 _DURATION = re.compile(r"^(\d+):([0-5]\d)$")
 
 
@@ -274,4 +284,75 @@ def unapplied_payment_from_record(record: dict, currency: str) -> UnappliedPayme
         unapplied=unapplied,
         currency=currency,
         applied_to=[str(ref_id(line.get("doc"))) for line in lines if ref_id(line.get("doc"))],
+    )
+
+
+class CreditMemoResult(BaseModel):
+    """A credit memo as the ERP holds it: what it credits, and to which invoices it applies."""
+
+    external_id: str
+    erp_id: str
+    number: str | None = None
+    total: Decimal
+    applied: dict[str, Decimal] = Field(default_factory=dict)  # invoice internal ID -> amount applied
+    currency: str
+    created_from: str | None = None  # the invoice's internal ID
+    tran_date: date | None = None
+    memo: str = ""
+
+
+def credit_memo_external_id(update_id: str) -> str:
+    """The memo's external ID from the request that asked for it (the Update ID): the same
+    request, retried or redelivered, names the same memo, so it is created once."""
+    return f"{CREDIT_MEMO_PREFIX}{update_id.removeprefix('q2c-')[:40]}"
+
+
+def credit_memo_payload(
+    *,
+    customer_id: str,
+    project_id: str | None,
+    invoice_id: str,
+    invoice_number: str | None,
+    amount: Decimal,
+    currency_id: str,
+    on: date,
+    reason: str,
+) -> dict:
+    """One line for the credited amount, applied in full to the invoice it was created from."""
+    label = f"Credit on invoice {invoice_number or invoice_id}: {reason}"
+    payload: dict = {
+        "entity": ref(customer_id),
+        "createdFrom": ref(invoice_id),
+        "tranDate": on.isoformat(),
+        "currency": ref(currency_id),
+        "item": {"items": [{"description": label[:4000], "quantity": Decimal(1), "rate": amount, "amount": amount}]},
+        "apply": {"items": [{"doc": ref(invoice_id), "apply": True, "amount": amount}]},
+        "memo": label[:999],
+    }
+    if project_id:
+        payload["job"] = ref(project_id)
+    return payload
+
+
+def credit_memos_query(invoice_ids: list[str]) -> str:
+    return f"createdFrom ANY_OF [{', '.join(invoice_ids)}]"
+
+
+def credit_memo_from_record(record: dict, currency: str) -> CreditMemoResult:
+    applied: dict[str, Decimal] = {}
+    for line in (record.get("apply") or {}).get("items", []):
+        doc = ref_id(line.get("doc"))
+        if doc and line.get("apply", True):
+            applied[doc] = applied.get(doc, Decimal(0)) + dec(line.get("amount"))
+    on = record.get("tranDate")
+    return CreditMemoResult(
+        external_id=str(record.get("externalId") or ""),
+        erp_id=str(record["id"]),
+        number=record.get("tranId"),
+        total=dec(record.get("total")),
+        applied=applied,
+        currency=currency,
+        created_from=ref_id(record.get("createdFrom")),
+        tran_date=date.fromisoformat(on) if on else None,
+        memo=record.get("memo") or "",
     )
