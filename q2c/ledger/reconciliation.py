@@ -116,7 +116,7 @@ class ReconStore:
 
     # --- runs ------------------------------------------------------------------------------
     def begin_run(self, run_id: str, trigger: str) -> ReconRun:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             row = s.get(ReconRun, run_id)
             if row is None:
                 row = ReconRun(run_id=run_id, trigger=trigger)
@@ -126,7 +126,7 @@ class ReconStore:
             return row
 
     def add_started(self, run_id: str, seen: int, started: list[str]) -> None:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             row = s.get(ReconRun, run_id)
             if row is None:
                 return
@@ -139,7 +139,7 @@ class ReconStore:
 
     def finish_run(self, run_id: str, *, engagements_checked: int, vendor_calls: int) -> ReconRun:
         counts = self.outcome_counts(run_id)
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             row = s.get(ReconRun, run_id)
             row.finished_at = utcnow()
             row.status = "finished"
@@ -154,11 +154,11 @@ class ReconStore:
             return row
 
     def get_run(self, run_id: str) -> ReconRun | None:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             return s.get(ReconRun, run_id)
 
     def runs(self, limit: int = 20) -> list[ReconRun]:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             return list(s.exec(select(ReconRun).order_by(ReconRun.started_at.desc()).limit(limit)).all())
 
     def latest_run(self) -> ReconRun | None:
@@ -169,7 +169,7 @@ class ReconStore:
     def record_differences(self, run_id: str, opportunity_id: str | None, rows: list[ReconDifference]) -> None:
         """Replace this run's rows for the engagement (None: the run-wide orphan check), so an
         activity retried after a crash leaves one set."""
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             old = s.exec(
                 select(ReconDifference).where(
                     ReconDifference.run_id == run_id,
@@ -187,14 +187,14 @@ class ReconStore:
             s.commit()
 
     def differences(self, run_id: str, opportunity_id: str | None = None) -> list[ReconDifference]:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             stmt = select(ReconDifference).where(ReconDifference.run_id == run_id)
             if opportunity_id:
                 stmt = stmt.where(ReconDifference.opportunity_id == opportunity_id)
             return list(s.exec(stmt.order_by(ReconDifference.id)).all())
 
     def outcome_counts(self, run_id: str) -> dict[str, int]:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             rows = s.exec(
                 select(ReconDifference.outcome, func.count())
                 .where(ReconDifference.run_id == run_id)
@@ -213,7 +213,7 @@ class ReconStore:
     # --- steward tasks -------------------------------------------------------------------------
     def raise_task(self, key: str, *, run_id: str, opportunity_id: str | None, kind: str, message: str, record: str):
         """Open the task, or find the one a previous night opened (its message refreshed)."""
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             row = s.get(ReconTask, key)
             if row is None:
                 row = ReconTask(
@@ -234,11 +234,11 @@ class ReconStore:
             return row
 
     def get_task(self, key: str) -> ReconTask | None:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             return s.get(ReconTask, key)
 
     def tasks(self, status: str | None = TASK_OPEN, opportunity_id: str | None = None) -> list[ReconTask]:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             stmt = select(ReconTask)
             if status:
                 stmt = stmt.where(ReconTask.status == status)
@@ -247,7 +247,7 @@ class ReconStore:
             return list(s.exec(stmt.order_by(ReconTask.created_at, ReconTask.key)).all())
 
     def resolve_task(self, key: str, by: str) -> bool:
-        with Session(self.engine) as s:
+        with Session(self.engine, expire_on_commit=False) as s:
             row = s.get(ReconTask, key)
             if row is None or row.status != TASK_OPEN:
                 return False

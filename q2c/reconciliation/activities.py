@@ -24,10 +24,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.exceptions import ApplicationError
 
 from q2c.domain.billing import billing_periods
 from q2c.domain.engagement import BillingModel
+from q2c.domain.project import PsaWorkspace
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.client import (
     EngagementNotAnswering,
@@ -36,6 +38,7 @@ from q2c.engagement.client import (
     get_status,
     start_engagement,
 )
+from q2c.engagement.messages import EngagementStatus
 from q2c.ledger.models import EXCEPTION_OPEN
 from q2c.ledger.reconciliation import ReconDifference, ReconStore
 from q2c.reconciliation import checks
@@ -147,15 +150,39 @@ class ReconciliationActivities:
     # --- 2. and 3. checks and safe repair ----------------------------------------------------
     async def _snapshot(self, opp: str) -> checks.Snapshot | str:
         """Everything the checks compare, or why the engagement cannot be checked now."""
-        try:
-            status = await get_status(activity.client(), opp)
-        except (EngagementNotFound, EngagementNotAnswering) as err:
-            return str(err)
-        if status.erp_project_id is None or status.engagement is None:
-            return f"not provisioned yet ({status.stage.value})"
-        engagement = status.engagement
+        client = activity.client()
+        ran = await describe_status(client, opp)
+        if ran is None:
+            return "no engagement"
+        if ran == WorkflowExecutionStatus.COMPLETED:
+            # an ended engagement: its facts from the systems themselves (no query, which would
+            # replay its whole last run on this worker)
+            engagement = await self.crm.get_engagement(opp)
+            job = await self.erp.get_by_external_id("job", opp)
+            if job is None:
+                return "ended without an ERP project"
+            found = await self.psa.find_workspace(opp)
+            status = EngagementStatus(
+                opportunity_id=opp,
+                stage=EngagementStage.CLOSED,
+                engagement=engagement,
+                erp_project_id=str(job["id"]),
+                psa_workspace=PsaWorkspace(workspace_id=str(found["id"]), title=found.get("title") or "")
+                if found
+                else None,
+                next_period_index=len(billing_periods(engagement.start_date, engagement.end_date)),
+                final_posting_done=True,
+            )
+        else:
+            try:
+                status = await get_status(client, opp)
+            except (EngagementNotFound, EngagementNotAnswering, WorkflowQueryFailedError) as err:
+                return str(err)
+            if status.erp_project_id is None or status.engagement is None:
+                return f"not provisioned yet ({status.stage.value})"
+            engagement = status.engagement
+            job = await self.erp.get_record("job", status.erp_project_id)
         crm = await self.crm.get_record("Opportunity", opp)
-        job = await self.erp.get_record("job", status.erp_project_id)
         project = str(job["id"])
         invoice_ids = await self.erp.find_ids("invoice", f"job ANY_OF [{project}]")
         bill_ids = await self.erp.find_ids("timeBill", f"customer ANY_OF [{project}]")
@@ -270,11 +297,12 @@ class ReconciliationActivities:
                 result.skipped.append(f"{opp}: {snap}")
                 continue
             rows = [await self._act(input.run_id, opp, f) for f in checks.check(snap)]
+            outcomes = [row.outcome for row in rows]
             await asyncio.to_thread(self.recon.record_differences, input.run_id, opp, rows)
             result.checked += 1
             result.differences += len(rows)
-            for row in rows:
-                setattr(result, row.outcome, getattr(result, row.outcome) + 1)
+            for outcome in outcomes:
+                setattr(result, outcome, getattr(result, outcome) + 1)
             activity.heartbeat(f"checked {result.checked} of {len(input.opportunity_ids)}")
         return result
 
@@ -303,10 +331,11 @@ class ReconciliationActivities:
                 finding.explained = True
                 finding.explanation = f"steward task {finding.task_key} is open for it (raised by an earlier run)"
             rows.append(await self._act(input.run_id, eid, finding))
+        outcomes = [row.outcome for row in rows]
         await asyncio.to_thread(self.recon.record_differences, input.run_id, None, rows)
         result = CheckResult(differences=len(rows))
-        for row in rows:
-            setattr(result, row.outcome, getattr(result, row.outcome) + 1)
+        for outcome in outcomes:
+            setattr(result, outcome, getattr(result, outcome) + 1)
         return result
 
     # --- 4. the report ---------------------------------------------------------------------------

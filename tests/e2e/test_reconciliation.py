@@ -203,6 +203,13 @@ async def quarter(recon):
                 voided = ffs.invoices[0]
                 r = httpx.post(f"{s.erp.url}/__sandbox/invoices/{voided.erp_id}/void", timeout=10)
                 assert r.status_code == 200 and r.json()["status"] == "Voided"
+                # a delivery lead reopens the closed PSA project and approves a forgotten week
+                await psa._write(
+                    "PUT",
+                    f"workspaces/{tm1.psa_workspace.workspace_id}.json",
+                    {"workspace": {"status": "active"}},
+                    "hand edit: reopen workspace",
+                )
                 late = await psa.generate_time(
                     tm1.psa_workspace.workspace_id,
                     start=date(2027, 2, 22),
