@@ -413,6 +413,7 @@ class FiguresSource:
         self._lock = asyncio.Lock()
         self._last: Snapshot | None = None
         self._last_at = float("-inf")
+        self._task: asyncio.Task | None = None
 
     def ledger(self) -> Ledger:
         if self._ledger is None:
@@ -422,10 +423,28 @@ class FiguresSource:
             self._ledger.create_all()
         return self._ledger
 
+    async def _refresh(self) -> Snapshot:
+        ledger = await asyncio.to_thread(self.ledger)
+        snap = await snapshot(await self.get_client(), ledger, self.contract_values)
+        self._last, self._last_at = snap, time.monotonic()
+        return snap
+
     async def get(self, max_age: float = 5.0) -> Snapshot:
-        async with self._lock:
-            if self._last is None or time.monotonic() - self._last_at > max_age:
-                ledger = await asyncio.to_thread(self.ledger)
-                self._last = await snapshot(await self.get_client(), ledger, self.contract_values)
-                self._last_at = time.monotonic()
-            return self._last
+        """The snapshot, at most `max_age` old when there is none yet; after that, stale while
+        revalidating: a page answers at once from the last snapshot while the next one is read
+        in the background (the visibility listing of thousands of engagements takes seconds
+        on a small server; a page view must not wait for it)."""
+        if self._last is None:
+            async with self._lock:
+                if self._last is None:
+                    return await self._refresh()
+        if time.monotonic() - self._last_at > max_age and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._refresh_quietly())
+        return self._last
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            async with self._lock:
+                await self._refresh()
+        except Exception:  # the next request tries again; the last snapshot stays
+            pass
