@@ -397,11 +397,16 @@ SYSTEMS = ("crm", "erp", "psa", "temporal")
 
 async def run_doctor(settings: Settings, *, systems: tuple[str, ...] = SYSTEMS, timeout: float = 10.0) -> Report:
     """Every check of every system asked for; the CRM first (the PSA check uses its service lines)."""
+    from q2c.observability.tracing import ensure_tracing, tracer
+
+    ensure_tracing()  # with OTEL_* set, the doctor's vendor calls are traced like the worker's
     report = Report()
     checks = {"crm": check_crm, "erp": check_erp, "psa": check_psa, "temporal": check_temporal}
-    for system in SYSTEMS:
-        if system in systems:
-            await checks[system](settings, report, timeout=timeout)
+    with tracer().start_as_current_span("q2c doctor", attributes={"q2c.doctor.systems": ",".join(systems)}) as span:
+        for system in SYSTEMS:
+            if system in systems:
+                await checks[system](settings, report, timeout=timeout)
+        span.set_attribute("q2c.doctor.ready", report.ready)
     return report
 
 
