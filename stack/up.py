@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The demo runs each month of an engagement in 30 s and checks payments every 10 s, so
 # invoicing and collecting can be watched; set these variables to run real calendar months.
 DEMO_DEFAULTS = {"Q2C_PERIOD_SECONDS": "30", "Q2C_PAYMENT_POLL_SECONDS": "10"}
+# the worker's Prometheus endpoint (the SDK's runtime metrics and q2c's vendor-call metrics)
+DEMO_DEFAULTS["Q2C_METRICS_ADDRESS"] = "127.0.0.1:9464"
 # every credential and secret of the demo, set explicitly here: q2c itself has no defaults
 DEMO_DEFAULTS.update(demo_environment())
 
@@ -234,6 +236,8 @@ q2c is up.
                     (namespace {settings.temporal_namespace}, task queue {settings.task_queue})
   Webhook service   {settings.webhook_base_url}  (Outbound Messages: {settings.outbound_message_url})
   Steward console   {settings.webhook_base_url}/console  (token steward-demo-token, or viewer-demo-token)
+  Operations        {settings.webhook_base_url}/console/operations  (every engagement, KPIs; /console/reconciliation)
+  Metrics           http://{settings.metrics_address}/metrics (worker)   {settings.webhook_base_url}/metrics (business)
   Decoded payloads  sign in to the console, then in the Temporal UI's codec settings (the glasses icon)
                     turn on "Include cross-origin credentials": histories hold ciphertext only
   CRM sandbox       {settings.crm.base_url}  (Salesforce REST, org {settings.crm.organization_id})
