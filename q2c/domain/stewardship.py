@@ -16,7 +16,7 @@ from q2c.domain.customer import Address, Customer
 from q2c.domain.engagement import BillingModel, Engagement, Milestone, RateCardEntry
 from q2c.domain.money import Money, is_currency
 from q2c.domain.project import Subsidiary
-from q2c.domain.validation import PAYMENT_TERMS, FieldIssue
+from q2c.domain.validation import PAYMENT_TERMS, FieldIssue, customer_text_values, length_issue
 
 # Tax ID formats by billing country (ISO 3166-1 alpha-2); other countries: 4-20 letters/digits.
 TAX_ID_FORMATS: dict[str, tuple[str, str]] = {
@@ -25,6 +25,12 @@ TAX_ID_FORMATS: dict[str, tuple[str, str]] = {
     "DE": (r"DE\d{9}", "a German VAT number like DE123456789"),
     "FR": (r"FR[0-9A-Z]{2}\d{9}", "a French VAT number like FR12345678901"),
     "CA": (r"\d{9}(RT\d{4})?", "a Canadian business number like 123456789RT0001"),
+}
+_PATCH_PATHS = {
+    "billing_street": "customer.billing_address.street",
+    "billing_city": "customer.billing_address.city",
+    "billing_state": "customer.billing_address.state",
+    "billing_postal_code": "customer.billing_address.postal_code",
 }
 GENERIC_TAX_ID = (r"[0-9A-Z][0-9A-Z\-]{3,19}", "4-20 letters and digits")
 COUNTRY = re.compile(r"[A-Z]{2}")
@@ -105,6 +111,13 @@ def validate_customer_patch(
                         field="customer.tax_id", reason=f"'{merged.tax_id}' is not valid {where}: expected {example}"
                     )
                 )
+    # a value the ERP cannot hold is refused here, before the Update is accepted (never cut later)
+    for name in given:
+        path = _PATCH_PATHS.get(name, f"customer.{name}")
+        value = customer_text_values(merged).get(path)
+        issue = length_issue(path, value)
+        if issue is not None:
+            issues.append(issue)
     if "currency" in given and not is_currency(merged.currency or ""):
         issues.append(FieldIssue(field="customer.currency", reason=f"'{merged.currency}' is not an ISO 4217 code"))
     if "payment_terms" in given and merged.payment_terms not in PAYMENT_TERMS:

@@ -8,16 +8,46 @@ stays thin.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
 from q2c.domain.billing import rate_issue
+from q2c.domain.customer import Customer
 from q2c.domain.engagement import BillingModel, Engagement
 from q2c.domain.money import is_currency
 from q2c.domain.project import ProjectTemplate, Subsidiary
 
 PAYMENT_TERMS = ("Net 15", "Net 30", "Net 45", "Net 60")
 CLOSED_WON = "Closed Won"
+SHOWN_CHARS = 40  # how much of an over-long value a message quotes (the value itself is never cut)
+
+
+class ErpFieldLimit(NamedTuple):
+    """A text field q2c writes to the ERP and the most characters the ERP accepts in it."""
+
+    field: str  # the canonical field path a steward fixes
+    erp_field: str  # the ERP record and field the value is written to
+    limit: int
+
+
+# The ERP's length limits for every text field q2c writes (the NetSuite connector's payloads in
+# q2c/vendors/netsuite/mapping.py take these values and nothing else). A value that does not fit
+# pauses the engagement for a steward; it is never cut. Sources: NetSuite's customer import field
+# limits (companyName 83, address lines addr1/addr2 150, addressee 83) and its own refusal text
+# ("The field <id> contained more than the maximum number ( N ) of characters allowed.");
+# project (job) companyName is the same entity name field (83). city 50, state 30, zip 36 and
+# vatRegNumber 20 are the lengths the NetSuite address subrecord and Tax Reg. Number field take.
+CUSTOMER_FIELD_LIMITS: tuple[ErpFieldLimit, ...] = (
+    ErpFieldLimit("customer.legal_name", "customer companyName", 83),
+    ErpFieldLimit("customer.tax_id", "customer vatRegNumber", 20),
+    ErpFieldLimit("customer.billing_address.street", "customer address addr1", 150),
+    ErpFieldLimit("customer.billing_address.city", "customer address city", 50),
+    ErpFieldLimit("customer.billing_address.state", "customer address state", 30),
+    ErpFieldLimit("customer.billing_address.postal_code", "customer address zip", 36),
+)
+PROJECT_FIELD_LIMITS: tuple[ErpFieldLimit, ...] = (ErpFieldLimit("opportunity.name", "project (job) companyName", 83),)
+ERP_FIELD_LIMITS = {f.field: f for f in CUSTOMER_FIELD_LIMITS + PROJECT_FIELD_LIMITS}
 
 
 class FieldIssue(BaseModel):
@@ -40,6 +70,59 @@ class ValidationReport(BaseModel):
 
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def shown(value: str) -> str:
+    """An over-long value as a message quotes it: its start, marked as shortened."""
+    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
+
+
+def erp_name(customer: Customer) -> str:
+    """The name the ERP customer gets: the legal name (CRM `Legal_Name__c`, or what a steward
+    supplied), else the account name. Stated once: the mapping writes it, validation checks it."""
+    return (customer.legal_name or customer.name or "").strip()
+
+
+def customer_text_values(c: Customer) -> dict[str, str | None]:
+    """Each customer text value q2c writes to the ERP, by canonical field path (as in ERP_FIELD_LIMITS)."""
+    a = c.billing_address
+    return {
+        "customer.legal_name": erp_name(c),
+        "customer.tax_id": c.tax_id,
+        "customer.billing_address.street": a.street,
+        "customer.billing_address.city": a.city,
+        "customer.billing_address.state": a.state,
+        "customer.billing_address.postal_code": a.postal_code,
+    }
+
+
+def erp_text_values(engagement: Engagement) -> dict[str, str | None]:
+    """Each text value q2c writes to the ERP for an engagement (customer and project)."""
+    return customer_text_values(engagement.customer) | {"opportunity.name": engagement.opportunity_name}
+
+
+def length_issue(field: str, value: str | None) -> FieldIssue | None:
+    """The issue a value that does not fit its ERP field raises: naming the field, the value
+    (shortened in the message only) and the limit; None when it fits or has no limit."""
+    limit = ERP_FIELD_LIMITS.get(field)
+    if limit is None or value is None or len(value) <= limit.limit:
+        return None
+    hint = (
+        ": give a legal name that fits (the CRM account's Legal Name, or supply one as a steward)"
+        if field == "customer.legal_name"
+        else ": shorten it in the CRM"
+    )
+    return FieldIssue(
+        field=field,
+        reason=f"'{shown(value)}' is {len(value)} characters; the ERP's {limit.erp_field} "
+        f"holds at most {limit.limit}{hint}",
+    )
+
+
+def erp_length_issues(engagement: Engagement) -> list[FieldIssue]:
+    """Every value q2c would write to the ERP that is longer than the ERP's field (never cut)."""
+    found = (length_issue(field, value) for field, value in erp_text_values(engagement).items())
+    return [issue for issue in found if issue is not None]
 
 
 def validate_engagement(
@@ -118,6 +201,7 @@ def validate_engagement(
                 )
             )
 
+    issues += erp_length_issues(engagement)
     issues += _billing_issues(engagement)
     return ValidationReport(issues=issues, subsidiary=subsidiary, template=template, subsidiaries=subsidiaries)
 

@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sandboxes.erp.errors import invalid, missing
+from sandboxes.erp.errors import NetSuiteError, invalid, missing
 from sandboxes.erp.store import RecordStore
 
 REF_TARGETS = {
@@ -16,6 +16,37 @@ REF_TARGETS = {
     "parent": "customer",
     "project": "job",
 }
+
+
+# Text field lengths NetSuite enforces on what q2c and people write (customer import field
+# limits: entityId 80, companyName 83, email 64, comments 4000, address addressee/attention 83,
+# addr1/addr2 150; phone 32 as NetSuite's REST refusal states it; city 50, state 30, zip 36;
+# Tax Reg. Number 20). Project (job) names are entity names too: companyName 83.
+MAX_LENGTHS = {
+    "customer": {"companyName": 83, "entityId": 80, "email": 64, "phone": 32, "comments": 4000, "vatRegNumber": 20},
+    "job": {"companyName": 83, "entityId": 80, "comments": 4000},
+    "address": {
+        "addressee": 83,
+        "attention": 83,
+        "addr1": 150,
+        "addr2": 150,
+        "addr3": 150,
+        "addrPhone": 32,
+        "city": 50,
+        "state": 30,
+        "zip": 36,
+    },
+}
+
+
+def too_long(path: str, name: str, limit: int) -> NetSuiteError:
+    """NetSuite's refusal of an over-long text value (it never stores a shortened one)."""
+    return NetSuiteError(
+        400,
+        "USER_ERROR",
+        f"The field {name} contained more than the maximum number ( {limit} ) of characters allowed.",
+        path,
+    )
 
 
 def _text(out: dict, name: str, label: str, *, required: bool = False, max_len: int = 300) -> str | None:
@@ -28,7 +59,7 @@ def _text(out: dict, name: str, label: str, *, required: bool = False, max_len: 
     if not isinstance(value, str):
         raise invalid(name, value, "Expected a string")
     if len(value) > max_len:
-        raise invalid(name, value[:40] + "...", f"Longer than {max_len} characters")
+        raise too_long(name, name, max_len)
     return value
 
 

@@ -9,8 +9,12 @@
   sublists as links unless `expandSubResources=true`; `fields=a,b` for only some fields.
 - `GET /{type}/{id}/{sublist}` -> the sublist's lines (NetSuite's subresource URL).
 - `PATCH /{type}/{id|eid:X}` -> 204 (fields merged; a sublist given replaces the old one).
-- `PUT /{type}/eid:{externalId}` -> upsert: creates, or replaces the record's fields; 204 +
-  `Location`. PUT by internal ID is not offered (NetSuite's PUT is the external-ID upsert).
+  NetSuite (Help: Updating a Record Instance): "Any omitted fields are considered unchanged";
+  a field sent as null is deleted.
+- `PUT /{type}/eid:{externalId}` -> upsert: creates the record, or updates an existing one
+  exactly as PATCH does (fields omitted from the request are kept: NetSuite Help, Using the
+  Upsert Operation: "If the record already exists, it will be updated"); 204 + `Location`.
+  PUT by internal ID is not offered (NetSuite's PUT is the external-ID upsert).
 - A POST/PATCH that would give a second record the same externalId: 400 DUP_RCRD.
 - A record that does not exist (GET, PATCH, or an ID no record can have, such as
   99999999999999999999 or "abc"): 404 NONEXISTENT_ID, on GET and PATCH alike.
@@ -260,13 +264,17 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
         def upsert() -> int:
             with store.lock:
                 existing = store.get_by_eid(record_type, eid)
-                if existing is not None and finance.unchanged_or_locked(record_type, existing, body, store):
-                    return int(existing["id"])
-                fields = validate(record_type, body, store, existing)
                 if existing is None:
+                    fields = validate(record_type, body, store)
                     record_id = store.create(record_type, fields, external_id=eid)
                     finance.after_write(record_type, record_id, fields, store, created=True)
                     return record_id
+                # an update, as PATCH: what the request omits stays as it is
+                merged = {k: v for k, v in existing.items() if k != "externalId"}
+                merged.update(body)
+                if finance.unchanged_or_locked(record_type, existing, merged, store):
+                    return int(existing["id"])
+                fields = validate(record_type, merged, store, existing)
                 store.replace(record_type, int(existing["id"]), fields, eid)
                 finance.after_write(record_type, int(existing["id"]), fields, store, created=False)
                 return int(existing["id"])

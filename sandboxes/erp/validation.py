@@ -10,6 +10,9 @@ A reference to a record that does not exist is INVALID_FLD_VALUE on that field.
 Rules (what NetSuite enforces, reduced to what q2c touches):
 - customer: companyName and subsidiary required; currency defaults to, and must equal,
   the subsidiary's currency; terms must exist if given; address country ISO 3166 alpha-2.
+- text longer than its field (fields.MAX_LENGTHS: companyName 83, addr1 150, phone 32...) is
+  refused with NetSuite's 400 USER_ERROR "The field companyName contained more than the
+  maximum number ( 83 ) of characters allowed.", never stored shortened.
 - job (project): companyName (project name), parent (an existing customer) required;
   subsidiary and currency default to, and must equal, the customer's; startDate <=
   projectedEndDate; jobBillingType in TM | FF | RETAINER; custentity_contract_value >= 0.
@@ -30,7 +33,18 @@ from decimal import Decimal
 
 from sandboxes.erp import finance
 from sandboxes.erp.errors import NetSuiteError, invalid, missing
-from sandboxes.erp.fields import REF_TARGETS, _date, _enum, _items, _ref, _text, amount, job_is_open  # noqa: F401
+from sandboxes.erp.fields import (  # noqa: F401
+    MAX_LENGTHS,
+    REF_TARGETS,
+    _date,
+    _enum,
+    _items,
+    _ref,
+    _text,
+    amount,
+    job_is_open,
+    too_long,
+)
 from sandboxes.erp.store import RecordStore
 
 READ_ONLY_TYPES = ("subsidiary", "currency", "term", "accountingPeriod")
@@ -142,7 +156,8 @@ def validate(record_type: str, fields: dict, store: RecordStore, existing: dict 
 
 
 def _customer(out: dict, store: RecordStore) -> dict:
-    _text(out, "companyName", "Company Name", required=True, max_len=83)
+    limits = MAX_LENGTHS["customer"]
+    _text(out, "companyName", "Company Name", required=True, max_len=limits["companyName"])
     sub = _ref(out, "subsidiary", "Primary Subsidiary", store, required=True)
     currency = _ref(out, "currency", "Currency", store)
     if currency is None:
@@ -155,9 +170,9 @@ def _customer(out: dict, store: RecordStore) -> dict:
             f"The currency must be the base currency of subsidiary {sub['name']} ({expected['symbol']})",
         )
     _ref(out, "terms", "Terms", store)
-    _text(out, "vatRegNumber", "Tax Reg. Number", max_len=20)
+    _text(out, "vatRegNumber", "Tax Reg. Number", max_len=limits["vatRegNumber"])
     for name in ("entityId", "email", "phone", "comments"):
-        _text(out, name, name)
+        _text(out, name, name, max_len=limits[name])
     if "addressBook" in out:
         lines = []
         for i, line in enumerate(_items(out["addressBook"], "addressBook")):
@@ -170,6 +185,12 @@ def _customer(out: dict, store: RecordStore) -> dict:
             if not isinstance(code, str) or not _COUNTRY.match(code):
                 raise invalid(path, code, "Expected an ISO 3166-1 alpha-2 country code")
             addr["country"] = {"id": code}
+            for name, limit in MAX_LENGTHS["address"].items():
+                value = addr.get(name)
+                if value is not None and not isinstance(value, str):
+                    raise invalid(f"addressBook.items[{i}].addressBookAddress.{name}", value, "Expected a string")
+                if isinstance(value, str) and len(value) > limit:
+                    raise too_long(f"addressBook.items[{i}].addressBookAddress.{name}", name, limit)
             lines.append(
                 {
                     "defaultBilling": bool(line.get("defaultBilling", i == 0)),
@@ -183,7 +204,7 @@ def _customer(out: dict, store: RecordStore) -> dict:
 
 
 def _job(out: dict, store: RecordStore) -> dict:
-    _text(out, "companyName", "Project Name", required=True, max_len=83)
+    _text(out, "companyName", "Project Name", required=True, max_len=MAX_LENGTHS["job"]["companyName"])
     parent = _ref(out, "parent", "Customer", store, required=True)
     for name, label in (("subsidiary", "Subsidiary"), ("currency", "Currency")):
         given = _ref(out, name, label, store)
@@ -200,7 +221,7 @@ def _job(out: dict, store: RecordStore) -> dict:
     if out.get("custentity_contract_value") is not None:
         out["custentity_contract_value"] = amount(out["custentity_contract_value"], "custentity_contract_value")
     for name in ("entityId", "comments"):
-        _text(out, name, name)
+        _text(out, name, name, max_len=MAX_LENGTHS["job"][name])
     status = out.get("entityStatus")
     key = status.get("id") if isinstance(status, dict) else status
     key = JOB_STATUS_ALIASES.get(str(key), key) if key not in (None, "") else "IN_PROGRESS"

@@ -5,6 +5,16 @@ NetSuite facts used here:
 - customer: `companyName` (max 83 chars), `subsidiary`, `currency` (the subsidiary's base
   currency), `terms`, `vatRegNumber` (tax ID), `addressBook` lines whose
   `addressBookAddress` holds `addr1/city/state/zip/country`;
+- text longer than a field takes is refused by NetSuite ("The field companyname contained more
+  than the maximum number ( 83 ) of characters allowed."). The limits of every field written
+  here are stated once in q2c/domain/validation.py (ERP_FIELD_LIMITS) and checked while the
+  engagement is validated, so a value that does not fit pauses for a steward; nothing here
+  ever cuts a value (a value that still does not fit is a MappingError, not a shorter write);
+- a customer found by its external ID (linked, or created by an earlier run) is updated with
+  CUSTOMER_OWNED_FIELDS only: NetSuite's upsert (`PUT .../customer/eid:X`) and update (PATCH)
+  leave every field the request omits as it is ("Any omitted fields are considered
+  unchanged", NetSuite Help: Updating a Record Instance; Using the Upsert Operation), so a
+  hand-entered `entityId`, `email`, `phone` or `comments` survives the link;
 - project = `job`: `companyName` is the project name, `parent` the customer, `startDate`,
   `projectedEndDate`, `jobBillingType` (TM | FF | RETAINER), the contract value in the
   custom field `custentity_contract_value`;
@@ -24,13 +34,31 @@ from temporalio.exceptions import ApplicationError
 from q2c.domain.customer import Customer
 from q2c.domain.engagement import BillingModel, Engagement
 from q2c.domain.project import Subsidiary
+from q2c.domain.validation import ERP_FIELD_LIMITS, erp_name, length_issue
 from q2c.vendors.exact_json import dumps_exact, loads_exact  # noqa: F401 (re-exported)
 from q2c.vendors.http import REJECTED_TYPE
 
 RECORD_PATH = "/services/rest/record/v1"
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
-COMPANY_NAME_MAX = 83
+COMPANY_NAME_MAX = ERP_FIELD_LIMITS["customer.legal_name"].limit
 SCHEDULE_NAME_MAX = 100
+
+# The customer fields q2c owns and writes (create and update alike); every other field of an
+# ERP customer (entityId, email, phone, comments, isInactive, custom fields...) belongs to the
+# people who keep the ERP and is never sent, so never changed.
+CUSTOMER_OWNED_FIELDS = ("companyName", "subsidiary", "currency", "terms", "vatRegNumber", "addressBook")
+# The project (job) fields q2c owns; `entityStatus` is set only by closure (`close_project`).
+PROJECT_OWNED_FIELDS = (
+    "companyName",
+    "parent",
+    "subsidiary",
+    "currency",
+    "jobBillingType",
+    "custentity_contract_value",
+    "startDate",
+    "projectedEndDate",
+    "custentity_q2c_service_line",
+)
 
 JOB_BILLING_TYPE = {
     BillingModel.TIME_AND_MATERIALS: "TM",
@@ -116,12 +144,30 @@ def subsidiary_from_record(record: dict, currency_code: str) -> Subsidiary:
 # --- payloads ---------------------------------------------------------------------------
 
 
+def _fits(field: str, value: str | None) -> None:
+    """Refuse (never cut) a value longer than its ERP field; validation pauses before this."""
+    issue = length_issue(field, value)
+    if issue is not None:
+        raise MappingError(issue.field, issue.reason)
+
+
 def customer_payload(customer: Customer, subsidiary: Subsidiary, currency_id: str, terms_id: str | None) -> dict:
-    name = (customer.legal_name or customer.name or "").strip()
+    """The customer fields q2c owns (CUSTOMER_OWNED_FIELDS), for create and update alike."""
+    name = erp_name(customer)
     if not name:
         raise MappingError("legal_name", f"customer {customer.crm_account_id} has no name")
+    a = customer.billing_address
+    for field, value in (
+        ("customer.legal_name", name),
+        ("customer.tax_id", customer.tax_id),
+        ("customer.billing_address.street", a.street),
+        ("customer.billing_address.city", a.city),
+        ("customer.billing_address.state", a.state),
+        ("customer.billing_address.postal_code", a.postal_code),
+    ):
+        _fits(field, value)
     payload: dict = {
-        "companyName": name[:COMPANY_NAME_MAX],
+        "companyName": name,
         "subsidiary": ref(subsidiary.subsidiary_id),
         "currency": ref(currency_id),
     }
@@ -129,7 +175,6 @@ def customer_payload(customer: Customer, subsidiary: Subsidiary, currency_id: st
         payload["terms"] = ref(terms_id)
     if customer.tax_id:
         payload["vatRegNumber"] = customer.tax_id
-    a = customer.billing_address
     if any((a.street, a.city, a.state, a.postal_code, a.country)):
         address = {
             "addr1": a.street,
@@ -148,12 +193,15 @@ def customer_payload(customer: Customer, subsidiary: Subsidiary, currency_id: st
                 }
             ]
         }
+    assert set(payload) <= set(CUSTOMER_OWNED_FIELDS)
     return payload
 
 
 def project_payload(engagement: Engagement, customer_id: str, subsidiary: Subsidiary, currency_id: str) -> dict:
+    """The project (job) fields q2c owns (PROJECT_OWNED_FIELDS)."""
+    _fits("opportunity.name", engagement.opportunity_name)
     payload: dict = {
-        "companyName": engagement.opportunity_name[:COMPANY_NAME_MAX],
+        "companyName": engagement.opportunity_name,
         "parent": ref(customer_id),
         "subsidiary": ref(subsidiary.subsidiary_id),
         "currency": ref(currency_id),
@@ -166,13 +214,15 @@ def project_payload(engagement: Engagement, customer_id: str, subsidiary: Subsid
         payload["projectedEndDate"] = engagement.end_date.isoformat()
     if engagement.service_line:
         payload["custentity_q2c_service_line"] = engagement.service_line
+    assert set(payload) <= set(PROJECT_OWNED_FIELDS)
     return payload
 
 
 def billing_schedule_payload(engagement: Engagement, project_id: str) -> dict:
     model = engagement.billing_model
+    _fits("opportunity.name", engagement.opportunity_name)  # so the schedule name fits its 100 too
     payload: dict = {
-        "name": f"{engagement.opportunity_name} billing"[:SCHEDULE_NAME_MAX],
+        "name": f"{engagement.opportunity_name} billing",
         "project": ref(project_id),
         "scheduleType": SCHEDULE_TYPE[model],
     }
