@@ -296,7 +296,13 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
 
     # --- provisioning -----------------------------------------------------------------------
     async def upsert_customer(self, customer: Customer, subsidiary: Subsidiary) -> str:
-        """Create or update the ERP customer keyed by the CRM account ID; its internal ID."""
+        """Create or update the ERP customer keyed by the CRM account ID; its internal ID.
+
+        One upsert (`PUT customer/eid:<account>`), not a read then a PATCH: NetSuite updates an
+        existing record with the fields sent and keeps every field omitted (Help: "Using the
+        Upsert Operation", "Updating a Record Instance"), and the payload holds only
+        CUSTOMER_OWNED_FIELDS, so linking a customer someone keyed by hand keeps its entityId,
+        email, phone and comments, with no window between a read and a write."""
         operation = "upsert_customer"
         try:
             currency = await self.currency_id(customer.currency or subsidiary.currency)
