@@ -34,6 +34,15 @@ class CrmSettings:
     client_secret: str
     api_version: str
     organization_id: str
+    # Q2C_CRM_MAX_IN_FLIGHT: requests this process keeps in flight at most (0: no cap). Salesforce
+    # counts at most 25 concurrent requests over 20 s per org (shared with every integration);
+    # with requests timing out well under 20 s and 10 in flight q2c never reaches it
+    max_in_flight: int | None = 10
+    # Q2C_CRM_API_USAGE_BACKOFF: when Sforce-Limit-Info reports api-usage at or above this share
+    # of the org's daily limit, q2c stops calling the CRM for Q2C_CRM_API_BACKOFF_SECONDS
+    # (a retryable error; Temporal schedules the retry), leaving the rest to people and others
+    api_usage_backoff: float = 0.9
+    api_backoff_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ class Settings:
     body_timeout_seconds: float = 10.0  # Q2C_BODY_TIMEOUT_SECONDS: the whole body must arrive by then
     header_timeout_seconds: float = 10.0  # Q2C_HEADER_TIMEOUT_SECONDS: request line and headers
     webhook_rate_limit: str = "10/second;300/minute"  # Q2C_WEBHOOK_RATE_LIMIT: per client IP
+    # Q2C_WEBHOOK_CONCURRENCY: notifications of one Outbound Message acted on at once (Temporal
+    # calls in flight); Salesforce gives up on a delivery after 10 s, so 100 must fit well inside
+    webhook_concurrency: int = 32
     # Worker Deployment Versioning: both set, on; neither, unversioned; one alone, the worker refuses to start
     deployment_name: str | None = None  # Q2C_DEPLOYMENT_NAME: the Worker Deployment, e.g. q2c-worker
     build_id: str | None = None  # Q2C_BUILD_ID: this build of it, e.g. the git commit or release tag
@@ -186,6 +198,9 @@ def load_settings() -> Settings:
             client_secret=_env("Q2C_CRM_CLIENT_SECRET", ""),
             api_version=_env("Q2C_CRM_API_VERSION", "v60.0"),
             organization_id=_env("Q2C_CRM_ORG_ID", ""),
+            max_in_flight=int(_env("Q2C_CRM_MAX_IN_FLIGHT", "10")) or None,
+            api_usage_backoff=float(_env("Q2C_CRM_API_USAGE_BACKOFF", "0.9")),
+            api_backoff_seconds=float(_env("Q2C_CRM_API_BACKOFF_SECONDS", "300")),
         ),
         erp=load_erp_settings(erp_port),
         psa=PsaSettings(
@@ -214,6 +229,7 @@ def load_settings() -> Settings:
         body_timeout_seconds=float(_env("Q2C_BODY_TIMEOUT_SECONDS", "10")),
         header_timeout_seconds=float(_env("Q2C_HEADER_TIMEOUT_SECONDS", "10")),
         webhook_rate_limit=_env("Q2C_WEBHOOK_RATE_LIMIT", "10/second;300/minute"),
+        webhook_concurrency=max(1, int(_env("Q2C_WEBHOOK_CONCURRENCY", "32"))),
         deployment_name=_env("Q2C_DEPLOYMENT_NAME", "") or None,
         build_id=_env("Q2C_BUILD_ID", "") or None,
         reconcile_cron=_env("Q2C_RECONCILE_CRON", "0 2 * * *"),

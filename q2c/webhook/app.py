@@ -17,7 +17,13 @@ Two ways in:
   the notification's `StageName`, or read from the CRM when the message does not carry it.
   Any other stage is acknowledged and starts nothing (a running engagement is still told
   `crm_changed`); the log line and the `X-Q2C-Outcome` response header say what was started,
-  restarted (the previous run failed or was terminated), signalled or skipped, and why.
+  restarted (the previous run failed or was terminated), signalled, left unchanged or skipped,
+  and why. Fast path (issue 15: 100 notifications took 24-66 s, past Salesforce's 10 s
+  delivery timeout, so each message was redelivered and re-signalled up to 10 times): the
+  notifications are acted on concurrently (Q2C_WEBHOOK_CONCURRENCY), a running engagement is
+  not signalled when the notification repeats the last one seen (`q2c.ledger.notifications`),
+  and when some notifications fail the others keep their claims, so the redelivery redoes
+  only the failed ones.
 - `POST /webhooks/closed-won`: a JSON event signed per Standard Webhooks, for any CRM
   (or middleware) that can send signed webhooks. Its type is `opportunity.closed_won` only,
   so it starts (or restarts) the engagement and answers whether it did. `Q2C_WEBHOOK_SECRET`
@@ -57,6 +63,7 @@ from temporalio.service import RPCError
 
 from q2c.engagement.client import StartResult, delivery_config, start_engagement, workflow_id_for
 from q2c.ledger.inbound import Claim, InboundLog
+from q2c.ledger.notifications import NotificationLog
 from q2c.observability.metrics import count_duplicates
 from q2c.settings import OUTBOUND_PATH, Settings, load_settings, refuse_unless_configured
 from q2c.temporal import connect
@@ -67,6 +74,7 @@ from q2c.webhook.intake import (
     SIGNALLED,
     SKIPPED,
     STARTED,
+    UNCHANGED,
     CrmUnavailable,
     IntakeOutcome,
     crm_stage_lookup,
@@ -189,6 +197,14 @@ class _Inbound:
         self.log = log
         self._lock = asyncio.Lock()
         self._pruned: dict[str, float] = {}
+        self._notifications: NotificationLog | None = None
+
+    async def notifications(self) -> NotificationLog:
+        """The last-seen notification fields per opportunity, in the same ledger."""
+        if self._notifications is None:
+            engine = (await self._get()).engine
+            self._notifications = await asyncio.to_thread(NotificationLog, engine)
+        return self._notifications
 
     async def _get(self) -> InboundLog:
         if self.log is None:
@@ -294,11 +310,13 @@ class _CrmHolder:
 
 def outcome_summary(outcomes: list[IntakeOutcome]) -> dict:
     """started / restarted / signalled / finished workflow ids and the skips with their reasons."""
-    by = {a: [o for o in outcomes if o.action == a] for a in (STARTED, RESTARTED, SIGNALLED, FINISHED, SKIPPED)}
+    actions = (STARTED, RESTARTED, SIGNALLED, UNCHANGED, FINISHED, SKIPPED)
+    by = {a: [o for o in outcomes if o.action == a] for a in actions}
     return {
         "started": [o.workflow_id for o in by[STARTED]],
         "restarted": [{"workflow_id": o.workflow_id, "previous_status": o.previous_status} for o in by[RESTARTED]],
         "signalled": [o.workflow_id for o in by[SIGNALLED]],
+        "unchanged": [o.workflow_id for o in by[UNCHANGED]],
         "finished": [o.workflow_id for o in by[FINISHED]],
         "skipped": [{"opportunity_id": o.opportunity_id, "stage": o.stage, "reason": o.reason} for o in by[SKIPPED]],
         "stages_read_from_crm": sum(1 for o in outcomes if o.stage_from == "crm"),
@@ -417,14 +435,25 @@ def create_app(
                 headers={OUTCOME_HEADER: _outcome_header(summary)},
             )
         todo = OutboundMessage(message.organization_id, message.action_id, fresh)
-        stages = {opp: n.stage_name for opp, n in todo.latest().items()}
+        latest = todo.latest()
+        stages = {opp: n.stage_name for opp, n in latest.items()}
+        claimed = set(claim.new)
+        ids_of = {
+            opp: [n.notification_id for n in fresh if n.record_id == opp and n.notification_id in claimed]
+            for opp in latest
+        }
+        fields = {opp: n.fields for opp, n in latest.items()}
         try:
             temporal = await holder.get()
+            notes = await dedup.notifications()
+            unchanged = await asyncio.to_thread(notes.unchanged, source, fields)
             lookup = crm_stage_lookup(crm_holder.get()) if any(v is None for v in stages.values()) else None
-            outcomes = await take_all(
+            taken = await take_all(
                 temporal,
                 stages,
                 lookup=lookup,
+                concurrency=settings.webhook_concurrency,
+                unchanged=unchanged,
                 task_queue=settings.task_queue,
                 source="salesforce-outbound",
                 delivery=delivery_config(settings),
@@ -437,7 +466,24 @@ def create_app(
         except BaseException:
             await dedup.release(source, claim.new)
             raise
-        await dedup.finish(source, claim.new)
+        failed = {opp: err for opp, err in taken.items() if isinstance(err, BaseException)}
+        outcomes = [o for o in taken.values() if isinstance(o, IntakeOutcome)]
+        done_ids = [i for opp in taken if opp not in failed for i in ids_of[opp]]
+        # what was acted on stays claimed (its redelivery does nothing again); the rest is released
+        await dedup.finish(source, done_ids)
+        await asyncio.to_thread(notes.record, source, {o: fields[o] for o in taken if o not in failed})
+        if failed:
+            await dedup.release(source, [i for opp in failed for i in ids_of[opp]])
+            first = next(iter(failed.values()))
+            if not isinstance(first, (TemporalUnavailable, RPCError, CrmUnavailable)):
+                raise first
+            log.warning(
+                "outbound message partly taken: %d of %d opportunities failed (%s); the rest is kept",
+                len(failed),
+                len(taken),
+                first,
+            )
+            return fault(503, "temporarily unable to accept the message; retry later", code="soapenv:Server")
         count_duplicates("salesforce-outbound", len(claim.done))  # redelivered notifications in a new message
         summary = {**outcome_summary(outcomes), "duplicate_notifications": len(claim.done)}
         _log(

@@ -18,11 +18,34 @@ Vendor facts relied on:
 
 q2c writes only read-only reference fields on the Opportunity (the ERP and PSA own the data;
 the list, with what each one means, is in sandbox/crm/schema.py `Q2C_REFERENCE_FIELDS`).
+
+Bounded load on the org (every integration and every user share its limits):
+- at most `CrmSettings.max_in_flight` requests in flight per process (Q2C_CRM_MAX_IN_FLIGHT,
+  default 10). Salesforce allows 25 concurrent long-running requests (over 20 s) per org; a
+  cap well below it, with a timeout below 20 s (Q2C_HTTP_TIMEOUT_SECONDS, 15), means q2c alone
+  never reaches it. A request waits for a slot at most the timeout, then fails retryable
+  *without being sent*: when the CRM is slow the queue drains instead of growing;
+- `Sforce-Limit-Info: api-usage=used/max` is read on every response; at or above
+  `api_usage_backoff` (Q2C_CRM_API_USAGE_BACKOFF, 0.9) of the daily limit the client sends
+  nothing for `api_backoff_seconds` (Q2C_CRM_API_BACKOFF_SECONDS, 300): each call raises a
+  retryable VendorRateLimited with `next_retry_delay`, so Temporal schedules the retry (the
+  activity sleeps on the server, no worker slot and no tight loop); the first call after the
+  pause is a probe whose header says whether to pause again. The response that crossed the
+  threshold is returned as usual (its write happened);
+- one retry layer, not two: reads are not retried in place by default (`read_retries=0`).
+  The activity's retry policy (1 s doubling to 60 s, a 60 s start-to-close) is the retry
+  layer in the worker, and Salesforce's own redelivery is the one of the webhook. In-place
+  retries (3 x 15 s inside one 60 s attempt) made a slow CRM see each read up to 4 times per
+  attempt, and an attempt abandoned at its timeout left them running while the next attempt
+  started its own: the pile-up of issue 15.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +55,14 @@ from temporalio.exceptions import ApplicationError
 
 from q2c.domain.engagement import Engagement
 from q2c.settings import CrmSettings
-from q2c.vendors.http import READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError
+from q2c.vendors.http import (
+    RATE_LIMITED_TYPE,
+    REJECTED_TYPE,
+    RETRYABLE_TYPE,
+    AuditHook,
+    VendorClient,
+    VendorError,
+)
 from q2c.vendors.salesforce.mapping import (
     ACCOUNT_FIELDS,
     LINE_ITEM_FIELDS,
@@ -80,20 +110,70 @@ class SalesforceClient(VendorClient):
         timeout: float = 15.0,
         audit: AuditHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        read_retries: int = READ_RETRIES,
+        read_retries: int = 0,
     ) -> None:
+        # the cap is this class's (not VendorClient's): a slot is waited for at most `timeout`
         super().__init__(
             settings.base_url, timeout=timeout, audit=audit, transport=transport, read_retries=read_retries
         )
         self.settings = settings
+        self.timeout = timeout
         self.api_path = f"/services/data/{settings.api_version}"
         self.last_limit_info: dict[str, tuple[int, int]] | None = None
+        self._crm_slots = asyncio.Semaphore(settings.max_in_flight) if settings.max_in_flight else None
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        self._paused_until = 0.0  # time.monotonic() before which nothing is sent (api-usage)
         self._client.event_hooks["response"].append(self._capture_limit_info)
 
     async def _capture_limit_info(self, response: httpx.Response) -> None:
         info = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
         if info:
             self.last_limit_info = info
+            used, limit = info.get("api-usage", (0, 0))
+            if limit and used >= self.settings.api_usage_backoff * limit:
+                self._paused_until = time.monotonic() + self.settings.api_backoff_seconds
+
+    async def request(self, method: str, path: str, *, operation: str, **kwargs) -> httpx.Response:
+        """`VendorClient.request` under the CRM's in-flight cap and its api-usage pause."""
+        self._raise_if_paused(operation)
+        if self._crm_slots is None:
+            return await self._counted(method, path, operation, kwargs)
+        try:
+            await asyncio.wait_for(self._crm_slots.acquire(), timeout=self.timeout)
+        except TimeoutError:
+            raise ApplicationError(
+                f"crm {operation}: not sent, {self.settings.max_in_flight} requests already in flight "
+                f"for {self.timeout:g} s (Q2C_CRM_MAX_IN_FLIGHT)",
+                {"system": self.system, "operation": operation},
+                type=RETRYABLE_TYPE,
+            ) from None
+        try:
+            self._raise_if_paused(operation)  # the pause may have begun while this one queued
+            return await self._counted(method, path, operation, kwargs)
+        finally:
+            self._crm_slots.release()
+
+    async def _counted(self, method: str, path: str, operation: str, kwargs: dict) -> httpx.Response:
+        self.in_flight += 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+        try:
+            return await super().request(method, path, operation=operation, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+    def _raise_if_paused(self, operation: str) -> None:
+        wait = self._paused_until - time.monotonic()
+        if wait <= 0:
+            return
+        used, limit = self.api_usage or (0, 0)
+        raise ApplicationError(
+            f"crm {operation}: not sent, the org's API usage is {used}/{limit} (at or above "
+            f"{self.settings.api_usage_backoff:.0%}, Q2C_CRM_API_USAGE_BACKOFF): pausing {wait:.0f} s",
+            {"system": self.system, "operation": operation, "api_usage": [used, limit]},
+            type=RATE_LIMITED_TYPE,
+            next_retry_delay=timedelta(seconds=max(1.0, wait)),
+        )
 
     @property
     def api_usage(self) -> tuple[int, int] | None:
