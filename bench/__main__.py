@@ -1,4 +1,5 @@
 """`python -m bench [--engagements 200] [--entries 100] [--latency-ms 20] [--concurrency-limit 5] [--keep]`
+`python -m bench activation [--deals 100] [--rate 5] [--burst] [--keep]` (see bench/activation.py)
 
 Starts its own Temporal dev server, sandboxes and worker on free ports, runs the month-end
 spike (see bench/month_end.py), prints the figures and the checks, stops everything.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from bench.month_end import BenchOptions, run_month_end
 from bench.report import render
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     # retried; the SDK logs each one with a traceback. The retries are counted from the
     # histories instead (see bench/actions.py).
     logging.getLogger("temporalio").setLevel(logging.ERROR)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["activation"]:  # the activation benchmark; no subcommand: month-end, as before
+        from bench.activation import main as activation
+
+        return activation(argv[1:])
     opts = parse(argv)
 
     def log(message: str) -> None:
