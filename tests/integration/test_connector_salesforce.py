@@ -487,3 +487,59 @@ async def test_soql_quote_round_trips_through_the_sandbox(client):
         f"SELECT Id FROM Account WHERE Name = {soql_quote(chr(79) + chr(39) + 'Brien ' + chr(92) + ' Partners')}"
     )
     assert [r["Id"] for r in found] == [new_id]
+
+
+# --- bounded load on the org (issue 15) --------------------------------------------------------
+
+
+async def test_in_flight_cap_keeps_requests_under_the_orgs_concurrency_limit(sf, faults):
+    """The sandbox answers 429 beyond 2 requests in flight; a client capped at 2 never sees one."""
+    import asyncio
+    import dataclasses
+
+    faults(concurrency_limit=2, latency_ms=150, path_prefix="/services/data")
+    c = SalesforceClient(dataclasses.replace(sf.settings, max_in_flight=2))
+    try:
+        records = await asyncio.gather(*(c.get_record("Account", S.ACME_ACCOUNT_ID) for _ in range(8)))
+    finally:
+        await c.aclose()
+    assert len(records) == 8 and c.max_in_flight_seen == 2
+    counters = httpx.get(f"{sf.url}/__sandbox/faults").json()["counters"]
+    assert counters["concurrency_rejections"] == 0
+
+
+async def test_api_usage_over_the_threshold_pauses_with_a_retryable_delay(sf):
+    """Sforce-Limit-Info at 95% of the daily limit: the answer is returned, then nothing is sent
+    for the pause; each call raises a retryable error whose next_retry_delay Temporal honours."""
+    import dataclasses
+
+    usage = httpx.get(f"{sf.url}/__sandbox/api-usage").json()
+    httpx.put(f"{sf.url}/__sandbox/api-usage", json={"used": int(usage["limit"] * 0.95)})
+    c = SalesforceClient(dataclasses.replace(sf.settings, api_usage_backoff=0.9, api_backoff_seconds=120))
+    try:
+        record = await c.get_record("Account", S.ACME_ACCOUNT_ID)  # crosses the threshold: still answered
+        assert record["Id"].startswith(S.ACME_ACCOUNT_ID[:15])
+        used = httpx.get(f"{sf.url}/__sandbox/api-usage").json()["used"]
+        with pytest.raises(ApplicationError) as info:
+            await c.get_record("Account", S.ACME_ACCOUNT_ID)
+        assert httpx.get(f"{sf.url}/__sandbox/api-usage").json()["used"] == used  # nothing was sent
+    finally:
+        await c.aclose()
+        httpx.put(f"{sf.url}/__sandbox/api-usage", json={"used": usage["used"]})
+    err = info.value
+    assert err.type == RATE_LIMITED_TYPE and not err.non_retryable
+    assert 100 <= err.next_retry_delay.total_seconds() <= 120
+    assert "Q2C_CRM_API_USAGE_BACKOFF" in str(err)
+
+
+async def test_reads_are_not_retried_in_place(sf, faults):
+    """One retry layer: a failed read is the activity's to retry (one request, not four)."""
+    faults(error_rate=1.0, path_prefix="/services/data")
+    c = SalesforceClient(sf.settings)
+    try:
+        with pytest.raises(ApplicationError) as info:
+            await c.get_record("Account", S.ACME_ACCOUNT_ID)
+    finally:
+        await c.aclose()
+    assert info.value.type == RETRYABLE_TYPE
+    assert httpx.get(f"{sf.url}/__sandbox/faults").json()["counters"]["injected_errors"] == 1
