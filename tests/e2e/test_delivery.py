@@ -213,6 +213,7 @@ async def test_new_rate_applies_from_its_effective_date(fresh_ts_stack, crm_clie
     assert Decimal(str(invoice["total"])) == Decimal("2441.25")
 
 
+@pytest.mark.slow  # ~5 min: runs in make test's second process, beside the rest
 async def test_three_year_engagement_keeps_every_run_small(fresh_ts_stack, crm_client, psa_client):
     deal = await create_deal(crm_client, start="2027-01-01", end="2029-12-31")
     status, first_run = await _start_run(

@@ -195,10 +195,12 @@ async def test_metrics_match_the_sandboxes_after_a_small_run(obs, active_deal):
         system = re.search(r'system="([^"]+)"', labels).group(1)
         outcome = re.search(r'outcome="([^"]+)"', labels).group(1)
         scraped[(system, outcome)] = int(value)
-    # ERP and PSA are called by the worker alone; this test process also calls the CRM itself
-    # (creating deals, reading them) on the same meter, so there the audit is a lower bound
-    assert {k: v for k, v in scraped.items() if k[0] != "crm"} == {k: v for k, v in audited.items() if k[0] != "crm"}
-    assert scraped[("crm", "ok")] >= audited[("crm", "ok")]
+    # The meter is the process's: in a worker process it counts that worker's calls alone, but
+    # this test process also runs other tests' session-scoped workers (payment polls go on in
+    # the background) and calls the CRM itself, so here this stack's audit is a lower bound for
+    # every system and outcome it saw, and every kind of call the audit holds is counted.
+    assert set(audited) <= set(scraped), (audited, scraped)
+    assert all(scraped[k] >= n for k, n in audited.items()), (audited, scraped)
     latency_count = sum(_samples(worker, "q2c_vendor_call_latency_count").values())
     assert latency_count == sum(scraped.values())
 
