@@ -11,13 +11,12 @@ engagements or of open dashboards.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from q2c.console.operations_pages import filter_engagements, kpi_page, overview_page
 from q2c.console.pages import Viewer, message_page
+from q2c.console.responses import html_page, to_login
 from q2c.observability.web import figures_source
 from q2c.stewardship.queue import temporal_ui_link
 
@@ -26,22 +25,12 @@ def build_router(app: FastAPI, auth, settings, get_client) -> APIRouter:
     router = APIRouter(prefix="/console/operations", include_in_schema=False)
     source = figures_source(app, settings, get_client)
 
-    def html(content: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(
-            content,
-            status_code=status,
-            headers={
-                "Cache-Control": "no-store",
-                "X-Frame-Options": "DENY",
-                "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
-            },
-        )
+    html = html_page  # the console's security headers, stated once (q2c.console.responses)
 
     def viewer(request: Request) -> Viewer | Response:
         p = auth.principal(request)
         if p is None:
-            target = str(request.url.path) + ("?" + request.url.query if request.url.query else "")
-            return RedirectResponse(f"/console/login?next={quote(target)}", status_code=303)
+            return to_login(request)
         return Viewer(user=p.user, role=p.role.value, can_change=p.can_change, csrf=auth.csrf_token(p))
 
     async def snap_or_error(v: Viewer):

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from temporalio.client import Client
 
 from q2c.console.auth import Authenticator, require_viewer
 from q2c.console.html import esc, hidden, page
+from q2c.console.responses import html_page, to_login
 from q2c.settings import Settings
 
 
@@ -47,22 +48,13 @@ def build_router(settings: Settings, auth: Authenticator, get_client: Callable[[
         base = settings.temporal_ui_url.rstrip("/")
         return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{quote(workflow_id)}"
 
-    def html(content: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(
-            content,
-            status_code=status,
-            headers={
-                "Cache-Control": "no-store",
-                "X-Frame-Options": "DENY",
-                "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
-            },
-        )
+    html = html_page  # the console's security headers, stated once (q2c.console.responses)
 
     @router.get("/console/reconciliation")
     async def reconciliation_page(request: Request, run: str | None = None, opp: str | None = None) -> Response:
         p = auth.principal(request)
         if p is None:
-            return RedirectResponse("/console/login?next=/console/reconciliation", status_code=303)
+            return to_login(request)
         s = store()
         chosen = s.get_run(run) if run else s.latest_run()
         schedule = ""

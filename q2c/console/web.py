@@ -29,10 +29,11 @@ import re
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from q2c.console.auth import SESSION_COOKIE, Authenticator, Principal
 from q2c.console.pages import FormState, Viewer, engagement_page, login_page, message_page, queue_page
+from q2c.console.responses import html_page, to_login
 from q2c.engagement.client import EngagementNotAnswering, EngagementNotFound
 from q2c.engagement.updates import UpdateOutcome, replay_text, write_off_text
 from q2c.stewardship.forms import compact_rows, errors_by_field
@@ -80,24 +81,12 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
     def viewer_of(p: Principal) -> Viewer:
         return Viewer(user=p.user, role=p.role.value, can_change=p.can_change, csrf=auth.csrf_token(p))
 
-    def html(content: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(
-            content,
-            status_code=status,
-            headers={
-                "Cache-Control": "no-store",
-                "X-Frame-Options": "DENY",
-                "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
-            },
-        )
+    html = html_page  # the console's security headers, stated once (q2c.console.responses)
 
     def page_guard(request: Request) -> Principal | Response:
         p = auth.principal(request)
         if p is None:
-            return RedirectResponse(
-                f"/console/login?next={quote(str(request.url.path) + ('?' + request.url.query if request.url.query else ''))}",  # noqa: E501
-                status_code=303,
-            )
+            return to_login(request)
         return p
 
     async def change_guard(request: Request, values: dict[str, str]) -> Principal | Response:
