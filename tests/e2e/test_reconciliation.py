@@ -371,3 +371,18 @@ async def test_quarter_books_agree_to_the_minute_and_the_cent(quarter, recon):
         f"{q['first'].explained} explained, {q['first'].unexplained} unexplained) in {q['first_seconds']:.1f}s, "
         f"{q['first'].vendor_calls / max(1, q['first'].engagements_checked):.1f} vendor calls per engagement"
     )
+
+
+async def test_quarter_the_console_shows_the_run_and_the_voided_invoice_task(quarter, recon):
+    """What a finance lead sees after the night's run: the latest run's figures, the steward
+    task for the voided invoice, and sign-in required for anyone else."""
+    from tests.conftest import VIEWER_TOKEN
+
+    q = quarter
+    async with httpx.AsyncClient(base_url=recon.settings.webhook_base_url, timeout=30) as http:
+        anonymous = await http.get("/console/reconciliation", follow_redirects=False)
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/console/login?next=")
+        page = await http.get("/console/reconciliation", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+    assert page.status_code == 200 and page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert f"{q['second'].differences} differences, {q['second'].unexplained} unexplained" in page.text
+    assert q["voided"].number in page.text  # the open task names the voided invoice
