@@ -47,9 +47,12 @@ async def paying_customer(erp_url: str, customer_id: str):
     stop = asyncio.Event()
 
     async def pay() -> None:
-        async with httpx.AsyncClient(base_url=erp_url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=erp_url, timeout=30) as http:
             while not stop.is_set():
-                records = (await http.get("/__sandbox/records/invoice")).json()["items"]
+                try:
+                    records = (await http.get("/__sandbox/records/invoice")).json()["items"]
+                except httpx.TimeoutException:  # a busy machine (the slow run beside the rest): ask again
+                    continue
                 for inv in records:
                     if (
                         str(inv.get("entity", {}).get("id")) == str(customer_id)
@@ -59,7 +62,7 @@ async def paying_customer(erp_url: str, customer_id: str):
                             "/__sandbox/payments", json={"invoice_id": inv["id"], "date": inv["tranDate"]}
                         )
                         assert r.status_code < 300, r.text
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)  # whole-list reads: every 50 ms was a long pole on 2 cores
 
     task = asyncio.create_task(pay())
     try:

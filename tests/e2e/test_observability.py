@@ -18,8 +18,10 @@ import pytest_asyncio
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from temporalio.testing import WorkflowEnvironment
 
 from q2c.domain.stage import EngagementStage
+from q2c.engagement.search_attributes import ensure_search_attributes
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
 from q2c.observability.metrics import runtime_with_prometheus
@@ -32,6 +34,7 @@ from stack.demo_env import DEMO_OUTBOUND_PATH_SECRET
 from tests.deals import create_deal
 from tests.engagement_helpers import wait_for_stage
 from tests.fixtures.stack import Stack, q2c_settings, running_worker
+from tests.fixtures.temporal import _binary, converter_under_test
 
 EXPORTER = InMemorySpanExporter()
 
@@ -44,8 +47,17 @@ class ObsStack(Stack):
 
 
 @pytest_asyncio.fixture(scope="module")
-async def obs(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_factory):
+async def obs(make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_factory):
+    """A Temporal dev server of its own: the business figures count every engagement of the
+    namespace (as in production), so other tests' engagements must not be in it."""
     setup_tracing("q2c-test", span_processors=[SimpleSpanProcessor(EXPORTER)])
+    env = await WorkflowEnvironment.start_local(
+        data_converter=converter_under_test(),
+        dev_server_existing_path=_binary("temporal"),
+        dev_server_log_level="error",
+        ui=False,
+    )
+    await ensure_search_attributes(env.client)
     webhook_port = free_port()
     crm = make_crm_sandbox(outbound_url=f"http://127.0.0.1:{webhook_port}{OUTBOUND_PATH}/{DEMO_OUTBOUND_PATH_SECRET}")
     settings = q2c_settings(
@@ -53,7 +65,7 @@ async def obs(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_fact
         erp_url=erp_sandbox.url,
         psa_url=psa_sandbox.url,
         state_dir=tmp_path_factory.mktemp("q2c-obs"),
-        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_address=env.client.service_client.config.target_host,
         webhook_port=webhook_port,
     )
     metrics_address = f"127.0.0.1:{free_port()}"
@@ -77,6 +89,7 @@ async def obs(dev_env, make_crm_sandbox, erp_sandbox, psa_sandbox, tmp_path_fact
     finally:
         webhook.stop()
         ledger.dispose()
+        await env.shutdown()
 
 
 async def _closed_won_deal(obs: ObsStack):
