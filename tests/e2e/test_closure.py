@@ -204,6 +204,18 @@ async def test_fixed_fee_end_with_open_milestones_waits_for_the_pmo_then_closes(
 # --- 6. late approved time: billed in the grace window, else written off ------------------
 
 
+async def _paid_in_erp(stack, opp: str, timeout: float = 60) -> None:
+    """Every invoice of the engagement fully paid in the ERP (the test payer polls the list)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        invoices = [r for r in stack.erp.records("invoice") if (r.get("externalId") or "").startswith(f"inv-{opp}-")]
+        if invoices and all(Decimal(str(r.get("amountRemaining", "0"))) == 0 for r in invoices):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not paid within {timeout}s: {invoices}")
+        await asyncio.sleep(0.1)
+
+
 async def test_late_time_in_the_grace_window_is_billed_and_unpostable_time_is_written_off(fresh_ts_stack, crm_client):
     stack = fresh_ts_stack
     deal = await create_deal(crm_client, start="2027-01-01", end="2027-02-28")
@@ -214,6 +226,7 @@ async def test_late_time_in_the_grace_window_is_billed_and_unpostable_time_is_wr
     async with paying_customer(stack.erp.url, status.erp_customer_id):
         await skip_to(stack, midnight(date(2027, 2, 2)))
         await wait_until(stack, opp, lambda s: s.invoices, "January invoiced")
+        await _paid_in_erp(stack, opp)  # the customer paid January before finance closes it
 
     with closed_period(stack.erp.url, "Jan 2027"):  # finance closed January's books after invoicing
         await skip_to(stack, midnight(date(2027, 3, 1)) + timedelta(hours=1))

@@ -29,7 +29,7 @@ from tests.e2e.test_console_browser import browser as browser  # noqa: F401 (the
 from tests.engagement_helpers import wait_for_stage
 from tests.fixtures.console import STEWARD_TOKEN
 from tests.fixtures.stack import q2c_settings, running_worker
-from tests.fixtures.temporal import _binary, converter_under_test
+from tests.fixtures.temporal import STARTUP_TIMEOUT, _binary, converter_under_test
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / ".state" / "screenshots" / "temporal-ui-decoded.png"
 
@@ -41,6 +41,7 @@ async def ui_stack(crm_sandbox, erp_sandbox, psa_sandbox, tmp_path):
         data_converter=converter_under_test(),
         dev_server_existing_path=_binary("temporal"),
         dev_server_log_level="error",
+        dev_server_startup_timeout=STARTUP_TIMEOUT,
         ui=True,
         ui_port=ui_port,
         dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{service_port}/codec"],
