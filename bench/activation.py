@@ -40,7 +40,7 @@ import httpx
 
 from bench.actions import DEFINITION, ActionCount, count_actions
 from bench.ceiling import run_ceiling
-from bench.deals import ACCOUNT_FIELDS, RATE_CARD, RATE_HOURS
+from bench.deals import open_tm_deal
 from bench.ledger_stats import calls_by_operation, last_call_id
 from bench.stack import BenchStack, bench_stack
 from q2c.engagement.client import workflow_id_for
@@ -149,36 +149,10 @@ def _start_webhook(stack: BenchStack):
 
 
 async def _open_deal(crm: SalesforceClient, label: str, start: date, end: date) -> str:
-    tag = uuid.uuid4().hex[:6]
-    account_id = await crm.create_record("Account", {"Name": f"Activation Client {label} {tag}", **ACCOUNT_FIELDS})
-    opportunity_id = await crm.create_record(
-        "Opportunity",
-        {
-            "Name": f"Activation benchmark {label} {tag}",
-            "AccountId": account_id,
-            "StageName": "Negotiation/Review",
-            "CloseDate": start.isoformat(),
-            "CurrencyIsoCode": "USD",
-            "Service_Line__c": "Data & Analytics",
-            "Billing_Model__c": "Time and Materials",
-            "Start_Date__c": start.isoformat(),
-            "End_Date__c": end.isoformat(),
-            "Amount": 120000,
-        },
+    deal = await open_tm_deal(
+        crm, start=start, end=end, label=label, kind="Activation benchmark", account="Activation Client"
     )
-    for role, rate in RATE_CARD.items():
-        await crm.create_record(
-            "OpportunityLineItem",
-            {
-                "OpportunityId": opportunity_id,
-                "Name": role,
-                "Line_Type__c": "Rate",
-                "Role__c": role,
-                "Quantity": RATE_HOURS[role],
-                "UnitPrice": int(rate),
-            },
-        )
-    return opportunity_id
+    return deal.opportunity_id
 
 
 async def _open_deals(crm: SalesforceClient, count: int, prefix: str) -> list[str]:

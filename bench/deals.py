@@ -42,11 +42,20 @@ class Deal:
     name: str
 
 
-async def create_tm_deal(crm: SalesforceClient, *, start: date, end: date, label: str) -> Deal:
-    """Account, Negotiation/Review opportunity with rate lines, then Closed Won."""
+async def open_tm_deal(
+    crm: SalesforceClient,
+    *,
+    start: date,
+    end: date,
+    label: str,
+    kind: str = "Month-end benchmark",
+    account: str = "Month-End Client",
+) -> Deal:
+    """Account and a Negotiation/Review opportunity with rate lines, not yet won: the caller
+    closes it (at once for the month-end spike, on its own clock for the activation benchmark)."""
     tag = uuid.uuid4().hex[:6]
-    account_id = await crm.create_record("Account", {"Name": f"Month-End Client {label} {tag}", **ACCOUNT_FIELDS})
-    name = f"Month-end benchmark {label} {tag}"
+    account_id = await crm.create_record("Account", {"Name": f"{account} {label} {tag}", **ACCOUNT_FIELDS})
+    name = f"{kind} {label} {tag}"
     opportunity_id = await crm.create_record(
         "Opportunity",
         {
@@ -74,8 +83,14 @@ async def create_tm_deal(crm: SalesforceClient, *, start: date, end: date, label
                 "UnitPrice": int(rate),
             },
         )
-    await crm.set_opportunity_stage(opportunity_id, "Closed Won")
     return Deal(account_id=account_id, opportunity_id=opportunity_id, name=name)
+
+
+async def create_tm_deal(crm: SalesforceClient, *, start: date, end: date, label: str) -> Deal:
+    """Account, Negotiation/Review opportunity with rate lines, then Closed Won."""
+    deal = await open_tm_deal(crm, start=start, end=end, label=label)
+    await crm.set_opportunity_stage(deal.opportunity_id, "Closed Won")
+    return deal
 
 
 async def create_deals(
