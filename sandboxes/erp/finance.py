@@ -409,6 +409,39 @@ def _time_bills(value: object, job: dict, store: RecordStore, invoice_id: str | 
     return result
 
 
+def _apply_lines(
+    lines: list, customer: dict, store: RecordStore, *, strict: bool, credit: bool
+) -> tuple[list[dict], Decimal]:
+    """The `apply` sublist of a customer payment or a credit memo, checked the same way for
+    both: each line names an invoice of this customer, and (strict) the amounts applied to one
+    invoice never exceed what it still owes. A credit memo also skips lines marked
+    `apply: false` (NetSuite lists every open invoice and flags the applied ones) and cannot be
+    applied to a voided invoice. Returns the clean lines and the total applied."""
+    per_invoice: dict[str, Decimal] = defaultdict(Decimal)
+    clean: list[dict] = []
+    for i, line in enumerate(lines):
+        path = f"apply.items[{i}]"
+        if credit and (not isinstance(line, dict) or line.get("apply") is False):
+            continue
+        holder = {"doc": line.get("doc") if isinstance(line, dict) else None}
+        inv = _ref_to(holder, "doc", "Invoice", "invoice", store, required=True)
+        if inv["entity"]["id"] != customer["id"]:
+            raise invalid(path + ".doc", inv["id"], f"The invoice is not customer {customer['id']}'s")
+        value = amount(line.get("amount"), path + ".amount", positive=True)
+        per_invoice[inv["id"]] += value
+        if credit and strict and inv.get("status") == VOIDED:
+            raise invalid(path + ".doc", inv["id"], f"Invoice {inv.get('tranId')} is voided")
+        if strict and per_invoice[inv["id"]] > remaining_balance(inv):
+            raise invalid(
+                path + ".amount",
+                value,
+                f"The amount applied exceeds the amount remaining on invoice {inv.get('tranId')} "
+                f"({remaining_balance(inv)})",
+            )
+        clean.append({"doc": holder["doc"], "apply": True, "amount": value})
+    return clean, sum(per_invoice.values(), Decimal(0))
+
+
 def customer_payment(out: dict, store: RecordStore, existing: dict | None, *, strict: bool = True) -> dict:
     _start("customerPayment", out, existing)
     customer = _ref_to(out, "customer", "Customer", "customer", store, required=True)
@@ -421,26 +454,7 @@ def customer_payment(out: dict, store: RecordStore, existing: dict | None, *, st
     out["subsidiary"] = customer["subsidiary"]
     raw = out.get("apply")
     lines = _items(raw, "apply") if raw not in (None, "") else []
-    per_invoice: dict[str, Decimal] = defaultdict(Decimal)
-    clean = []
-    for i, line in enumerate(lines):
-        path = f"apply.items[{i}]"
-        doc = line.get("doc") if isinstance(line, dict) else None
-        holder = {"doc": doc}
-        inv = _ref_to(holder, "doc", "Invoice", "invoice", store, required=True)
-        if inv["entity"]["id"] != customer["id"]:
-            raise invalid(path + ".doc", inv["id"], f"The invoice is not customer {customer['id']}'s")
-        value = amount(line.get("amount"), path + ".amount", positive=True)
-        per_invoice[inv["id"]] += value
-        if strict and per_invoice[inv["id"]] > remaining_balance(inv):
-            raise invalid(
-                path + ".amount",
-                value,
-                f"The amount applied exceeds the amount remaining on invoice {inv.get('tranId')} "
-                f"({remaining_balance(inv)})",
-            )
-        clean.append({"doc": holder["doc"], "apply": True, "amount": value})
-    applied = sum(per_invoice.values(), Decimal(0))
+    clean, applied = _apply_lines(lines, customer, store, strict=strict, credit=False)
     if applied > payment:
         raise invalid("payment", payment, f"The amounts applied ({applied}) exceed the payment")
     out["apply"] = {"items": clean}
@@ -522,29 +536,7 @@ def credit_memo(out: dict, store: RecordStore, existing: dict | None, *, strict:
     applies = _items(raw_apply, "apply") if raw_apply not in (None, "") else []
     if not applies:
         applies = [{"doc": {"id": source["id"]}, "apply": True, "amount": total}]
-    per_invoice: dict[str, Decimal] = defaultdict(Decimal)
-    clean_apply = []
-    for i, line in enumerate(applies):
-        path = f"apply.items[{i}]"
-        if not isinstance(line, dict) or line.get("apply") is False:
-            continue
-        holder = {"doc": line.get("doc")}
-        inv = _ref_to(holder, "doc", "Invoice", "invoice", store, required=True)
-        if inv["entity"]["id"] != customer["id"]:
-            raise invalid(path + ".doc", inv["id"], f"The invoice is not customer {customer['id']}'s")
-        value = amount(line.get("amount"), path + ".amount", positive=True)
-        per_invoice[inv["id"]] += value
-        if strict and inv.get("status") == VOIDED:
-            raise invalid(path + ".doc", inv["id"], f"Invoice {inv.get('tranId')} is voided")
-        if strict and per_invoice[inv["id"]] > remaining_balance(inv):
-            raise invalid(
-                path + ".amount",
-                value,
-                f"The amount applied exceeds the amount remaining on invoice {inv.get('tranId')} "
-                f"({remaining_balance(inv)})",
-            )
-        clean_apply.append({"doc": holder["doc"], "apply": True, "amount": value})
-    applied = sum(per_invoice.values(), Decimal(0))
+    clean_apply, applied = _apply_lines(applies, customer, store, strict=strict, credit=True)
     if applied > total:
         raise invalid("apply", applied, f"The amounts applied ({applied}) exceed the credit memo's total ({total})")
     out["apply"] = {"items": clean_apply}
