@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         WaiveMilestoneInput,
         WriteOffInput,
         WriteOffResult,
+        take_payment_statuses,
     )
     from q2c.engagement.steps import Steps
     from q2c.engagement.visibility import set_details, set_open_exceptions, set_stage
@@ -499,16 +500,7 @@ class Delivery:
             system="erp",
             operation="read payments",
         )
-        by_id = {s.invoice_erp_id: s for s in statuses}
-        for inv in self.status.invoices:
-            s = by_id.get(inv.erp_id)
-            if s is not None:
-                inv.status, inv.amount_paid, inv.open_balance, inv.days_overdue = (
-                    s.status,
-                    s.amount_paid,
-                    s.open_balance,
-                    s.days_overdue,
-                )
+        take_payment_statuses(self.status.invoices, statuses)
         self.status.totals.collected = sum((i.amount_paid for i in self.status.invoices), Decimal(0))
 
     # --- closure ----------------------------------------------------------------------

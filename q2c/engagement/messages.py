@@ -111,6 +111,23 @@ class InvoiceSummary(BaseModel):
     days_overdue: int = 0
     credited: Decimal = Decimal(0)  # credit memos applied to it (the invoice itself never changes)
 
+    def take_payment_status(self, s: PaymentStatus) -> None:
+        """What the ERP (the system of record for collection) now says about this invoice."""
+        self.status, self.amount_paid, self.open_balance, self.days_overdue = (
+            s.status,
+            s.amount_paid,
+            s.open_balance,
+            s.days_overdue,
+        )
+
+
+def take_payment_statuses(invoices: list[InvoiceSummary], statuses: list[PaymentStatus]) -> None:
+    """Each invoice the ERP reported on takes its status; the others are left as they were."""
+    by_id = {s.invoice_erp_id: s for s in statuses}
+    for inv in invoices:
+        if inv.erp_id in by_id:
+            inv.take_payment_status(by_id[inv.erp_id])
+
 
 class EngagementTotals(BaseModel):
     posted_minutes: int = 0

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         WaiveMilestoneInput,
         WriteOffInput,
         WriteOffResult,
+        take_payment_statuses,
     )
     from q2c.engagement.rejections import reject, reject_one
     from q2c.engagement.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Abandoned, Steps
@@ -356,16 +357,7 @@ class EngagementWorkflow:
                 message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
                 reject_one("amount" if "amount" in message.lower() else "erp", f"the ERP refused: {message[:500]}")
             note = result.note
-            by_id = {s.invoice_erp_id: s for s in result.statuses}
-            for i in st.invoices:
-                s = by_id.get(i.erp_id)
-                if s is not None:
-                    i.status, i.amount_paid, i.open_balance, i.days_overdue = (
-                        s.status,
-                        s.amount_paid,
-                        s.open_balance,
-                        s.days_overdue,
-                    )
+            take_payment_statuses(st.invoices, result.statuses)
             inv.credited += note.amount
             st.totals.credited += note.amount
             st.totals.collected = sum((i.amount_paid for i in st.invoices), Decimal(0))
