@@ -55,8 +55,21 @@ class Engagement(BaseModel):
     rate_card: list[RateCardEntry] = Field(default_factory=list)
     milestones: list[Milestone] = Field(default_factory=list)
     retainer_amount: Decimal | None = None  # per service period
+    # T&M not-to-exceed (CRM Not_To_Exceed__c); None: the contract value is the cap
+    budget_cap: Decimal | None = None
+    # expenses: billable to the client? (CRM Expenses_Billable__c; None: yes for T&M, no for
+    # fixed fee and retainer) and the contract's markup on them (Expense_Markup_Percent__c)
+    expenses_billable: bool | None = None
+    expense_markup_percent: Decimal = Decimal(0)
     stage_name: str | None = None  # CRM stage as read
 
     @property
     def currency(self) -> str:
         return self.contract_value.currency
+
+    @property
+    def bills_expenses(self) -> bool:
+        """Whether approved billable expenses are invoiced to the client."""
+        if self.expenses_billable is not None:
+            return self.expenses_billable
+        return self.billing_model is BillingModel.TIME_AND_MATERIALS

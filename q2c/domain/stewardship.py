@@ -12,6 +12,7 @@ from datetime import date
 from decimal import Decimal
 
 from q2c.domain.billing import rate_issue
+from q2c.domain.budget import cap_issue
 from q2c.domain.customer import Address, Customer
 from q2c.domain.engagement import BillingModel, Engagement, Milestone, RateCardEntry
 from q2c.domain.money import Money, is_currency
@@ -190,10 +191,12 @@ def validate_amendment(
         and amendment.end_date is None
         and not amendment.milestones
         and not amendment.rates
+        and getattr(amendment, "budget_cap", None) is None
     ):
         return [
             FieldIssue(
-                field="amendment", reason="nothing to change: give a contract value, end date, milestones or rates"
+                field="amendment",
+                reason="nothing to change: give a contract value, end date, milestones, rates or a budget cap",
             )
         ]
     if not amendment.reason.strip():
@@ -208,6 +211,16 @@ def validate_amendment(
                     reason=f"{amendment.contract_value} is below what is already billed ({billed})",
                 )
             )
+    new_cap = getattr(amendment, "budget_cap", None)
+    if new_cap is not None:
+        if e.billing_model is not BillingModel.TIME_AND_MATERIALS:
+            issues.append(
+                FieldIssue(field="budget_cap", reason=f"a {e.billing_model.value} engagement has no not-to-exceed cap")
+            )
+        else:
+            problem = cap_issue(new_cap, billed)
+            if problem:
+                issues.append(FieldIssue(field="budget_cap", reason=problem))
     if amendment.end_date is not None:
         if e.start_date and amendment.end_date < e.start_date:
             issues.append(FieldIssue(field="end_date", reason=f"before the start date {e.start_date}"))
@@ -303,9 +316,11 @@ def apply_amendment(engagement: Engagement, amendment, *, version: int) -> Engag
     value = engagement.contract_value
     if amendment.contract_value is not None:
         value = Money(amount=amendment.contract_value, currency=value.currency)
+    cap = getattr(amendment, "budget_cap", None)
     return engagement.model_copy(
         update={
             "contract_value": value,
+            "budget_cap": cap if cap is not None else engagement.budget_cap,
             "end_date": amendment.end_date or engagement.end_date,
             "milestones": milestones,
             "rate_card": rate_card,

@@ -295,6 +295,8 @@ class Amendment(BaseModel):
     rates: list[RateChange] = Field(default_factory=list)
     reason: str = ""
     requested_by: str = "steward"
+    # T&M not-to-exceed, when it differs from the contract value (CRM Not_To_Exceed__c)
+    budget_cap: Decimal | None = None
 
 
 class ContractVersion(BaseModel):

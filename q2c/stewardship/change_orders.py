@@ -18,6 +18,7 @@ def amendment_from_crm(current: Engagement, fresh: Engagement) -> Amendment | No
         fresh.contract_value.amount if fresh.contract_value.amount != current.contract_value.amount else None
     )
     end_date = fresh.end_date if fresh.end_date != current.end_date else None
+    budget_cap = fresh.budget_cap if fresh.budget_cap is not None and fresh.budget_cap != current.budget_cap else None
     known_rates = {(r.role, r.rate, r.effective_from) for r in current.rate_card}
     rates = [
         RateChange(role=r.role, rate=r.rate, effective_from=r.effective_from)
@@ -33,13 +34,14 @@ def amendment_from_crm(current: Engagement, fresh: Engagement) -> Amendment | No
             milestones.append(MilestoneChange(new_key=m.key, name=m.name, amount=m.amount, due_date=m.due_date))
         elif (old.name, old.amount, old.due_date) != (m.name, m.amount, m.due_date):
             milestones.append(MilestoneChange(key=m.key, name=m.name, amount=m.amount, due_date=m.due_date))
-    if contract_value is None and end_date is None and not rates and not milestones:
+    if contract_value is None and end_date is None and not rates and not milestones and budget_cap is None:
         return None
     return Amendment(
         contract_value=contract_value,
         end_date=end_date,
         rates=rates,
         milestones=milestones,
+        budget_cap=budget_cap,
         reason="change order from the CRM",
         requested_by="crm",
     )

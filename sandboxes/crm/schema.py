@@ -149,6 +149,15 @@ SCHEMAS: dict[str, dict[str, FieldDef]] = {
         "Open_Balance__c": _money(),
         "Days_Overdue__c": _number(),
         "Unapplied_Credit__c": _money(),
+        "Not_To_Exceed__c": _money(),
+        "Expenses_Billable__c": _picklist(("Yes", "No"), restricted=True),
+        "Expense_Markup_Percent__c": _number(5, 2),
+        "Amount_Billed__c": _money(),
+        "Amount_Credited__c": _money(),
+        "Net_Billed__c": _money(),
+        "Budget_Used_Percent__c": _number(),
+        "Budget_Held__c": _money(),
+        "Budget_Status__c": _text(255),
         "External_Id__c": _EXT,
         "IsClosed": FieldDef("boolean", createable=False, updateable=False, label="Closed", calculated=True),
         "IsWon": FieldDef("boolean", createable=False, updateable=False, label="Won", calculated=True),
@@ -196,6 +205,12 @@ Q2C_REFERENCE_FIELDS: dict[str, str] = {
     "Amount_Paid__c": "paid on all the engagement's invoices (applied payments; only grows as payments arrive)",
     "Open_Balance__c": "still owed on all the engagement's invoices",
     "Days_Overdue__c": "days past due of the most overdue open invoice (0 when none is overdue)",
+    "Amount_Billed__c": "invoiced on all the engagement's invoices, as issued (before credit memos)",
+    "Amount_Credited__c": "credit memos applied to the engagement's invoices",
+    "Net_Billed__c": "billed less credited",
+    "Budget_Used_Percent__c": "net billed as a whole percent of the not-to-exceed amount (time and materials)",
+    "Budget_Held__c": "posted but not invoiced because it would exceed the not-to-exceed amount, until the PMO decides",
+    "Budget_Status__c": "ok, a warning threshold reached, or at cap with the amount held",
     "Unapplied_Credit__c": (
         "the ERP customer's unapplied payments: money received beyond what it was "
         "applied to (e.g. an overpayment), a credit on the account until applied "

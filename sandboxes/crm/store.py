@@ -237,7 +237,7 @@ class CrmStore:
         )
 
 
-CHANGE_ORDER_FIELDS = ("Amount", "End_Date__c")
+CHANGE_ORDER_FIELDS = ("Amount", "End_Date__c", "Not_To_Exceed__c")
 # parent type -> (child type, reference field) deleted with it
 CASCADE_DELETES: dict[str, tuple[tuple[str, str], ...]] = {
     "Account": (("Opportunity", "AccountId"),),

@@ -5,7 +5,8 @@ Field facts (this org's schema, see sandbox/crm/schema.py):
   CurrencyIsoCode, Payment_Terms__c ("Net 30"...), Billing* address with ISO-2 country.
 - Opportunity: Amount + CurrencyIsoCode (contract value), Billing_Model__c
   ("Time and Materials" | "Fixed Fee" | "Retainer"), Service_Line__c, Start/End_Date__c,
-  Retainer_Amount__c (per month), StageName.
+  Retainer_Amount__c (per month), StageName, Not_To_Exceed__c (T&M cap; blank: Amount),
+  Expenses_Billable__c ("Yes" | "No" | blank: by billing model), Expense_Markup_Percent__c.
 - OpportunityLineItem: Line_Type__c "Rate" (Role__c, UnitPrice = hourly rate,
   Quantity = estimated hours, Effective_From__c), "Milestone" (Name, TotalPrice,
   Milestone_Date__c; the line Id is the milestone key), "Retainer" (UnitPrice per period).
@@ -60,7 +61,11 @@ OPPORTUNITY_READ_FIELDS = (
     "Start_Date__c",
     "End_Date__c",
     "Retainer_Amount__c",
+    "Not_To_Exceed__c",
+    "Expenses_Billable__c",
+    "Expense_Markup_Percent__c",
 )
+EXPENSES_BILLABLE = {"Yes": True, "No": False}  # Expenses_Billable__c; blank: by billing model
 # read-only reference copies of what the ERP and PSA own, written back by the connector
 OPPORTUNITY_WRITE_FIELDS = (
     "ERP_Customer_Id__c",
@@ -76,6 +81,12 @@ OPPORTUNITY_WRITE_FIELDS = (
     "Open_Balance__c",
     "Days_Overdue__c",
     "Unapplied_Credit__c",
+    "Amount_Billed__c",
+    "Amount_Credited__c",
+    "Net_Billed__c",
+    "Budget_Used_Percent__c",
+    "Budget_Held__c",
+    "Budget_Status__c",
 )
 LINE_ITEM_FIELDS = (
     "Id",
@@ -112,6 +123,7 @@ REQUIRED_PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("Opportunity", "StageName"): (STAGE_CLOSED_WON,),
     ("Opportunity", "Billing_Model__c"): tuple(BILLING_MODELS),
     ("OpportunityLineItem", "Line_Type__c"): LINE_TYPES,
+    ("Opportunity", "Expenses_Billable__c"): tuple(EXPENSES_BILLABLE),
     ("Account", "Payment_Terms__c"): PAYMENT_TERMS,
 }
 
@@ -238,7 +250,47 @@ def to_engagement(opportunity: dict[str, Any], account: dict[str, Any], lines: l
         milestones=[line_to_milestone(line) for line in by_type["Milestone"]],
         retainer_amount=retainer,
         stage_name=_text(opportunity.get("StageName")),
+        budget_cap=to_decimal(opportunity.get("Not_To_Exceed__c"), "Not_To_Exceed__c"),
+        expenses_billable=expenses_billable(opportunity.get("Expenses_Billable__c")),
+        expense_markup_percent=to_decimal(opportunity.get("Expense_Markup_Percent__c"), "Expense_Markup_Percent__c")
+        or Decimal(0),
     )
+
+
+def expenses_billable(value: Any) -> bool | None:
+    text = _text(value)
+    if text is None:
+        return None
+    if text not in EXPENSES_BILLABLE:
+        raise CrmMappingError("Expenses_Billable__c", f"'{text}' is not one of {', '.join(EXPENSES_BILLABLE)}")
+    return EXPENSES_BILLABLE[text]
+
+
+def budget_fields(
+    *,
+    billed: Decimal,
+    credited: Decimal,
+    cap: Decimal | None,
+    used_percent: Decimal | None,
+    held: Decimal | None,
+    status: str | None,
+) -> dict[str, Any]:
+    """The Opportunity's billing figures as q2c writes them (one update, with collection):
+    gross billed, credited, net; and for T&M the budget position against the cap."""
+    fields: dict[str, Any] = {
+        "Amount_Billed__c": billed,
+        "Amount_Credited__c": credited,
+        "Net_Billed__c": billed - credited,
+    }
+    if cap is not None:
+        fields.update(
+            {
+                "Budget_Used_Percent__c": used_percent,
+                "Budget_Held__c": held or Decimal(0),
+                "Budget_Status__c": (status or "")[:255],
+            }
+        )
+    return fields
 
 
 def parse_limit_info(header: str | None) -> dict[str, tuple[int, int]]:
