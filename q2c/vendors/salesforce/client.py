@@ -368,6 +368,7 @@ class SalesforceClient(VendorClient):
         last_invoice_amount: Decimal | None = None,
         last_invoice_currency: str | None = None,
         last_invoice_status: str | None = None,
+        extra_fields: dict | None = None,
     ) -> None:
         """Payment status and aging from the ERP, as read-only reference fields, in ONE update
         so the opportunity never shows totals from one ERP read next to the latest invoice's
@@ -383,6 +384,7 @@ class SalesforceClient(VendorClient):
             "Last_Invoice_Status__c": last_invoice_status,
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
+        fields.update(extra_fields or {})  # billed / credited / budget figures, in the same update
         await self.update_record("Opportunity", opportunity_id, fields)
 
     async def write_customer_master(self, account_id: str, patch: dict[str, str]) -> None:
