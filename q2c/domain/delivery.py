@@ -103,6 +103,7 @@ class InvoiceLine(BaseModel):
     rate: Decimal
     amount: Decimal
     time_bill_ids: list[str] = Field(default_factory=list)  # a time line: the ERP timeBills it bills
+    expense_ids: list[str] = Field(default_factory=list)  # an expense line: the ERP expense reports it bills
 
 
 class Invoice(BaseModel):

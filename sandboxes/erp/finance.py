@@ -76,6 +76,7 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+from sandboxes.erp import expenses
 from sandboxes.erp.errors import NetSuiteError, invalid, missing
 from sandboxes.erp.fields import _date, _items, _text, amount, job_is_open
 from sandboxes.erp.periods import period_for, posting_period
@@ -95,12 +96,14 @@ CARRIED = {
     "invoice": ("tranId", "amountPaid"),
     "customerPayment": (),
     "creditMemo": ("tranId",),
+    "expenseReport": ("tranId",),
 }
 DERIVED = {
     "timeBill": ("postingPeriod",),
     "invoice": ("postingPeriod", "total", "amountRemaining", "status", "terms", "subsidiary"),
     "customerPayment": ("postingPeriod", "applied", "unapplied", "subsidiary"),
     "creditMemo": ("postingPeriod", "total", "applied", "unapplied", "status", "subsidiary"),
+    "expenseReport": ("postingPeriod", "total", "status", "custbody_job", "custbody_unbilled"),
 }
 # Not compared when deciding whether a write changes anything.
 _BOOKKEEPING = {"id", "externalId", "links", "dateCreated", "lastModifiedDate"}
@@ -339,9 +342,17 @@ def invoice(out: dict, store: RecordStore, existing: dict | None, *, strict: boo
     places = _money_places(currency)
     raw = out.get("item")
     lines = _items(raw, "item") if raw not in (None, "") else []
-    if not lines:
+    # billable expenses (the expCost sublist, see sandboxes/erp/expenses.py)
+    exp_lines, exp_total = expenses.exp_cost_lines(
+        out.get("expCost"), job, currency, store, existing["id"] if existing else None, strict
+    )
+    if not lines and not exp_lines:
         raise missing("item", "Items (an invoice needs at least one line)")
-    clean_lines, total = [], Decimal(0)
+    if exp_lines:
+        out["expCost"] = {"items": exp_lines}
+    else:
+        out.pop("expCost", None)
+    clean_lines, total = [], exp_total
     for i, line in enumerate(lines):
         path = f"item.items[{i}]"
         if not isinstance(line, dict):
@@ -551,7 +562,13 @@ def credit_memo(out: dict, store: RecordStore, existing: dict | None, *, strict:
     return out
 
 
-VALIDATORS = {"timeBill": time_bill, "invoice": invoice, "customerPayment": customer_payment, "creditMemo": credit_memo}
+VALIDATORS = {
+    "timeBill": time_bill,
+    "invoice": invoice,
+    "customerPayment": customer_payment,
+    "creditMemo": credit_memo,
+    "expenseReport": expenses.expense_report,
+}
 
 
 # --- writes -------------------------------------------------------------------------------
@@ -584,6 +601,10 @@ def unchanged_or_locked(record_type: str, existing: dict, candidate: dict, store
         )
     if record_type == "customerPayment":
         raise NetSuiteError(400, "USER_ERROR", "A recorded customer payment cannot be changed.", None)
+    if record_type == "expenseReport":
+        refusal = expenses.locked(existing, store)
+        if refusal is not None:
+            raise refusal
     if record_type == "creditMemo":
         raise NetSuiteError(
             400, "USER_ERROR", f"Credit memo {existing.get('tranId')} has been applied and cannot be changed.", None
@@ -609,6 +630,7 @@ def after_write(record_type: str, record_id: int, fields: dict, store: RecordSto
             bill = store.get("timeBill", tb_id)
             if bill and not bill.get("isBilled"):
                 _update(store, "timeBill", bill, isBilled=True, invoice={"id": str(record_id)})
+        expenses.mark_billed(record_id, (fields.get("expCost") or {}).get("items", []), store)
     elif record_type == "customerPayment" and created:
         for line in fields["apply"]["items"]:
             inv = store.get("invoice", line["doc"]["id"])

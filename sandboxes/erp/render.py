@@ -26,8 +26,10 @@ RECORD_REF_FIELDS = {
     "timeBill": {"customer": "job", "invoice": "invoice", "postingPeriod": "accountingPeriod"},
     "invoice": {"entity": "customer", "job": "job", "postingPeriod": "accountingPeriod"},
     "customerPayment": {"customer": "customer", "postingPeriod": "accountingPeriod"},
+    "expenseReport": {"expenseReportCurrency": "currency", "postingPeriod": "accountingPeriod", "custbody_job": "job"},
+    "currencyRate": {"baseCurrency": "currency", "transactionCurrency": "currency"},
 }
-SUBLISTS = ("milestone", "item", "apply", "addressBook")
+SUBLISTS = ("milestone", "item", "apply", "addressBook", "expense", "expCost")
 REF_NAME_FIELD = {
     "subsidiary": "name",
     "currency": "name",
@@ -37,6 +39,7 @@ REF_NAME_FIELD = {
     "billingSchedule": "name",
     "accountingPeriod": "periodName",
     "invoice": "tranId",
+    "expenseReport": "tranId",
 }
 COUNTRIES = {
     "US": "United States",

@@ -12,12 +12,16 @@ Fixed IDs others can rely on:
   a legacy project of Acme's.
 - accountingPeriod 1..72: Jan 2025 ... Dec 2030 (see periods.py), closed before Nov 2026;
   seeded on their own, so an older database gains them on its next start.
+- currencyRate 16001...: EUR and GBP to USD and back, effective 2025-01-01, 2026-01-01,
+  2026-11-01, 2027-01-01 and 2027-07-01 (sandboxes/erp/expenses.py `RATES`), likewise
+  seeded on their own.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from sandboxes.erp.expenses import seed_rates
 from sandboxes.erp.periods import seed_periods
 from sandboxes.erp.store import RecordStore
 
@@ -50,6 +54,7 @@ def seed(store: RecordStore) -> bool:
     with store.lock:
         if not store.is_empty():
             seed_periods(store)
+            seed_rates(store)
             return False
         for cid, name, symbol, base, rate in CURRENCIES:
             store.create(
@@ -138,4 +143,5 @@ def seed(store: RecordStore) -> bool:
             record_id=LEGACY_JOB_ID,
         )
         seed_periods(store)
+        seed_rates(store)
         return True

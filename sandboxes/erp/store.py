@@ -3,7 +3,8 @@
 Internal IDs are per record type and start at a type-specific base so that IDs of
 different types never look alike in tests (customer 101..., job 5001..., billing
 schedule 301..., accounting period 1..72, timeBill 7001...,
-invoice 9001..., customerPayment 12001...). (In real NetSuite customers and jobs share the entity ID space; the
+invoice 9001..., customerPayment 12001..., expenseReport 14001..., currencyRate 16001...).
+(In real NetSuite customers and jobs share the entity ID space; the
 point here is only that an ID of the wrong type is never accepted by accident.)
 External IDs are unique per record type (a DB constraint as well as a check).
 All writes happen under one lock so that concurrent upserts of the same external ID
@@ -32,6 +33,8 @@ ID_BASE = {
     "timeBill": 7000,
     "invoice": 9000,
     "customerPayment": 12000,
+    "expenseReport": 14000,
+    "currencyRate": 16000,
 }
 
 

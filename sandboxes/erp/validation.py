@@ -24,6 +24,8 @@ Rules (what NetSuite enforces, reduced to what q2c touches):
   does not name it); `PATCH job/{id} {"entityStatus": {"id": "CLOSED"}}` closes a project.
 - finance records (timeBill, invoice, customerPayment) and accountingPeriod: see
   sandboxes/erp/finance.py and sandboxes/erp/periods.py; field helpers in sandboxes/erp/fields.py.
+- expenseReport, the invoice's expCost sublist and currencyRate (read-only): see
+  sandboxes/erp/expenses.py.
 """
 
 from __future__ import annotations
@@ -47,8 +49,17 @@ from sandboxes.erp.fields import (  # noqa: F401
 )
 from sandboxes.erp.store import RecordStore
 
-READ_ONLY_TYPES = ("subsidiary", "currency", "term", "accountingPeriod")
-WRITABLE_TYPES = ("customer", "job", "billingSchedule", "timeBill", "invoice", "customerPayment", "creditMemo")
+READ_ONLY_TYPES = ("subsidiary", "currency", "term", "accountingPeriod", "currencyRate")
+WRITABLE_TYPES = (
+    "customer",
+    "job",
+    "billingSchedule",
+    "timeBill",
+    "invoice",
+    "customerPayment",
+    "creditMemo",
+    "expenseReport",
+)
 RECORD_TYPES = READ_ONLY_TYPES + WRITABLE_TYPES
 
 # Fields a request may carry but that are never stored from the request.
@@ -93,9 +104,21 @@ ALLOWED = {
         "comments",
     },
     "timeBill": {"customer", "employee", "tranDate", "hours", "isBillable", "rate", "memo", "postingPeriod"},
-    "invoice": {"entity", "job", "tranDate", "dueDate", "currency", "item", "memo", "otherRefNum", "postingPeriod"},
+    "invoice": {
+        "entity",
+        "job",
+        "tranDate",
+        "dueDate",
+        "currency",
+        "item",
+        "expCost",
+        "memo",
+        "otherRefNum",
+        "postingPeriod",
+    },
     "customerPayment": {"customer", "payment", "tranDate", "currency", "apply", "memo", "postingPeriod"},
     "creditMemo": {"entity", "createdFrom", "job", "tranDate", "currency", "item", "apply", "memo", "otherRefNum"},
+    "expenseReport": {"entity", "tranDate", "memo", "expenseReportCurrency", "expense", "postingPeriod"},
 }
 CUSTOM_PREFIX = {
     "customer": "custentity_",
@@ -105,6 +128,7 @@ CUSTOM_PREFIX = {
     "invoice": "custbody_",
     "customerPayment": "custbody_",
     "creditMemo": "custbody_",
+    "expenseReport": "custbody_",
 }
 # Project (job) statuses, modelled on NetSuite's default project status list (internal IDs
 # 1..5 are accepted as aliases of the text IDs the sandbox stores and renders).

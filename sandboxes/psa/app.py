@@ -8,11 +8,13 @@ token or a personal API token); a missing or wrong token answers 401
 Sandbox-only: `/__sandbox/faults` (shared fault injection, rendered in Kantata's error shape),
 `/__sandbox/reset`, `/__sandbox/tokens/revoke`, `GET /__sandbox/records/{type}` (every row
 of a type, for test assertions: workspaces, stories, users, roles, resource_requests,
-workspace_resources, external_references, workspace_templates, time_entries, timesheet_submissions),
+workspace_resources, external_references, workspace_templates, time_entries, timesheet_submissions, expenses),
 `POST /__sandbox/time/generate` and `/__sandbox/time/bulk` (time data, see time_generator),
 `PUT /__sandbox/users/{id}` `{"role_id": "502" | null}` (a member's account role changes).
 
 Time: `/api/v1/time_entries.json` and `/api/v1/timesheet_submissions.json` (see time_routes).
+Expenses: `/api/v1/expenses.json` and the sandbox-only `POST /__sandbox/expenses/generate`
+(see expense_routes).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sandboxes.common.db import make_engine
 from sandboxes.common.faults import ADMIN_PREFIX, FaultInjectionMiddleware, FaultState, json_error_renderer
 from sandboxes.psa import render
 from sandboxes.psa import seed as seeding
+from sandboxes.psa.expense_routes import expense_router, expense_sandbox_router
 from sandboxes.psa.models import Role, User
 from sandboxes.psa.render import KantataError, error
 from sandboxes.psa.routes import RENDERERS, api_router, as_id, get_or_404, render_row
@@ -98,6 +101,7 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
 
     app.include_router(api_router(engine, require_auth))
     app.include_router(time_router(engine, require_auth))
+    app.include_router(expense_router(engine, require_auth))
 
     def revoke() -> int:
         auth.revoked = True
@@ -109,6 +113,7 @@ def create_app(db_url: str, *, seed: bool = True, token: str = settings.DEMO_PSA
 
     app.include_router(admin_router(faults, reset=reset, revoke_tokens=revoke))
     app.include_router(time_sandbox_router(engine))
+    app.include_router(expense_sandbox_router(engine))
 
     @app.get(f"{ADMIN_PREFIX}/records/{{record_type}}")
     def records(record_type: str) -> dict:

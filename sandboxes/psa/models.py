@@ -182,3 +182,35 @@ class TimesheetSubmission(PsaTable, table=True):
     resolved_at: str | None = None
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
+
+
+class Expense(PsaTable, table=True):
+    """Kantata `expenses`: a cost a user incurred on a workspace (travel, a subcontractor's
+    bill), not related to time; "once created, expenses can be included in generated invoices".
+
+    Kantata's object (the API reference, "Expenses"): `date`, `category` (the expense
+    category's name), `notes`, `vendor`, `amount_in_cents` with its `currency` (an expense
+    may be in another currency than its workspace), `is_billable`, `reimbursable`,
+    `is_invoiced`, `receipt_id` (the receipt attachment, null without one), `story_id`,
+    `workspace_id`, `user_id`. Kantata approves expenses through expense report submissions;
+    the sandbox keeps the outcome on the expense (`approved`, set by an update or the
+    generator) and, like Kantata, locks an approved expense."""
+
+    __tablename__ = "kantata_expenses"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(index=True)
+    story_id: int | None = None
+    user_id: int = Field(index=True)
+    date: str = Field(index=True)  # YYYY-MM-DD
+    category: str
+    notes: str = ""
+    vendor: str = ""
+    amount_in_cents: int
+    currency: str
+    is_billable: bool = True
+    reimbursable: bool = True
+    is_invoiced: bool = False
+    receipt_id: int | None = None
+    approved: bool = Field(default=False, index=True)
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow, index=True)

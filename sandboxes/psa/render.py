@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from sandboxes.psa.models import (
+    Expense,
     ExternalReference,
     ResourceRequest,
     Role,
@@ -289,4 +290,39 @@ def timesheet_submission(t: TimesheetSubmission) -> dict[str, Any]:
         "resolved_at": t.resolved_at,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
+    }
+
+
+# Kantata's `currency_base_unit`: minor units per major unit (cents per dollar); amounts are
+# integers of it (`amount_in_cents`), whatever the currency's exponent.
+ZERO_DECIMAL = ("JPY", "KRW")
+THREE_DECIMAL = ("BHD", "KWD")
+
+
+def currency_base_unit(currency: str) -> int:
+    return 1 if currency in ZERO_DECIMAL else 1000 if currency in THREE_DECIMAL else 100
+
+
+def expense(e: Expense) -> dict[str, Any]:
+    """An expense as Kantata renders it (plus the sandbox's `approved`, see models.Expense)."""
+    return {
+        "id": _sid(e.id),
+        "workspace_id": _sid(e.workspace_id),
+        "story_id": _sid(e.story_id),
+        "user_id": _sid(e.user_id),
+        "date": e.date,
+        "category": e.category,
+        "notes": e.notes,
+        "vendor": e.vendor,
+        "amount_in_cents": e.amount_in_cents,
+        "currency": e.currency,
+        "currency_base_unit": currency_base_unit(e.currency),
+        "is_billable": e.is_billable,
+        "reimbursable": e.reimbursable,
+        "is_invoiced": e.is_invoiced,
+        "receipt_id": _sid(e.receipt_id),
+        "approved": e.approved,
+        "user_can_edit": not e.approved,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
     }

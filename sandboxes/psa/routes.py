@@ -21,6 +21,7 @@ from sqlmodel import Session, col, func, select
 from sandboxes.psa import render
 from sandboxes.psa import validation as v
 from sandboxes.psa.models import (
+    Expense,
     ExternalReference,
     ResourceRequest,
     Role,
@@ -51,6 +52,7 @@ SUBJECT_MODELS: dict[str, type] = {
     "ResourceRequest": ResourceRequest,
     "TimeEntry": TimeEntry,
     "TimesheetSubmission": TimesheetSubmission,
+    "Expense": Expense,
 }
 
 
@@ -102,6 +104,7 @@ RENDERERS: dict[str, tuple[type, Callable[[Session, Any], dict[str, Any]]]] = {
     "workspace_templates": (WorkspaceTemplate, template_json),
     "time_entries": (TimeEntry, lambda s, o: render.time_entry(o)),
     "timesheet_submissions": (TimesheetSubmission, lambda s, o: render.timesheet_submission(o)),
+    "expenses": (Expense, lambda s, o: render.expense(o)),
 }
 
 

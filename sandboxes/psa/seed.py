@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, delete, select
 
 from sandboxes.psa.models import (
+    Expense,
     ExternalReference,
     PsaTable,
     ResourceRequest,
@@ -136,6 +137,7 @@ def reset(engine: Engine) -> None:
     """Back to the seed: drop every row of every PSA table, then seed again."""
     with Session(engine) as session:
         for table in (
+            Expense,
             TimeEntry,
             TimesheetSubmission,
             ExternalReference,

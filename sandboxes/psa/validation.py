@@ -15,7 +15,7 @@ from sandboxes.psa.render import MAX_ID, KantataError, error
 
 STORY_TYPES = ("task", "deliverable", "milestone", "issue")
 REQUEST_STATUSES = ("open", "filled", "cancelled", "closed")
-SUBJECT_TYPES = ("Workspace", "Story", "User", "ResourceRequest", "TimeEntry", "TimesheetSubmission")
+SUBJECT_TYPES = ("Workspace", "Story", "User", "ResourceRequest", "TimeEntry", "TimesheetSubmission", "Expense")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 

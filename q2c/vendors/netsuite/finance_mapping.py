@@ -27,6 +27,13 @@ NetSuite facts used here (see sandbox/erp/finance.py for the sandbox's rules):
   `item` lines and `apply` `{doc, apply: true, amount}`. Applying it lowers the invoice's
   `amountRemaining`; the memo keeps `total`, `applied`, `unapplied` and its own `tranId`.
   The record API finds an invoice's memos with `q=createdFrom ANY_OF [<ids>]`.
+- billable expenses go on an invoice in its `expCost` sublist (NetSuite's Billable Expenses
+  subtab), not as `item` lines: one line per expense report line it bills, `{doc: {id: report},
+  line, apply: true, memo}`, the amount being the report line's (the ERP fills it in and
+  refuses another figure). q2c groups them per category: the line's `expense_ids` are the
+  reports, its description goes in each expCost line's `memo`, so `invoice_from_record` gives
+  the same lines back. A markup is an ordinary `item` line (quantity = cost, rate = percent/100).
+  See `q2c/vendors/netsuite/expenses.py` for the expense report itself.
 """
 
 from __future__ import annotations
@@ -184,18 +191,56 @@ def invoice_line_payload(line: InvoiceLine) -> dict:
     return payload
 
 
+def expense_cost_payload(line: InvoiceLine) -> list[dict]:
+    """An expense line as `expCost` lines: each expense report it bills (line 1: q2c posts one
+    expense per report), applied, with the line's description as the memo."""
+    return [
+        {"doc": ref(report_id), "line": 1, "apply": True, "memo": line.description} for report_id in line.expense_ids
+    ]
+
+
 def invoice_payload(invoice: Invoice, customer_id: str, project_id: str, currency_id: str) -> dict:
-    return {
+    items = [invoice_line_payload(line) for line in invoice.lines if not line.expense_ids]
+    expenses = [cost for line in invoice.lines if line.expense_ids for cost in expense_cost_payload(line)]
+    payload = {
         "entity": ref(customer_id),
         "job": ref(project_id),
         "tranDate": invoice.period_end.isoformat(),
         "currency": ref(currency_id),
-        "item": {"items": [invoice_line_payload(line) for line in invoice.lines]},
+        "item": {"items": items},
         "custbody_time_bills": list(invoice.time_bill_ids),
         "custbody_period_start": invoice.period_start.isoformat(),
         "custbody_period_end": invoice.period_end.isoformat(),
         "memo": f"Services {invoice.period_start.isoformat()} to {invoice.period_end.isoformat()}",
     }
+    if expenses:
+        payload["expCost"] = {"items": expenses}
+    return payload
+
+
+def expense_lines_from_record(record: dict) -> list[InvoiceLine]:
+    """The invoice's applied `expCost` lines, grouped back into q2c's lines by their memo (the
+    line's description), in the order they appear; each line bills the sum of its expenses."""
+    groups: dict[str, list[dict]] = {}
+    for cost in (record.get("expCost") or {}).get("items", []):
+        if not cost.get("apply", True):
+            continue
+        category = cost.get("category")
+        label = cost.get("memo") or f"Expenses: {category.get('refName') if isinstance(category, dict) else category}"
+        groups.setdefault(label, []).append(cost)
+    lines = []
+    for label, costs in groups.items():
+        total = sum((dec(c.get("amount")) for c in costs), Decimal(0))
+        lines.append(
+            InvoiceLine(
+                description=label,
+                quantity=Decimal(1),
+                rate=total,
+                amount=total,
+                expense_ids=[str(ref_id(c.get("doc"))) for c in costs],
+            )
+        )
+    return lines
 
 
 def invoice_status(total: Decimal, paid: Decimal, remaining: Decimal) -> InvoiceStatus:
@@ -215,7 +260,7 @@ def invoice_from_record(record: dict, currency: str, requested: Invoice | None =
             time_bill_ids=[str(i) for i in line.get("custcol_time_bills") or []],
         )
         for line in (record.get("item") or {}).get("items", [])
-    ]
+    ] + expense_lines_from_record(record)
     total = dec(record.get("total"))
     paid = dec(record.get("amountPaid"))
     remaining = dec(record.get("amountRemaining", total - paid))

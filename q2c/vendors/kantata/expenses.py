@@ -1,0 +1,244 @@
+"""Kantata (PSA) expenses: approved expenses out, "posted" marks back. Built on `KantataClient`.
+
+Kantata API v1 facts this relies on (developer.kantata.com, "Expenses"):
+- `GET /expenses.json` answers the usual envelope (`count`, `meta`, `results` of
+  `{"key": "expenses", "id"}`, the objects under `expenses` by id); an expense has `date`,
+  `category`, `notes`, `vendor`, `amount_in_cents` in its `currency` with `currency_base_unit`
+  (minor units per major unit: 100 for USD, 1 for JPY), `is_billable`, `is_invoiced`,
+  `receipt_id` (the receipt attachment, null without one), `story_id`, `workspace_id`,
+  `user_id`, `created_at`, `updated_at`;
+- `approved` filters expenses "on approved expense reports" (sent as `approved=true`); there is
+  no "not yet synced" filter, so, as for time, q2c's ledger knows what it posted, and each
+  posted expense carries an external reference (service_name "q2c", service_model
+  "expenseReport", service_model_ref = the ERP expense report id) for people and tools;
+- `read_approved_expenses` finds what changed as `read_approved_time` does: `updated_after`
+  (the caller's watermark), `order=updated_at:asc`, pages of 200 (`per_page` maximum), and a
+  pass read again when the list's `count` moved between pages (an expense left the list
+  while it was read, shifting later pages). Withdrawing and giving an approval again moves an
+  expense's `updated_at`, so a re-approved, edited expense is read again.
+
+Wired from the worker's existing client: `KantataExpenses(KantataClient(settings.psa))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from q2c.domain.expenses import Expense
+from q2c.vendors.kantata import mapping as m
+from q2c.vendors.kantata.client import (
+    API_PREFIX,
+    ONLY_CHUNK,
+    PAGE_SIZE,
+    READ_PASSES,
+    SANDBOX_PREFIX,
+    KantataClient,
+    _moment,
+    _server_time,
+)
+
+EXPENSE_SUBJECT = "Expense"
+EXPENSE_REPORT_MODEL = "expenseReport"  # service_model of a posted expense's reference
+
+
+@dataclass
+class ApprovedExpenseRead:
+    """What `read_approved_expenses` saw (the same contract as `ApprovedTimeRead`): `expenses`
+    by (date, id), each one's PSA `updated_at`, the PSA's clock when the last pass began, and
+    whether the read was stable (only then may a watermark move past it)."""
+
+    expenses: list[Expense] = field(default_factory=list)
+    updated_at: dict[str, datetime] = field(default_factory=dict)
+    server_time: datetime | None = None
+    stable: bool = False
+    pages: int = 0
+
+
+def amount_from_cents(cents: int, base_unit: int | None) -> Decimal:
+    """Kantata's integer amount as an exact Decimal in the currency (12345 cents -> 123.45)."""
+    unit = int(base_unit or 100)
+    return Decimal(int(cents)) / Decimal(unit)
+
+
+def expense_from_kantata(obj: dict[str, Any]) -> Expense:
+    """A Kantata expense object as the canonical Expense."""
+    return Expense(
+        psa_id=str(obj["id"]),
+        workspace_id=str(obj["workspace_id"]) if obj.get("workspace_id") is not None else None,
+        person=str(obj.get("user_id") or ""),
+        category=str(obj.get("category") or "Uncategorized"),
+        amount=amount_from_cents(obj.get("amount_in_cents") or 0, obj.get("currency_base_unit")),
+        currency=str(obj.get("currency") or ""),
+        date_incurred=date.fromisoformat(obj["date"]),
+        billable=bool(obj.get("is_billable", obj.get("billable", True))),
+        approved=bool(obj.get("approved", True)),
+        has_receipt=obj.get("receipt_id") not in (None, "") or bool(obj.get("has_receipt")),
+        notes=obj.get("notes") or None,
+        vendor=obj.get("vendor") or None,
+        task_id=str(obj["story_id"]) if obj.get("story_id") not in (None, "") else None,
+    )
+
+
+def expense_reference_payload(expense_id: str, report_id: str) -> dict[str, Any]:
+    return {
+        "external_reference": {
+            "subject_type": EXPENSE_SUBJECT,
+            "subject_id": expense_id,
+            "service_name": m.SERVICE_NAME,
+            "service_model": EXPENSE_REPORT_MODEL,
+            "service_model_ref": report_id,
+            "status": "synced",
+        }
+    }
+
+
+class KantataExpenses:
+    """Expense calls over an existing `KantataClient` (its auth, retries, audit and limits)."""
+
+    def __init__(self, client: KantataClient) -> None:
+        self.client = client
+
+    async def read_approved_expenses(
+        self,
+        workspace_id: str,
+        *,
+        updated_after: datetime | None = None,
+        only_ids: list[str] | None = None,
+        passes: int = READ_PASSES,
+    ) -> ApprovedExpenseRead:
+        """Every approved expense of the workspace changed after `updated_after` (None: every
+        approved expense), or only those of `only_ids` (200 per request), whatever their date.
+        One `GET expenses.json` per 200 expenses changed since `updated_after`."""
+        if only_ids is not None:
+            read = ApprovedExpenseRead(stable=True)
+            for start in range(0, len(only_ids), ONLY_CHUNK):
+                chunk = only_ids[start : start + ONLY_CHUNK]
+                page = await self._read_pass(workspace_id, {"only": ",".join(chunk)})
+                read.expenses += page.expenses
+                read.updated_at.update(page.updated_at)
+                read.pages += page.pages
+            read.expenses.sort(key=lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0))
+            return read
+        params: dict[str, Any] = {}
+        if updated_after is not None:
+            params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        seen: dict[str, Expense] = {}
+        stamps: dict[str, datetime] = {}
+        pages = 0
+        last = ApprovedExpenseRead()
+        for _ in range(max(1, passes)):
+            last = await self._read_pass(workspace_id, params)
+            pages += last.pages
+            for e in last.expenses:
+                seen[e.psa_id] = e
+            stamps.update(last.updated_at)
+            if last.stable:
+                break
+        expenses = sorted(seen.values(), key=lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0))
+        return ApprovedExpenseRead(
+            expenses=expenses, updated_at=stamps, server_time=last.server_time, stable=last.stable, pages=pages
+        )
+
+    async def _read_pass(self, workspace_id: str, extra: dict[str, Any]) -> ApprovedExpenseRead:
+        read = ApprovedExpenseRead(stable=True)
+        counts: set[int] = set()
+        page = 1
+        while True:
+            params = {
+                "workspace_id": workspace_id,
+                "approved": "true",
+                "order": "updated_at:asc",
+                "page": page,
+                "per_page": PAGE_SIZE,
+                **extra,
+            }
+            response = await self.client.request(
+                "GET", self.client._path("expenses.json"), operation="read_approved_expenses", params=params
+            )
+            read.pages += 1
+            if page == 1:
+                read.server_time = _server_time(response)
+            body = response.json()
+            counts.add(int(body.get("count") or 0))
+            for obj in m.results(body):
+                stamp = _moment(obj.get("updated_at"))
+                if stamp is not None:
+                    read.updated_at[str(obj["id"])] = stamp
+                read.expenses.append(expense_from_kantata(obj))
+            if page >= int(body.get("meta", {}).get("page_count") or 0):
+                break
+            page += 1
+        changed_meanwhile = read.server_time is not None and any(
+            t >= read.server_time - timedelta(seconds=1) for t in read.updated_at.values()
+        )
+        read.stable = len(counts) <= 1 and not (read.pages > 1 and changed_meanwhile)
+        if read.server_time is None:
+            read.stable = False
+        return read
+
+    async def mark_expense_posted(self, expense_id: str, erp_expense_report_id: str) -> None:
+        """Mark an expense posted as an ERP expense report; repeating the call changes nothing.
+        One external reference per expense: created if missing, re-pointed if it names another
+        report (e.g. the ERP record was recreated)."""
+        refs = await self.client._list_all(
+            "external_references.json",
+            "find_expense_reference",
+            {
+                "subject_type": EXPENSE_SUBJECT,
+                "subject_id": expense_id,
+                "service_name": m.SERVICE_NAME,
+                "service_model": EXPENSE_REPORT_MODEL,
+            },
+        )
+        if any(r["service_model_ref"] == erp_expense_report_id for r in refs):
+            return
+        if refs:
+            await self.client._write(
+                "PUT",
+                f"external_references/{refs[0]['id']}.json",
+                {"external_reference": {"service_model_ref": erp_expense_report_id, "status": "synced"}},
+                "update_expense_reference",
+            )
+            return
+        await self.client._write(
+            "POST",
+            "external_references.json",
+            expense_reference_payload(expense_id, erp_expense_report_id),
+            "create_expense_reference",
+        )
+
+    async def generate_expenses(
+        self,
+        workspace_id: str,
+        *,
+        start: date,
+        end: date,
+        seed: int = 0,
+        per_month: int = 2,
+        approve: bool = True,
+        foreign_currency: str | None = "EUR",
+    ) -> dict:
+        """Sandbox only (`POST /__sandbox/expenses/generate`): a few realistic expenses a month
+        for the demo, one of them in `foreign_currency`. Returns the ids and counts."""
+        payload = {
+            "workspace_id": workspace_id,
+            "start_date": start.isoformat(),
+            "end_date": end.isoformat(),
+            "seed": seed,
+            "per_month": per_month,
+            "approve": approve,
+            "foreign_currency": foreign_currency,
+        }
+        base = self.client.base_url
+        root = base[: -len(API_PREFIX)] if base.endswith(API_PREFIX) else base
+        response = await self.client.request(
+            "POST",
+            f"{root}{SANDBOX_PREFIX}/expenses/generate",
+            operation="generate_expenses",
+            json=payload,
+            ok_statuses=(200,),
+        )
+        return response.json()
