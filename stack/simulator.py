@@ -25,6 +25,7 @@ from q2c.engagement.messages import AcceptMilestoneInput, EngagementStatus
 from q2c.settings import Settings, load_settings
 from q2c.temporal import connect, exit_process
 from q2c.vendors.kantata.client import KantataClient
+from q2c.vendors.kantata.expenses import KantataExpenses
 from q2c.vendors.netsuite.client import NetSuiteClient
 
 log = logging.getLogger("q2c.simulator")
@@ -85,6 +86,15 @@ class World:
                     "booked %s approved entries for %s (%s to %s)", made.get("count"), e.opportunity_name, start, end
                 )
                 start = end + timedelta(days=1)
+            # a few approved expenses in the first three months, one in a foreign currency
+            spent = await KantataExpenses(self.psa).generate_expenses(
+                ws,
+                start=e.start_date,
+                end=min(e.end_date, e.start_date + timedelta(days=89)),
+                seed=int(ws) if ws.isdigit() else 1,
+                foreign_currency="EUR" if e.currency != "EUR" else "GBP",
+            )
+            log.info("booked %s approved expenses for %s", spent.get("count"), e.opportunity_name)
         self.time_booked.add(ws)
 
     async def accept_next_milestone(self, st: EngagementStatus) -> None:

@@ -7,7 +7,8 @@ Fixed ids so that demos and tests can name them:
 - workspace templates 3001-3004 for the service lines Data & Analytics, ERP Implementation,
   Advisory, Cloud Migration (deliberately none for Cybersecurity, so that an engagement of
   that line waits for a steward);
-- workspace 7001, an internal practice workspace with two stories (new workspaces get 7002+).
+- workspace 7001, an internal practice workspace with two stories (new workspaces get 7002+)
+  and two approved internal expenses 60001-60002 (one in EUR; new expenses get 60003+).
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ TEMPLATES: dict[int, tuple[str, str, list[tuple[str, bool]]]] = {
 }
 
 DEMO_WORKSPACE_ID = 7001
+# Approved, non-billable expenses on the internal workspace (one in EUR on a USD workspace);
+# the demo's billable ones are booked per T&M engagement by the simulator
+# (`POST /__sandbox/expenses/generate`, see expense_routes).
+DEMO_EXPENSES: list[tuple[int, int, str, str, str, int, str]] = [
+    (60001, 203, "2026-11-10", "Training", "AWS Training", 45000, "USD"),
+    (60002, 204, "2026-11-18", "Conference", "Data Summit Berlin", 69000, "EUR"),
+]
 TOKEN_USER_ID = 201  # the sandbox's one API token belongs to Priya Raman (GET /users/me.json)
 
 
@@ -129,6 +137,23 @@ def seed(engine: Engine) -> bool:
         )
         session.add(Story(workspace_id=DEMO_WORKSPACE_ID, title="Certification Training", billable=False, position=1))
         session.add(Story(workspace_id=DEMO_WORKSPACE_ID, title="Pre-sales Support", billable=False, position=2))
+        for eid, uid, day, category, vendor, cents, currency in DEMO_EXPENSES:
+            session.add(
+                Expense(
+                    id=eid,
+                    workspace_id=DEMO_WORKSPACE_ID,
+                    user_id=uid,
+                    date=day,
+                    category=category,
+                    vendor=vendor,
+                    notes=f"{category} (internal)",
+                    amount_in_cents=cents,
+                    currency=currency,
+                    is_billable=False,
+                    approved=True,
+                    receipt_id=800000 + eid,
+                )
+            )
         session.commit()
     return True
 

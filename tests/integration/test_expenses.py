@@ -418,6 +418,7 @@ async def test_activity_posts_once_converts_at_the_erps_rate_parks_and_replays(
         eur = add_expense(api, ws, date="2027-01-14", category="Lodging", amount_in_cents=12345, currency="EUR")
         dec = add_expense(api, ws, date="2026-10-05", category="Meals", amount_in_cents=8000)  # Oct 2026: closed
         bare = add_expense(api, ws, date="2027-01-20", category="Lodging", amount_in_cents=30000, has_receipt=False)
+        waived = add_expense(api, ws, date="2027-01-21", category="Meals", amount_in_cents=26000, has_receipt=False)
         add_expense(api, ws, approved=False)  # not approved: never leaves the PSA
         acts = ExpenseActivities(crm=None, erp=erp, psa=psa, ledger=sqlite_ledger)
         policy = ExpensePolicy(markup_percent=Decimal("10"), receipt_required_above=Decimal("250"))
@@ -433,12 +434,16 @@ async def test_activity_posts_once_converts_at_the_erps_rate_parks_and_replays(
         )
         env = ActivityEnvironment()
         run1 = await env.run(acts.post_approved_expenses, job)
-        assert (run1.examined, run1.posted, run1.exceptions_count) == (4, 2, 2)
+        assert (run1.examined, run1.posted, run1.exceptions_count) == (5, 2, 3)
         assert {(x.psa_id, x.reason_code) for x in run1.exceptions} == {
             (f"expense:{dec['id']}", "PERIOD_CLOSED"),
             (f"expense:{bare['id']}", "NO_RECEIPT"),
+            (f"expense:{waived['id']}", "NO_RECEIPT"),
         }
-        assert run1.open_by_reason == {"PERIOD_CLOSED": 1, "NO_RECEIPT": 1}
+        assert run1.open_by_reason == {"PERIOD_CLOSED": 1, "NO_RECEIPT": 2}
+        # a steward writes one off through the time queue's own action: it is never posted
+        closed = sqlite_ledger.write_off_exceptions(opp, [f"expense:{waived['id']}"], "client pays it", "steward@q2c")
+        assert closed == [f"expense:{waived['id']}"]
         assert "Oct 2026 is closed" in next(x.message for x in run1.exceptions if x.reason_code == "PERIOD_CLOSED")
 
         # the EUR expense at the ERP's rate for Jan 14 2027 (1.1034), recorded in the ERP and the ledger
@@ -490,6 +495,9 @@ async def test_activity_posts_once_converts_at_the_erps_rate_parks_and_replays(
         ).raise_for_status()
         fixed = await env.run(acts.post_approved_expenses, job.model_copy(update={"only_psa_ids": [bare["id"]]}))
         assert (fixed.posted, fixed.resolved, fixed.open_count) == (1, [f"expense:{bare['id']}"], 0)
+        full = await env.run(acts.post_approved_expenses, job)  # nothing new; the written-off one stays out
+        assert (full.examined, full.posted, full.exceptions_count, full.open_count) == (0, 0, 0, 0)
+        assert erp_isolated.record_by_eid("expenseReport", f"exp-{waived['id']}") is None
 
         # the invoice lines: per category at cost, the markup once; then billed once
         lines, report_ids = await unbilled_expense_lines(
