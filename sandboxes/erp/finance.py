@@ -38,6 +38,8 @@ invoice
 - system-managed: `tranId` ("INV10001", sequential), `total` (sum of line amounts),
   `amountPaid`, `amountRemaining`, `status` ("Open" | "Paid In Full"), `terms`, `subsidiary`.
 - an issued invoice cannot be changed: an identical upsert is a 204 no-op, anything else 400.
+- `expCost`: the billable expenses it bills (expense report lines), added to `total` and
+  marked billed on create; see sandboxes/erp/expenses.py. An invoice may have only those.
 
 customerPayment
 - `customer`, `payment` (> 0), `tranDate`, `currency` (the customer's), `apply`

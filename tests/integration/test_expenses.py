@@ -38,6 +38,8 @@ from q2c.vendors.kantata.client import KantataClient
 from q2c.vendors.kantata.expenses import KantataExpenses
 from q2c.vendors.netsuite.client import NetSuiteClient
 from q2c.vendors.netsuite.expenses import NetSuiteExpenses, expense_report_external_id
+from q2c.vendors.netsuite.finance_mapping import invoice_payload
+from q2c.vendors.netsuite.mapping import dumps_exact
 from stack.demo_env import DEMO_PSA_TOKEN
 from tests.fixtures.erp import erp_settings
 from tests.fixtures.psa import psa_settings
@@ -339,8 +341,16 @@ async def test_erp_invoice_bills_expenses_once_in_exp_cost(erp_sandbox, erp_clie
         (line,) = by_id[report]["expense"]["items"]
         assert line["isBilled"] is True and line["invoice"]["id"] == issued.erp_id
     assert await fx.unbilled_expenses(project, through=date(2027, 1, 31)) == []
-    # the same invoice again is the one issued; another invoice billing them is refused
+    # the same invoice again is the one issued (by the connector, and as a raw identical upsert:
+    # a 204 no-op); another invoice billing them is refused
     assert (await erp_client.upsert_invoice(invoice, customer_id=customer, project_id=project)).erp_id == issued.erp_id
+    same = httpx.put(
+        f"{erp_sandbox.url}{R}/invoice/eid:{invoice.external_id}",
+        content=dumps_exact(invoice_payload(invoice, customer, project, "1")),
+        headers={"Authorization": f"Bearer {erp_sandbox.token()}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert same.status_code == 204, same.text
     body = {
         "entity": {"id": customer},
         "job": {"id": project},
