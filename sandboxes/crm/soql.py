@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sandboxes.crm import ids
@@ -66,11 +67,24 @@ class Tok:
     text: str
 
 
+_UNSET = object()
+
+
 @dataclass
 class Cond:
     field: str
     op: str  # = != < <= > >= LIKE IN NOTIN
     value: Any
+    # the value(s) as compared (_norm), worked out once per query instead of once per record
+    _normalized: Any = field(default=_UNSET, repr=False, compare=False)
+
+    def normalized(self) -> Any:
+        if self._normalized is _UNSET:
+            if self.op in ("IN", "NOTIN"):
+                self._normalized = tuple(_norm(v) for v in self.value)
+            else:
+                self._normalized = _norm(self.value)
+        return self._normalized
 
 
 @dataclass
@@ -359,16 +373,26 @@ def _norm(value: Any) -> Any:
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, str):
-        if len(value) in (15, 18) and ids.is_valid_id(value) and value[:3] in ids.KEY_PREFIXES.values():
-            # record IDs compare and sort as in Salesforce: case-sensitively (…IZ… and …Ia… are
-            # different records), 15 and 18 characters alike, in creation order
-            return "\x00id:" + value[:15]
-        return value.lower()
+        return _norm_text(value) if len(value) in (15, 18) else value.lower()
     return value
 
 
+@lru_cache(maxsize=65_536)
+def _norm_text(value: str) -> str:
+    """Remembered: telling a record ID from text computes its checksum, and every query
+    compares the same IDs (OpportunityId, AccountId) over and over."""
+    if ids.is_valid_id(value) and value[:3] in ids.KEY_PREFIXES.values():
+        # record IDs compare and sort as in Salesforce: case-sensitively (…IZ… and …Ia… are
+        # different records), 15 and 18 characters alike, in creation order
+        return "\x00id:" + value[:15]
+    return value.lower()
+
+
 def _compare(left: Any, op: str, right: Any) -> bool:
-    a, b = _norm(left), _norm(right)
+    return _compare_normalized(left, op, right, _norm(left), _norm(right))
+
+
+def _compare_normalized(left: Any, op: str, right: Any, a: Any, b: Any) -> bool:
     if op == "=":
         return a == b
     if op == "!=":
@@ -425,13 +449,14 @@ def matches(expr: Any, record: dict[str, Any], parents: dict[str, dict[str, Any]
             return any(matches(p, record, parents) for p in expr.parts)
         return not matches(expr.parts[0], record, parents)
     value = resolve(record, expr.field, parents)
-    if expr.op == "IN":
-        return any(_compare(value, "=", v) for v in expr.value)
-    if expr.op == "NOTIN":
-        return all(_compare(value, "!=", v) for v in expr.value)
     if expr.op == "LIKE":
         return _like(value, expr.value)
-    return _compare(value, expr.op, expr.value)
+    a = _norm(value)
+    if expr.op == "IN":
+        return any(a == b for b in expr.normalized())
+    if expr.op == "NOTIN":
+        return all(a != b for b in expr.normalized())
+    return _compare_normalized(value, expr.op, expr.value, a, expr.normalized())
 
 
 def sort_records(
