@@ -17,6 +17,8 @@ INVALID_PARAMETER.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -100,20 +102,27 @@ def _iso_date(text: str) -> str:
     return text
 
 
+_ORDER = {
+    "ON": operator.eq,
+    "BEFORE": operator.lt,
+    "AFTER": operator.gt,
+    "ON_OR_BEFORE": operator.le,
+    "ON_OR_AFTER": operator.ge,
+    "EQUAL": operator.eq,
+    "GREATER": operator.gt,
+    "GREATER_OR_EQUAL": operator.ge,
+    "LESS": operator.lt,
+    "LESS_OR_EQUAL": operator.le,
+}
+
+
 def _date_condition(field: str, op: str, value: str) -> Predicate:
     wanted = _iso_date(value)
+    compare = _ORDER[op]
 
     def test(record: dict) -> bool:
         actual = record.get(field)
-        if not isinstance(actual, str):
-            return False
-        return {
-            "ON": actual == wanted,
-            "BEFORE": actual < wanted,
-            "AFTER": actual > wanted,
-            "ON_OR_BEFORE": actual <= wanted,
-            "ON_OR_AFTER": actual >= wanted,
-        }[op]
+        return isinstance(actual, str) and compare(actual, wanted)
 
     return test
 
@@ -122,43 +131,54 @@ NUMBER_OPERATORS = {"EQUAL", "GREATER", "GREATER_OR_EQUAL", "LESS", "LESS_OR_EQU
 
 
 def _condition(field: str, op: str, values: list[str]) -> Predicate:
+    """One condition as a test of a record, with everything that does not depend on the
+    record (lower-casing, the boolean spelling, the number, the comparison) worked out once
+    here: a list filter runs it over every record of the type (20,000 timeBills at month-end)."""
     if op in DATE_OPERATORS:
         return _date_condition(field, op, values[0])
-    if op in NUMBER_OPERATORS and _num(values[0]) is None:
-        raise _bad(f"'{values[0][:40]}' is not a number for {field} {op}.")
+    if op in NUMBER_OPERATORS:
+        number = _num(values[0])
+        if number is None:
+            raise _bad(f"'{values[0][:40]}' is not a number for {field} {op}.")
+        compare = _ORDER[op]
+
+        def test_number(record: dict) -> bool:
+            actual = _num(_scalar(record.get(field)))
+            return actual is not None and compare(actual, number)
+
+        return test_number
+    if op in UNARY:
+        empty = op == "EMPTY"
+        return lambda record: (_scalar(record.get(field)) is None) == empty
     wanted = [v.lower() for v in values]
     as_bool = [{"true": "t", "false": "f"}.get(w, w) for w in wanted]
+    text_match = _text_match(op, wanted)
+    bool_match = _text_match(op, as_bool)
 
     def test(record: dict) -> bool:
         raw = record.get(field)
         actual = _scalar(raw)
-        return _compare(op, actual, as_bool if isinstance(raw, bool) else wanted, values)
+        return (bool_match if isinstance(raw, bool) else text_match)(actual.lower() if actual is not None else None)
 
     return test
 
 
-def _compare(op: str, actual: str | None, wanted: list[str], values: list[str]) -> bool:
-    low = actual.lower() if actual is not None else None
-    if op == "EMPTY":
-        return actual is None
-    if op == "EMPTY_NOT":
-        return actual is not None
+def _text_match(op: str, wanted: list[str]) -> Callable[[str | None], bool]:
+    """The test of a lower-cased value (None: empty) against the lower-cased wanted values."""
+    first = wanted[0]
     if op == "IS":
-        return low == wanted[0]
+        return lambda low: low == first
     if op == "IS_NOT":
-        return low != wanted[0]
+        return lambda low: low != first
     if op == "ANY_OF":
-        return low in wanted
+        among = frozenset(wanted)
+        return lambda low: low in among
     if op == "NONE_OF":
-        return low not in wanted
+        among = frozenset(wanted)
+        return lambda low: low not in among
     if op == "START_WITH":
-        return low is not None and low.startswith(wanted[0])
-    if op == "CONTAIN":
-        return low is not None and wanted[0] in low
-    a, b = _num(actual), _num(values[0])
-    if a is None or b is None:
-        return False
-    return {"EQUAL": a == b, "GREATER": a > b, "GREATER_OR_EQUAL": a >= b, "LESS": a < b, "LESS_OR_EQUAL": a <= b}[op]
+        return lambda low: low is not None and low.startswith(first)
+    return lambda low: low is not None and first in low  # CONTAIN
 
 
 def parse_query(q: str) -> Predicate:
@@ -200,4 +220,14 @@ def parse_query(q: str) -> Predicate:
             raise _bad(f"Expected AND or OR, found '{toks[i][1]}'.")
         i += 1
 
-    return lambda record: any(all(p(record) for p in group) for group in groups)
+    # chained calls rather than all()/any() over generators: the test runs once per record
+    alternatives = [functools.reduce(_both, group) for group in groups]
+    return functools.reduce(_either, alternatives)
+
+
+def _both(first: Predicate, second: Predicate) -> Predicate:
+    return lambda record: first(record) and second(record)
+
+
+def _either(first: Predicate, second: Predicate) -> Predicate:
+    return lambda record: first(record) or second(record)
