@@ -43,6 +43,10 @@ class CrmSettings:
     # (a retryable error; Temporal schedules the retry), leaving the rest to people and others
     api_usage_backoff: float = 0.9
     api_backoff_seconds: float = 300.0
+    # Q2C_CRM_DAILY_API_BUDGET: CRM calls q2c allows itself per UTC day, counted in the ledger
+    # across processes (q2c/ledger/api_budget.py); the default leaves 3,000 of Salesforce's
+    # 15,000 for people and other integrations (0: counted, no budget)
+    daily_api_budget: int = 12_000
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,21 @@ class ErpSettings:
     private_key: str | None = field(default=None, repr=False)  # Q2C_ERP_PRIVATE_KEY (PEM text)
     scopes: tuple[str, ...] = ERP_DEFAULT_SCOPES  # Q2C_ERP_SCOPES
     jwt_alg: str = ERP_DEFAULT_JWT_ALG  # Q2C_ERP_JWT_ALG: PS256 (NetSuite's default), ES256, ...
-    # requests this process keeps in flight at most: below NetSuite's account-wide limit (5 on
-    # small accounts), which every integration shares; with N workers use limit / N
+    # requests this process keeps in flight at most: its share of NetSuite's account-wide limit
+    # (5 on small accounts, shared by every integration): Q2C_ERP_MAX_IN_FLIGHT, or else
+    # floor(Q2C_ERP_ACCOUNT_CONCURRENCY / Q2C_WORKER_COUNT), at least 1 (`erp_share`)
     max_in_flight: int | None = 4
+    daily_api_budget: int = 0  # Q2C_ERP_DAILY_API_BUDGET: ERP calls per UTC day (0: counted, no budget)
 
 
 @dataclass(frozen=True)
 class PsaSettings:
     base_url: str
     token: str
+    # Q2C_PSA_MAX_IN_FLIGHT: requests this process keeps in flight at most (0: no cap); Kantata
+    # rate-limits per token and answers 429 with Retry-After beyond it
+    max_in_flight: int | None = 8
+    daily_api_budget: int = 0  # Q2C_PSA_DAILY_API_BUDGET: PSA calls per UTC day (0: counted, no budget)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,14 @@ class Settings:
     period_seconds: int | None = None  # demo: seconds per billing month; None = calendar months
     payment_poll_seconds: int = 86_400
     grace_days: int = 3  # after the end date, late approvals are collected this long before the final posting
+    # Q2C_API_BUDGET_DEFER_AT: once this share of a vendor's daily API budget is spent, deferrable
+    # work (payment polling, reconciliation) waits for the next UTC day; activation and posting
+    # go on until the budget itself is spent
+    api_budget_defer_at: float = 0.8
+    # T&M not-to-exceed policy for new engagements: warn at these percentages of the cap
+    # (Q2C_BUDGET_WARN_AT, e.g. "80,100"); at the cap hold the excess for the PMO (Q2C_BUDGET_HOLD)
+    budget_warn_at: tuple[int, ...] = (80, 100)
+    budget_hold: bool = True
     ledger_db_url: str | None = None  # Q2C_LEDGER_DB_URL; None: SQLite in the state folder
     api_tokens: str | None = None  # Q2C_API_TOKENS (user:role:token,...); None: the console refuses to start
     session_hours: float = 8.0  # Q2C_SESSION_HOURS: a console sign-in lasts this long at most
@@ -121,6 +139,10 @@ class Settings:
     deployment_name: str | None = None  # Q2C_DEPLOYMENT_NAME: the Worker Deployment, e.g. q2c-worker
     build_id: str | None = None  # Q2C_BUILD_ID: this build of it, e.g. the git commit or release tag
     metrics_address: str | None = None  # Q2C_METRICS_ADDRESS: the worker's Prometheus endpoint (host:port)
+    # Q2C_MAX_CACHED_WORKFLOWS: engagement runs the worker keeps in memory (the sticky cache); each
+    # costs a few hundred KB, and one outside it replays its (one billing period's) history when next
+    # needed, so the worker's memory stays bounded however many engagements are open
+    max_cached_workflows: int = 500
     # nightly reconciliation (q2c.reconciliation): when it runs, how many deals a page holds, how many it starts
     reconcile_cron: str = "0 2 * * *"  # Q2C_RECONCILE_CRON (UTC)
     reconcile_interval_seconds: int | None = None  # Q2C_RECONCILE_INTERVAL_SECONDS: instead of the cron (demo)
@@ -154,6 +176,14 @@ def erp_scopes(text: str) -> tuple[str, ...]:
     return tuple(s for s in text.replace(",", " ").split() if s) or ERP_DEFAULT_SCOPES
 
 
+def erp_share(account_concurrency: int, worker_count: int) -> int | None:
+    """One process's share of the ERP's account-wide concurrency limit: floor(limit / workers),
+    at least 1 (so more workers than the limit would exceed it: the doctor says so); 0: no cap."""
+    if account_concurrency <= 0:
+        return None
+    return max(1, account_concurrency // max(1, worker_count))
+
+
 def load_erp_settings(erp_port: int) -> ErpSettings:
     """The ERP part of the settings (NetSuite M2M: account, client ID, certificate ID, key)."""
     return ErpSettings(
@@ -165,7 +195,13 @@ def load_erp_settings(erp_port: int) -> ErpSettings:
         private_key=_env("Q2C_ERP_PRIVATE_KEY", "") or None,
         scopes=erp_scopes(_env("Q2C_ERP_SCOPES", ",".join(ERP_DEFAULT_SCOPES))),
         jwt_alg=_env("Q2C_ERP_JWT_ALG", ERP_DEFAULT_JWT_ALG).upper(),
-        max_in_flight=int(_env("Q2C_ERP_MAX_IN_FLIGHT", "4")) or None,
+        # an explicit per-process cap wins; else this worker's share of the account's limit
+        max_in_flight=(
+            int(_env("Q2C_ERP_MAX_IN_FLIGHT", "0")) or None
+            if os.environ.get("Q2C_ERP_MAX_IN_FLIGHT")
+            else erp_share(int(_env("Q2C_ERP_ACCOUNT_CONCURRENCY", "4")), int(_env("Q2C_WORKER_COUNT", "1")))
+        ),
+        daily_api_budget=int(_env("Q2C_ERP_DAILY_API_BUDGET", "0")),
     )
 
 
@@ -178,6 +214,27 @@ def _temporal_profile() -> dict:
 
     profile = ClientConfigProfile.load(profile=os.environ.get("TEMPORAL_PROFILE") or None)
     return dict(profile.to_client_connect_config())
+
+
+def _percentages(name: str, text: str) -> tuple[int, ...]:
+    """'80,100' -> (80, 100): whole percentages between 1 and 1000, or a clear error naming the variable."""
+    values: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= 1000:
+            raise ValueError(f"{name}: '{part}' is not a whole percentage between 1 and 1000 (e.g. 80,100)")
+        values.append(int(part))
+    return tuple(sorted(set(values)))
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: '{text}' is not true or false")
 
 
 def load_settings() -> Settings:
@@ -201,11 +258,14 @@ def load_settings() -> Settings:
             max_in_flight=int(_env("Q2C_CRM_MAX_IN_FLIGHT", "10")) or None,
             api_usage_backoff=float(_env("Q2C_CRM_API_USAGE_BACKOFF", "0.9")),
             api_backoff_seconds=float(_env("Q2C_CRM_API_BACKOFF_SECONDS", "300")),
+            daily_api_budget=int(_env("Q2C_CRM_DAILY_API_BUDGET", "12000")),
         ),
         erp=load_erp_settings(erp_port),
         psa=PsaSettings(
             base_url=_env("Q2C_PSA_URL", f"http://127.0.0.1:{psa_port}"),
             token=_env("Q2C_PSA_TOKEN", ""),
+            max_in_flight=int(_env("Q2C_PSA_MAX_IN_FLIGHT", "8")) or None,
+            daily_api_budget=int(_env("Q2C_PSA_DAILY_API_BUDGET", "0")),
         ),
         webhook_host=_env("Q2C_WEBHOOK_HOST", "127.0.0.1"),
         webhook_port=int(_env("Q2C_WEBHOOK_PORT", "8000")),
@@ -218,6 +278,9 @@ def load_settings() -> Settings:
         period_seconds=int(_env("Q2C_PERIOD_SECONDS", "0")) or None,
         payment_poll_seconds=int(_env("Q2C_PAYMENT_POLL_SECONDS", "86400")),
         grace_days=int(_env("Q2C_GRACE_DAYS", "3")),
+        api_budget_defer_at=float(_env("Q2C_API_BUDGET_DEFER_AT", "0.8")),
+        budget_warn_at=_percentages("Q2C_BUDGET_WARN_AT", _env("Q2C_BUDGET_WARN_AT", "80,100")),
+        budget_hold=_flag("Q2C_BUDGET_HOLD", _env("Q2C_BUDGET_HOLD", "true")),
         ledger_db_url=_env("Q2C_LEDGER_DB_URL", "") or None,
         api_tokens=_env("Q2C_API_TOKENS", "") or None,
         session_hours=float(_env("Q2C_SESSION_HOURS", "8")),
@@ -237,6 +300,7 @@ def load_settings() -> Settings:
         reconcile_page_size=int(_env("Q2C_RECONCILE_PAGE_SIZE", "25")),
         reconcile_max_starts=int(_env("Q2C_RECONCILE_MAX_STARTS", "200")),
         metrics_address=_env("Q2C_METRICS_ADDRESS", "") or None,
+        max_cached_workflows=max(0, int(_env("Q2C_MAX_CACHED_WORKFLOWS", "500"))),
         codec_keys=_env("Q2C_CODEC_KEYS", "") or None,
     )
 

@@ -6,7 +6,8 @@
     q2c amend <opp> [--contract-value X] [--end-date D] [--rate "Role=rate@YYYY-MM-DD" ...]
                     [--milestone "Name=amount[@due][#replace-key]" ...] --reason R
     q2c cancel <opp> --reason R
-    q2c credit <opp> <invoice external ID or number> --amount X --reason R
+    q2c credit <opp> <invoice external ID or number> --amount X --reason R [--rebill "Desc=qty@rate" ...]
+    q2c budget release|write-off <opp> --reason R      (time held at a T&M not-to-exceed cap)
 
 A rejected change prints one line per field error and exits 1; nothing was changed. Each
 accepted (or rejected) change is recorded in the ledger's audit with the acting user (`--by`,
@@ -141,11 +142,13 @@ async def amend(
     user: str,
     audit=None,
     request_id: str | None = None,
+    budget_cap: str | None = None,
 ) -> UpdateOutcome:
     from q2c.stewardship.forms import amendment_from_specs
 
     amendment, errors = amendment_from_specs(
         contract_value=contract_value,
+        budget_cap=budget_cap,
         end_date=end_date,
         rates=list(rates),
         milestones=list(milestones),
@@ -175,11 +178,28 @@ async def credit(
     user: str,
     audit=None,
     request_id: str | None = None,
+    rebill: list[str] = (),
 ) -> UpdateOutcome:
-    """Credit all or part of an issued invoice (an ERP credit memo applied to it)."""
+    """Credit all or part of an issued invoice (an ERP credit memo applied to it); `rebill`:
+    corrected lines ("Description=quantity@rate") for the next invoice."""
+    from q2c.stewardship.forms import parse_rebill_spec
+
+    errors = _key_errors(request_id)
+    lines = [parse_rebill_spec(spec, i, errors) for i, spec in enumerate(rebill)]
+    if errors:
+        return _rejected(errors)
+    return await _service(client, audit).credit_invoice(
+        opportunity_id, invoice, amount, reason, user, _key(request_id), [x for x in lines if x]
+    )
+
+
+async def decide_budget(
+    client: Client, opportunity_id: str, action: str, *, reason: str, user: str, audit=None, request_id=None
+) -> UpdateOutcome:
+    """Release or write off the time held at a T&M engagement's not-to-exceed cap."""
     if _key_errors(request_id):
         return _rejected(_key_errors(request_id))
-    return await _service(client, audit).credit_invoice(opportunity_id, invoice, amount, reason, user, _key(request_id))
+    return await _service(client, audit).decide_budget_hold(opportunity_id, action, reason, user, _key(request_id))
 
 
 # ---- formatting (pure) ----------------------------------------------------------------------
@@ -294,6 +314,9 @@ def retry_cmd(
 def amend_cmd(
     opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)"),
     contract_value: Optional[str] = typer.Option(None, "--contract-value", help="new contract value"),
+    budget_cap: Optional[str] = typer.Option(
+        None, "--budget-cap", help="new not-to-exceed cap (T&M; default: the contract value)"
+    ),
     end_date: Optional[str] = typer.Option(None, "--end-date", help="new end date YYYY-MM-DD"),
     rate: list[str] = typer.Option([], "--rate", help='"Role=rate@YYYY-MM-DD", repeatable'),
     milestone: list[str] = typer.Option(
@@ -310,6 +333,7 @@ def amend_cmd(
             client,
             opp,
             contract_value=contract_value,
+            budget_cap=budget_cap,
             end_date=end_date,
             rates=rate,
             milestones=milestone,
@@ -349,6 +373,9 @@ def credit_cmd(
     invoice: str = typer.Argument(..., help="the invoice's external ID (inv-...) or ERP number (INV10001)"),
     amount: str = typer.Option(..., "--amount", help="how much to credit, e.g. 250.00 (at most what it still owes)"),
     reason: str = typer.Option(..., "--reason", help="why the invoice is credited"),
+    rebill: list[str] = typer.Option(
+        [], "--rebill", help='a corrected line for the next invoice, "Description=quantity@rate", repeatable'
+    ),
     by: str = typer.Option(None, "--by", help="who credits (default: OS user)"),
     request_id: Optional[str] = REQUEST_ID_OPTION,
 ) -> None:
@@ -356,7 +383,15 @@ def credit_cmd(
     opp, user = opportunity_id.strip(), by or _default_user()
     outcome = _run_change(
         lambda client, s: credit(
-            client, opp, invoice, amount=amount, reason=reason, user=user, audit=_audit(s), request_id=request_id
+            client,
+            opp,
+            invoice,
+            amount=amount,
+            reason=reason,
+            user=user,
+            audit=_audit(s),
+            request_id=request_id,
+            rebill=rebill,
         ),
         opp,
     )
@@ -371,9 +406,60 @@ def credit_cmd(
     )
 
 
+budget_app = typer.Typer(
+    help="Time held at a T&M not-to-exceed cap: release it or write it off (raise the cap with `q2c amend "
+    "--budget-cap`).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _budget_decision(action: str, opportunity_id: str, reason: str, by: str | None, request_id: str | None) -> None:
+    opp, user = opportunity_id.strip(), by or _default_user()
+    outcome = _run_change(
+        lambda client, s: decide_budget(
+            client, opp, action, reason=reason, user=user, audit=_audit(s), request_id=request_id
+        ),
+        opp,
+    )
+    d = outcome.result
+    _report(
+        outcome,
+        opp,
+        f"accepted: {d.action} of {d.amount} {d.budget.currency if d.budget else ''} ({d.items} entries)"
+        + (f"; invoice {d.invoice.number or d.invoice.external_id} {d.invoice.total}" if d.invoice else "")
+        + (f"; budget {d.budget.status_text()}" if d.budget else "")
+        if outcome.ok and d is not None
+        else "accepted",
+    )
+
+
+@budget_app.command("release")
+def budget_release_cmd(
+    opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)"),
+    reason: str = typer.Option(..., "--reason", help="why it is billed beyond the cap (kept with the engagement)"),
+    by: str = typer.Option(None, "--by", help="who decides (default: OS user)"),
+    request_id: Optional[str] = REQUEST_ID_OPTION,
+) -> None:
+    """Bill the held time now, beyond the cap (the decision is recorded)."""
+    _budget_decision("release", opportunity_id, reason, by, request_id)
+
+
+@budget_app.command("write-off")
+def budget_write_off_cmd(
+    opportunity_id: str = typer.Argument(..., help="CRM opportunity ID (006...)"),
+    reason: str = typer.Option(..., "--reason", help="why it will never be billed (kept with the engagement)"),
+    by: str = typer.Option(None, "--by", help="who decides (default: OS user)"),
+    request_id: Optional[str] = REQUEST_ID_OPTION,
+) -> None:
+    """Never bill the held time (it stays posted in the ERP for cost and utilisation)."""
+    _budget_decision("write_off", opportunity_id, reason, by, request_id)
+
+
 def mount(app: typer.Typer) -> None:
-    """Add `steward`, `amend`, `cancel` and `credit` to the main `q2c` app."""
+    """Add `steward`, `amend`, `cancel`, `credit` and `budget` to the main `q2c` app."""
     app.add_typer(steward_app, name="steward")
+    app.add_typer(budget_app, name="budget")
     app.command("amend")(amend_cmd)
     app.command("cancel")(cancel_cmd)
     app.command("credit")(credit_cmd)

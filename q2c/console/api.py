@@ -13,8 +13,11 @@
     POST /api/engagements/{opp}/milestones/{key}/accept {"accepted_on": "YYYY-MM-DD"?}
                                                                            -> {"invoice": InvoiceSummary|null}
     POST /api/engagements/{opp}/milestones/{key}/waive  {"reason": str}    -> {"result": str}
-    POST /api/engagements/{opp}/credits  {"invoice": str, "amount": "250.00", "reason": str}
+    POST /api/engagements/{opp}/credits  {"invoice": str, "amount": "250.00", "reason": str,
+                                          "rebill": [{"description", "quantity", "rate"}] (optional)}
                                                                            -> {"credit_note": CreditNoteSummary}
+    POST /api/engagements/{opp}/budget-decisions  {"action": "release" | "write_off", "reason": str}
+                                                                           -> {"decision": BudgetHoldDecisionResult}
 
 Auth: `Authorization: Bearer <token>` (or the console cookie plus `X-CSRF-Token`); reads need
 any token (401), writes a steward (403 for a viewer). A rejected change answers 422 with
@@ -249,12 +252,25 @@ def build_router(service: StewardService, auth: Authenticator) -> APIRouter:
         """Credit all or part of an issued invoice: an ERP credit memo applied to it."""
 
         async def act(body: dict, key: RequestKey):
-            _only(body, "invoice", "amount", "reason")
+            _only(body, "invoice", "amount", "reason", "rebill")
             return (
                 await service.credit_invoice(
-                    opp, body.get("invoice"), body.get("amount"), body.get("reason"), p.user, key
+                    opp, body.get("invoice"), body.get("amount"), body.get("reason"), p.user, key, body.get("rebill")
                 ),
                 lambda r: {"credit_note": r.model_dump(mode="json") if r is not None else None},
+            )
+
+        return await steward_call(request, opp, p, act)
+
+    @router.post("/engagements/{opp}/budget-decisions")
+    async def budget_decision(request: Request, opp: str, p: Principal = Depends(require_steward)) -> JSONResponse:
+        """Release or write off the time held at a T&M contract's not-to-exceed cap."""
+
+        async def act(body: dict, key: RequestKey):
+            _only(body, "action", "reason")
+            return (
+                await service.decide_budget_hold(opp, body.get("action"), body.get("reason"), p.user, key),
+                lambda r: {"decision": r.model_dump(mode="json") if r is not None else None},
             )
 
         return await steward_call(request, opp, p, act)

@@ -370,7 +370,7 @@ def _amend_form(status: EngagementStatus, viewer: Viewer, state: FormState, base
             f"{error_text(name, e.get(name))}</div>"
         )
 
-    known = {"contract_value", "end_date", "reason"}
+    known = {"contract_value", "budget_cap", "end_date", "reason"}
     rates = milestones = ""
     for i in range(FORM_RATE_ROWS):
         names = [f"rates.{i}.{n}" for n in ("role", "rate", "effective_from")]
@@ -418,6 +418,13 @@ def _amend_form(status: EngagementStatus, viewer: Viewer, state: FormState, base
         _general_errors(state, known) + f'<div class="field"><label for="f-contract_value">Contract value</label>'
         f"{text_input('contract_value', v.get('contract_value', ''), errors=e.get('contract_value'))}"
         f"{error_text('contract_value', e.get('contract_value')) or esc(current)}</div>"
+        + (
+            f'<div class="field"><label for="f-budget_cap">Not-to-exceed cap</label>'
+            f"{text_input('budget_cap', v.get('budget_cap', ''), errors=e.get('budget_cap'))}"
+            f"{error_text('budget_cap', e.get('budget_cap')) or esc(_cap_text(status))}</div>"
+            if model is BillingModel.TIME_AND_MATERIALS
+            else ""
+        )
         + f'<div class="field"><label for="f-end_date">End date</label>'
         f"{text_input('end_date', v.get('end_date', ''), errors=e.get('end_date'), placeholder='YYYY-MM-DD')}"
         f"{error_text('end_date', e.get('end_date'))}</div>"
@@ -680,6 +687,88 @@ def _credit_form(status: EngagementStatus, viewer: Viewer, state: FormState, bas
     )
 
 
+def _cap_text(status: EngagementStatus) -> str:
+    b = status.budget
+    if b is None:
+        return "blank: the contract value"
+    return f"now {b.cap:,.2f} {b.currency} (blank: unchanged)"
+
+
+def _budget_section(status: EngagementStatus, viewer: Viewer, state: FormState, base: str) -> str:
+    """T&M not-to-exceed: the cap, what is used, the warnings given, what is held and every
+    decision; a steward decides on held time here (release or write off; a higher cap is a
+    change order, in the contract section)."""
+    b = status.budget
+    if b is None:
+        return ""
+    facts = [
+        ("Cap", _money(b.cap, b.currency) + (f" + {_money(b.released, b.currency)} released" if b.released else "")),
+        ("Used", f'<span id="budget-used">{esc(f"{b.used_percent}%")}</span> ({_money(b.consumed, b.currency)})'),
+        ("Status", f'<span id="budget-status">{esc(b.status_text())}</span>'),
+    ]
+    out = '<section class="card" id="budget"><h2>Budget (not to exceed)</h2>' + _dl(facts)
+    if b.warnings:
+        out += table(
+            ["Warning", "Used", "Cap", "Invoice", "At"],
+            [
+                [
+                    esc(f"{w.threshold}%"),
+                    _money(w.consumed, b.currency),
+                    _money(w.cap, b.currency),
+                    esc(w.invoice or "-"),
+                    esc(w.at.isoformat() if w.at else "-"),
+                ]
+                for w in b.warnings
+            ],
+            attrs='id="budget-warnings"',
+        )
+    if b.decisions:
+        out += table(
+            ["Decision", "Amount", "Entries", "By", "Reason", "At"],
+            [
+                [
+                    esc(d.action.replace("_", " ")),
+                    _money(d.amount, b.currency),
+                    esc(d.items),
+                    esc(d.requested_by),
+                    esc(d.reason),
+                    esc(d.at.isoformat() if d.at else "-"),
+                ]
+                for d in b.decisions
+            ],
+            attrs='id="budget-decisions"',
+        )
+    blocked = status.pause is not None and status.pause.kind.value != "budget_held"
+    if viewer.can_change and b.held_amount > 0 and status.stage not in TERMINAL and not blocked:
+        errs = state.errors
+        chosen = state.values.get("action", "")
+        options = "".join(
+            f'<option value="{v}"{" selected" if chosen == v else ""}>{label}</option>'
+            for v, label in (("release", "Release: bill it beyond the cap"), ("write_off", "Write off: never bill it"))
+        )
+        inner = (
+            _general_errors(state, {"action", "reason"})
+            + f'<label for="f-budget-action">Decision</label> <select name="action" id="f-budget-action">{options}'
+            "</select>"
+            + error_text("budget-action", errs.get("action"))
+            + text_input(
+                "reason",
+                state.values.get("reason", ""),
+                errors=errs.get("reason"),
+                placeholder="why (kept with the engagement)",
+                key="budget-reason",
+            )
+            + error_text("budget-reason", errs.get("reason"))
+            + '<button class="secondary" type="submit" id="budget-submit">Decide</button>'
+        )
+        out += (
+            f'<p class="muted">{esc(b.held_amount)} {esc(b.currency)} of approved time is posted but not invoiced: '
+            "raise the cap with a change order, or decide here.</p>"
+            + _form(f"{base}/budget-decisions", viewer, inner, "budget-form")
+        )
+    return out + "</section>"
+
+
 def engagement_page(
     status: EngagementStatus,
     viewer: Viewer,
@@ -734,6 +823,7 @@ def engagement_page(
         + _pause_section(status, viewer, state, base)
         + _milestones_section(status, viewer, state, base)
         + _exceptions_section(status, viewer, state, base)
+        + _budget_section(status, viewer, state.for_("budget"), base)
         + _contract_section(status, viewer, state, base)
         + _invoices_section(status, viewer, state, base)
         + _cancel_section(status, viewer, state.for_("cancel"), base)

@@ -13,6 +13,7 @@
     POST /console/engagements/{opp}/milestones/{key}/accept   accept a milestone (it is invoiced)
     POST /console/engagements/{opp}/milestones/{key}/waive    waive it (reason)
     POST /console/engagements/{opp}/credits         credit an issued invoice (invoice, amount, reason)
+    POST /console/engagements/{opp}/budget-decisions release or write off time held at the cap (action, reason)
 
 Pages need a viewer or steward token (anonymous GETs are sent to the login page); every POST
 needs a steward (401 anonymous, 403 viewer) and the session's CSRF token. A rejected change
@@ -351,6 +352,22 @@ def build_router(service: StewardService, auth: Authenticator, settings) -> APIR
             lambda v, p, rkey: service.credit_invoice(
                 opp, v.get("invoice", ""), v.get("amount", ""), v.get("reason", ""), p.user, rkey
             ),
+            done,
+        )
+
+    @router.post("/engagements/{opp}/budget-decisions")
+    async def budget_decision(request: Request, opp: str) -> Response:
+        def done(d) -> str:
+            if d is None:
+                return "Decision accepted"
+            text = f"{d.action.replace('_', ' ')} of {d.amount} {d.budget.currency if d.budget else ''} accepted"
+            return text + (f": invoice {d.invoice.number or d.invoice.external_id}" if d.invoice else "")
+
+        return await change(
+            request,
+            opp,
+            "budget",
+            lambda v, p, rkey: service.decide_budget_hold(opp, v.get("action", ""), v.get("reason", ""), p.user, rkey),
             done,
         )
 

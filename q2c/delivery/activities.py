@@ -9,7 +9,7 @@ retried activity, a worker restart or a replay never posts or invoices twice.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -23,9 +23,11 @@ from q2c.delivery.inputs import (
     PostTimeInput,
     RefreshPaymentsInput,
     WriteOffExceptionsInput,
+    WriteOffHeldInput,
 )
 from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
-from q2c.domain.billing import check_time_entry, invoice_total, time_invoice_lines
+from q2c.domain.billing import check_time_entry, invoice_total, posted_amount, time_invoice_lines
+from q2c.domain.budget import held_total, split_at_room
 from q2c.domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
 from q2c.engagement.messages import (
     OPEN_EXCEPTION_SAMPLE,
@@ -37,6 +39,8 @@ from q2c.engagement.messages import (
     TimeExceptionInfo,
 )
 from q2c.ledger.credits import CreditNotes, LedgerCreditNote
+from q2c.ledger.store import BUDGET_WRITE_OFF_PREFIX
+from q2c.vendors.salesforce.mapping import budget_fields
 
 if TYPE_CHECKING:
     from q2c.ledger.store import Ledger
@@ -331,21 +335,40 @@ class DeliveryActivities:
         return await self._with_open_summary(input.opportunity_id, result)
 
     # --- invoices --------------------------------------------------------------------
-    async def _unbilled_time(self, input: IssueInvoiceInput) -> list[PostedTime]:
+    async def _unbilled_time(self, erp_project_id: str, through: date) -> list[PostedTime]:
         """The ERP says which timeBills are unbilled (one list call); what each one holds comes
         from the ledger, which recorded it when we posted it, and from the ERP only for any the
-        ledger does not know."""
-        ids = await self.erp.unbilled_time_ids(input.erp_project_id, through=input.period_end)
+        ledger does not know. Time a steward wrote off at the budget cap is left out (the ERP
+        still lists it as unbilled; q2c never bills it)."""
+        ids = await self.erp.unbilled_time_ids(erp_project_id, through=through)
+        if self.ledger is not None and ids:
+            written_off = await asyncio.to_thread(self.ledger.budget_written_off_bills, ids)
+            ids = [i for i in ids if i not in written_off]
         known = await asyncio.to_thread(self.ledger.posted_time_for_bills, ids) if self.ledger else []
         missing = sorted(set(ids) - {p.erp_time_bill_id for p in known})
         fetched = await self.erp.time_bills(missing) if missing else []
         activity.heartbeat(f"{len(ids)} unbilled timeBills ({len(fetched)} read from the ERP)")
         return sorted(known + fetched, key=lambda p: (p.date_performed, p.psa_id))
 
+    async def _billable_now(
+        self, erp_project_id: str, through: date, currency: str, room: Decimal | None
+    ) -> tuple[list[PostedTime], list[PostedTime]]:
+        """Unbilled billable time, split at the not-to-exceed room (date order, whole entries):
+        (to bill, held). room=None: everything is billed."""
+        unbilled = [u for u in await self._unbilled_time(erp_project_id, through) if u.billable]
+        return split_at_room(unbilled, lambda p: posted_amount(p, currency), room)
+
     @activity.defn
     async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
         """Create the period's invoice once (external ID), or return the one already issued.
-        A period with nothing to bill creates nothing and returns None."""
+        A period with nothing to bill creates nothing and returns None.
+
+        `bill_up_to` (T&M not-to-exceed): the given lines (re-billed corrections, decided by a
+        steward) come first; unbilled time is billed in date order while the invoice stays
+        within it, whole entries only; what does not fit is held: it stays posted and unbilled
+        in the ERP, and the summary says how much (`held_amount`, `held_items`). When nothing
+        at all can be billed, no invoice is made and the summary carries only the hold (no
+        `erp_id`)."""
         invoice = Invoice(
             external_id=input.external_id,
             period_start=input.period_start,
@@ -355,15 +378,28 @@ class DeliveryActivities:
             currency=input.currency,
         )
         billed_psa_ids: list[str] = []
+        held: list[PostedTime] = []
         if input.bill_unbilled_time:
-            unbilled = await self._unbilled_time(input)
-            invoice.lines = time_invoice_lines(unbilled, input.currency)
+            room = None if input.bill_up_to is None else max(Decimal(0), input.bill_up_to - invoice.total)
+            to_bill, held = await self._billable_now(input.erp_project_id, input.period_end, input.currency, room)
+            invoice.lines = list(input.lines) + time_invoice_lines(to_bill, input.currency)
             invoice.total = invoice_total(invoice.lines)
-            invoice.time_bill_ids = [u.erp_time_bill_id for u in unbilled]
-            billed_psa_ids = [u.psa_id for u in unbilled]
+            invoice.time_bill_ids = [u.erp_time_bill_id for u in to_bill]
+            billed_psa_ids = [u.psa_id for u in to_bill]
+        held_amount = held_total((posted_amount(p, input.currency) for p in held), input.currency)
         if not invoice.lines:
             if await self.erp.get_by_external_id("invoice", input.external_id) is None:
-                return None  # nothing to bill, and nothing was billed by an earlier attempt
+                if not held:
+                    return None  # nothing to bill, and nothing was billed by an earlier attempt
+                return InvoiceSummary(
+                    external_id=input.external_id,
+                    period_start=input.period_start,
+                    period_end=input.period_end,
+                    total=Decimal(0),
+                    currency=input.currency,
+                    held_amount=held_amount,
+                    held_items=len(held),
+                )
         issued = await self.erp.upsert_invoice(
             invoice, customer_id=input.erp_customer_id, project_id=input.erp_project_id
         )
@@ -388,6 +424,29 @@ class DeliveryActivities:
             currency=issued.currency,
             status=InvoiceStatus.OPEN,
             open_balance=issued.total,
+            held_amount=held_amount,
+            held_items=len(held),
+        )
+
+    @activity.defn
+    async def write_off_held_time(self, input: WriteOffHeldInput) -> InvoiceSummary:
+        """A steward's write-off of the time held at the not-to-exceed cap: the entries that an
+        invoice would hold now are marked in the ledger (`budget-write-off:<request>`), so no
+        invoice ever bills them; they stay posted in the ERP (cost and utilisation). Returns
+        what was written off as a summary with no ERP invoice (amount in `held_amount`)."""
+        if self.ledger is None:
+            raise ApplicationError("the ledger is required", type="Misconfigured", non_retryable=True)
+        _, held = await self._billable_now(input.erp_project_id, input.through, input.currency, input.room)
+        marker = f"{BUDGET_WRITE_OFF_PREFIX}{input.marker}"[:128]
+        await self._ledger("mark_time_invoiced", [p.psa_id for p in held], marker)
+        return InvoiceSummary(
+            external_id=marker,
+            period_start=min((p.date_performed for p in held), default=input.through),
+            period_end=input.through,
+            total=Decimal(0),
+            currency=input.currency,
+            held_amount=held_total((posted_amount(p, input.currency) for p in held), input.currency),
+            held_items=len(held),
         )
 
     # --- payments --------------------------------------------------------------------
@@ -408,10 +467,10 @@ class DeliveryActivities:
         (total - credited - remaining), so a credit never shows as money received, whether or
         not the ERP counts applied credits in an invoice's `amountPaid`."""
         invoice_ids = list(dict.fromkeys(input.invoice_erp_ids))  # an invoice listed twice counts once
-        if not invoice_ids:
+        if not invoice_ids and input.budget is None:
             return []
-        statuses = await self.erp.invoice_payment_status(invoice_ids, as_of=input.as_of)
-        credited = await self.erp.credited_by_invoice(invoice_ids)
+        statuses = await self.erp.invoice_payment_status(invoice_ids, as_of=input.as_of) if invoice_ids else []
+        credited = await self.erp.credited_by_invoice(invoice_ids) if invoice_ids else {}
         statuses = [
             s.model_copy(update={"amount_paid": max(Decimal(0), s.total - credited[s.invoice_erp_id] - s.open_balance)})
             if credited.get(s.invoice_erp_id)
@@ -439,6 +498,14 @@ class DeliveryActivities:
             last_invoice_amount=latest.total if latest else None,
             last_invoice_currency=latest.currency if latest else None,
             last_invoice_status=latest.status.value if latest else None,
+            extra_fields=budget_fields(
+                billed=sum((s.total for s in statuses), Decimal(0)),
+                credited=sum((credited.get(s.invoice_erp_id, Decimal(0)) for s in statuses), Decimal(0)),
+                cap=input.budget.cap if input.budget else None,
+                used_percent=input.budget.used_percent if input.budget else None,
+                held=input.budget.held_amount if input.budget else None,
+                status=input.budget.status_text() if input.budget else None,
+            ),
         )
         return statuses
 
@@ -524,6 +591,7 @@ class DeliveryActivities:
             self.post_approved_time,
             self.write_off_exceptions,
             self.issue_invoice,
+            self.write_off_held_time,
             self.refresh_payments,
             self.credit_invoice,
             self.close_erp_project,

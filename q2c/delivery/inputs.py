@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from q2c.domain.budget import BudgetState
 from q2c.domain.delivery import InvoiceLine
 from q2c.domain.engagement import RateCardEntry
 
@@ -33,7 +35,21 @@ class IssueInvoiceInput(BaseModel):
     period_end: date
     currency: str
     bill_unbilled_time: bool = False  # time and materials: lines from unbilled ERP time <= period_end
-    lines: list[InvoiceLine] = Field(default_factory=list)  # fixed fee / retainer
+    lines: list[InvoiceLine] = Field(default_factory=list)  # fixed fee / retainer / re-billed lines
+    # not-to-exceed: bill unbilled time (in date order, whole entries) only while the invoice
+    # stays within this amount; the rest is held (posted, unbilled). None: no cap.
+    bill_up_to: Decimal | None = None
+
+
+class WriteOffHeldInput(BaseModel):
+    """A steward's write-off of the time held at the cap: what `bill_up_to` would hold now."""
+
+    opportunity_id: str
+    erp_project_id: str
+    through: date
+    room: Decimal
+    currency: str
+    marker: str  # recorded in the ledger on each entry written off (never invoiced afterwards)
 
 
 class RefreshPaymentsInput(BaseModel):
@@ -44,6 +60,7 @@ class RefreshPaymentsInput(BaseModel):
     invoice_erp_ids: list[str]
     as_of: date
     erp_customer_id: str | None = None  # for the customer's unapplied payments (a credit)
+    budget: BudgetState | None = None  # T&M: the budget position, written to the CRM with the totals
 
 
 class CloseSystemsInput(BaseModel):

@@ -22,8 +22,19 @@ with workflow.unsafe.imports_passed_through():
         PostTimeInput,
         RefreshPaymentsInput,
         WriteOffExceptionsInput,
+        WriteOffHeldInput,
     )
     from q2c.domain.billing import BillingPeriod, billing_periods, line_amount
+    from q2c.domain.budget import (
+        DECISIONS_KEPT,
+        WARNINGS_KEPT,
+        BudgetDecision,
+        BudgetState,
+        BudgetWarning,
+        budget_cap,
+        crossed,
+        keep_latest,
+    )
     from q2c.domain.delivery import InvoiceLine, InvoiceStatus
     from q2c.domain.engagement import BillingModel, Engagement
     from q2c.domain.stage import EngagementStage
@@ -32,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from q2c.engagement.messages import (
         AcceptMilestoneInput,
         Amendment,
+        BudgetHoldDecisionInput,
+        BudgetHoldDecisionResult,
         ContractVersion,
         DeliveryConfig,
         EngagementInput,
@@ -50,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
         take_payment_statuses,
     )
     from q2c.engagement.steps import Steps
-    from q2c.engagement.visibility import set_details, set_open_exceptions, set_stage
+    from q2c.engagement.visibility import set_budget_status, set_details, set_open_exceptions, set_stage
     from q2c.provisioning.activities import EngagementActivities
     from q2c.provisioning.inputs import ApplyAmendmentInput
 
@@ -63,6 +76,9 @@ DEMO_MONTH_DAYS = 30
 # that runs only in executions started on code that has it; histories recorded before it replay
 # without it. Retire one only when no open engagement can still replay a run without its marker.
 PERIOD_MEMO_PATCH = "period-memo"  # 0.1.0+: the memo says the billing period and when it closes
+# 0.2.0: T&M not-to-exceed (warnings, time held at the cap, decisions), re-billed lines after a
+# credit note. A run recorded before it bills as it did; its successor (continue-as-new) adopts it.
+BUDGET_PATCH = "budget-control"
 
 
 def continue_as_new_versioning():
@@ -332,10 +348,17 @@ class Delivery:
         bill_time: bool = False,
         lines: list[InvoiceLine] | None = None,
     ) -> InvoiceSummary | None:
+        """Issue one invoice (keyed by `external_id`, so a retry or replay finds it). It also
+        carries any corrected lines a steward asked to re-bill after a credit note. On a T&M
+        contract under budget control, time is billed only within the room left under the cap;
+        the rest is held (see q2c/domain/budget.py)."""
         st = self.status
         existing = st.invoice(external_id)
         if existing is not None:
             return existing
+        budget = self.budget() if bill_time else None
+        rebill = list(st.pending_rebill)
+        room = budget.room if budget is not None and self.config.budget.hold_at_cap else None
         summary: InvoiceSummary | None = await self.steps.call(
             DeliveryActivities.issue_invoice,
             IssueInvoiceInput(
@@ -347,19 +370,171 @@ class Delivery:
                 period_end=end,
                 currency=self.engagement.currency,
                 bill_unbilled_time=bill_time,
-                lines=lines or [],
+                lines=(lines or []) + rebill,
+                bill_up_to=room,
             ),
-            f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM",
+            f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM"
+            + (f" (within the {room} {self.engagement.currency} left under the cap)" if room is not None else ""),
             system="erp",
             operation=f"invoice {external_id}",
             timeout=POSTING_TIMEOUT,
             heartbeat=POSTING_HEARTBEAT,
         )
+        invoiced = summary if summary is not None and summary.erp_id else None
+        if invoiced is not None:
+            st.invoices.append(invoiced)
+            st.totals.billed += invoiced.total
+            st.totals.currency = invoiced.currency
+            if rebill:
+                del st.pending_rebill[: len(rebill)]
+        if budget is not None:
+            await self._after_budgeted_invoice(budget, summary, end)
+        return invoiced
+
+    # --- budget control (T&M not-to-exceed) ---------------------------------------------
+    def budget(self) -> BudgetState | None:
+        """The engagement's budget position, started the first time it is needed on code that
+        has budget control (an engagement recorded before it keeps billing as it did)."""
+        st = self.status
+        if st.budget is not None:
+            return st.budget
+        cap = budget_cap(self.engagement)
+        if cap is None or not workflow.patched(BUDGET_PATCH):
+            return None
+        st.budget = BudgetState(cap=cap, currency=self.engagement.currency, consumed=st.totals.net_billed)
+        return st.budget
+
+    async def _after_budgeted_invoice(self, b: BudgetState, summary: InvoiceSummary | None, end: date) -> None:
+        """Take the invoice's effect on the budget: consumed, held, thresholds reached. A new
+        warning or a change in what is held is told to the CRM at once (with the totals)."""
+        st = self.status
+        held_before = b.held_amount
+        b.consumed = st.totals.net_billed
+        b.held_amount = summary.held_amount if summary is not None else Decimal(0)
+        b.held_items = summary.held_items if summary is not None else 0
+        b.held_through = end if b.held_amount > 0 else None
+        reached = crossed(self.config.budget, b)
+        for threshold in reached:
+            b.warned.append(threshold)
+            b.warnings.append(
+                BudgetWarning(
+                    threshold=threshold,
+                    cap=b.cap,
+                    consumed=b.consumed,
+                    at=workflow.now(),
+                    invoice=summary.external_id if summary is not None else None,
+                )
+            )
+            workflow.metric_meter().create_counter(
+                "q2c_budget_warnings", "T&M engagements reaching a not-to-exceed threshold"
+            ).add(1, {"threshold": str(threshold)})
+        keep_latest(b.warnings, WARNINGS_KEPT)
+        if not reached and b.held_amount == held_before:
+            return
+        set_budget_status("held" if b.held_amount > 0 else "warning" if b.warned else "ok")
+        if b.held_amount > 0:
+            set_details(
+                st,
+                f"Budget: {b.held_amount} {b.currency} of approved time held at the not-to-exceed cap "
+                f"({b.held_items} entries, through {end}): the PMO raises the cap by a change order, "
+                "releases it or writes it off",
+            )
+        elif reached:
+            set_details(st, f"Budget warning: {max(reached)}% of the not-to-exceed cap reached ({b.status_text()})")
+        await self.refresh_payments(force=True)
+
+    def budget_issues(self, input: BudgetHoldDecisionInput) -> list[FieldIssue]:
+        b = self.status.budget
+        issues: list[FieldIssue] = []
+        if input.action not in ("release", "write_off"):
+            issues.append(FieldIssue(field="action", reason=f"'{input.action[:40]}' is not release or write_off"))
+        if b is None or b.held_amount <= 0:
+            issues.append(FieldIssue(field="budget", reason="no time is held at the not-to-exceed cap"))
+        if not input.reason.strip():
+            issues.append(FieldIssue(field="reason", reason="say why (the decision is recorded with the engagement)"))
+        return issues
+
+    def _decided(self, action: str, amount: Decimal, items: int, by: str, reason: str) -> None:
+        b = self.status.budget
+        assert b is not None
+        b.decisions.append(
+            BudgetDecision(action=action, amount=amount, items=items, requested_by=by, reason=reason, at=workflow.now())
+        )
+        keep_latest(b.decisions, DECISIONS_KEPT)
+
+    async def bill_held(self, action: str, by: str, reason: str) -> InvoiceSummary | None:
+        """Invoice the time held at the cap now (a release, or a change order that made room):
+        an invoice of its own, keyed by the budget's count of them, within the room left."""
+        b = self.status.budget
+        assert b is not None
+        held, items = b.held_amount, b.held_items
+        through = b.held_through or self.closed_through() or self.calendar_today()
+        number = b.invoices + 1
+        summary = await self.issue(
+            f"inv-{self.opp}-bh{number:02d}", self.engagement.start_date, through, bill_time=True
+        )
         if summary is not None:
-            st.invoices.append(summary)
-            st.totals.billed += summary.total
-            st.totals.currency = summary.currency
+            b.invoices = number
+        billed = summary.total if summary is not None else Decimal(0)
+        self._decided(action, billed, max(0, items - b.held_items), by, reason)
+        set_details(
+            self.status,
+            f"Budget: {billed} {b.currency} of the {held} {b.currency} held invoiced ({action} by {by}: {reason})"
+            + (f"; {b.held_amount} {b.currency} still held" if b.held_amount > 0 else ""),
+        )
         return summary
+
+    async def decide_budget_hold(self, input: BudgetHoldDecisionInput, request_id: str) -> BudgetHoldDecisionResult:
+        b = self.status.budget
+        assert b is not None
+        reason = input.reason.strip()
+        if input.action == "release":
+            b.released += b.held_amount
+            amount, items = b.held_amount, b.held_items
+            summary = await self.bill_held("release", input.requested_by, reason)
+            return BudgetHoldDecisionResult(action="release", amount=amount, items=items, invoice=summary, budget=b)
+        through = b.held_through or self.closed_through() or self.calendar_today()
+        written: InvoiceSummary = await self.steps.call(
+            DeliveryActivities.write_off_held_time,
+            WriteOffHeldInput(
+                opportunity_id=self.opp,
+                erp_project_id=self.status.erp_project_id,
+                through=through,
+                room=b.room,
+                currency=b.currency,
+                marker=request_id,
+            ),
+            f"Ledger: write off {b.held_amount} {b.currency} of time held at the cap "
+            f"({input.requested_by}: {reason[:80]})",
+            system="q2c",
+            operation="write off held time",
+        )
+        self._decided("write_off", written.held_amount, written.held_items, input.requested_by, reason)
+        b.held_amount, b.held_items, b.held_through = Decimal(0), 0, None
+        set_budget_status("warning" if b.warned else "ok")
+        set_details(
+            self.status,
+            f"Budget: {written.held_amount} {b.currency} of held time ({written.held_items} entries) written off "
+            f"by {input.requested_by}: {reason}",
+        )
+        await self.refresh_payments(force=True)
+        return BudgetHoldDecisionResult(
+            action="write_off", amount=written.held_amount, items=written.held_items, budget=b
+        )
+
+    async def cap_changed(self, requested_by: str, reason: str) -> None:
+        """After a change order: the cap follows the contract; thresholds above the new use
+        are armed again; time held at the old cap is invoiced now if there is room for it."""
+        b = self.status.budget
+        cap = budget_cap(self.engagement)
+        if b is None or cap is None or cap == b.cap:
+            return
+        b.cap = cap
+        b.warned = [t for t in b.warned if b.used_percent >= t]
+        if b.held_amount > 0 and b.room > 0:
+            await self.bill_held("change_order", requested_by, reason)
+        else:
+            await self.refresh_payments(force=True)
 
     def milestone_issues(self, key: str, *, waiving: bool = False) -> list[FieldIssue]:
         """Whether a milestone can be accepted (or waived) now, against the state as it is."""
@@ -476,17 +651,21 @@ class Delivery:
                 m.accepted, m.invoiced, m.waived, m.waived_by, m.waived_reason = flags[m.key]
         st.engagement = changed
         self.contract_changed()
-        return self.record_version(
+        version = self.record_version(
             amendment.reason, amendment.requested_by, amendment.model_dump(mode="json", exclude_defaults=True)
         )
+        await self.cap_changed(amendment.requested_by, f"change order v{version.version}: {amendment.reason}")
+        return version
 
     # --- payments ---------------------------------------------------------------------
     def _open_invoices(self) -> list[InvoiceSummary]:
         return [i for i in self.status.invoices if i.status is not InvoiceStatus.PAID_IN_FULL]
 
-    async def refresh_payments(self) -> None:
+    async def refresh_payments(self, *, force: bool = False) -> None:
+        """Collection status of every invoice from the ERP, and the totals (and the budget
+        position) to the CRM. `force`: also when nothing is open (the budget position moved)."""
         open_invoices = self._open_invoices()
-        if not open_invoices:
+        if not open_invoices and not force:
             return
         statuses = await self.steps.call(
             DeliveryActivities.refresh_payments,
@@ -495,8 +674,10 @@ class Delivery:
                 erp_customer_id=self.status.erp_customer_id,
                 invoice_erp_ids=[i.erp_id for i in self.status.invoices if i.erp_id],
                 as_of=self.calendar_today(),
+                budget=self.status.budget,
             ),
-            f"ERP->CRM: payment status of {len(self.status.invoices)} invoice(s), {len(open_invoices)} open",
+            f"ERP->CRM: payment status of {len(self.status.invoices)} invoice(s), {len(open_invoices)} open"
+            + (f"; budget {self.status.budget.status_text()}" if self.status.budget is not None else ""),
             system="erp",
             operation="read payments",
         )
@@ -548,12 +729,24 @@ class Delivery:
                     if st.unbilled_after_final:
                         st.unbilled_after_final = False
                         await self._final_invoice()
+            if st.pending_rebill:
+                async with self.steps.door:
+                    if st.pending_rebill:
+                        await self._rebill_invoice()
             if st.open_exception_count:
                 await self._await_exceptions()
                 continue
+            if st.budget is not None and st.budget.held_amount > 0:
+                await self._await_budget_decision()
+                continue
             async with self.steps.door:
                 await self.refresh_payments()
-            if not self._open_invoices() and not st.open_exception_count and not st.unbilled_after_final:
+            if (
+                not self._open_invoices()
+                and not st.open_exception_count
+                and not st.unbilled_after_final
+                and not st.pending_rebill
+            ):
                 break
             balance = sum((i.open_balance for i in self._open_invoices()), Decimal(0))
             set_details(st, f"Collecting: {balance} {e.currency} open on {len(self._open_invoices())} invoice(s)")
@@ -567,7 +760,7 @@ class Delivery:
                 workflow.continue_as_new(self._carry(), initial_versioning_behavior=continue_as_new_versioning())
             try:
                 await workflow.wait_condition(
-                    lambda: st.unbilled_after_final or st.open_exception_count > 0,
+                    lambda: st.unbilled_after_final or st.open_exception_count > 0 or bool(st.pending_rebill),
                     timeout=timedelta(seconds=self.config.payment_poll_seconds),
                     timeout_summary="payment check",
                 )
@@ -609,6 +802,38 @@ class Delivery:
         )
         if summary is not None:
             st.final_invoices = number
+
+    async def _rebill_invoice(self) -> None:
+        """Corrected lines after a credit note when no other invoice is left to carry them."""
+        number = sum(1 for i in self.status.invoices if i.external_id.startswith(f"inv-{self.opp}-rb")) + 1
+        today = self.calendar_today()
+        await self.issue(f"inv-{self.opp}-rb{number:02d}", today, today)
+
+    async def _await_budget_decision(self) -> None:
+        """A T&M engagement never closes with time held at the cap undecided: the PMO releases
+        it (billed beyond the cap, recorded) or writes it off (decide_budget_hold)."""
+        b = self.status.budget
+        assert b is not None
+        await self.steps.park(
+            PauseReason(
+                kind=PauseKind.BUDGET_HELD,
+                queue=StewardQueue.PMO,
+                action=StewardAction.DECIDE_BUDGET_HOLD,
+                system="q2c",
+                operation="close engagement",
+                fields=[
+                    FieldIssue(
+                        field="budget.held",
+                        reason=f"{b.held_amount} {b.currency} ({b.held_items} entries) beyond the "
+                        f"{b.money(b.cap)} cap",
+                    )
+                ],
+                message=f"The contract ended with {b.held_amount} {b.currency} of approved time held at the "
+                f"not-to-exceed cap of {b.money(b.cap)}: release it (bill it, beyond the cap) or write it "
+                "off, with a reason.",
+            ),
+            until=lambda: b.held_amount <= 0,
+        )
 
     async def _await_milestones(self) -> None:
         """A fixed-fee engagement never closes with a milestone neither invoiced nor waived:

@@ -20,13 +20,14 @@ The policy (from configuration, `Q2C_BUDGET_WARN_AT` and `Q2C_BUDGET_HOLD`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
 from q2c.domain.engagement import BillingModel, Engagement
+from q2c.domain.money import format_amount, round_money
 
 DEFAULT_WARN_AT = (80, 100)
 DECISIONS_KEPT = 20  # the latest decisions in the workflow state; the audit log keeps them all
@@ -70,6 +71,8 @@ class BudgetState(BaseModel):
     released: Decimal = Decimal(0)  # decided by stewards beyond the cap
     held_amount: Decimal = Decimal(0)  # posted, unbilled, beyond the room (as of the last invoice)
     held_items: int = 0
+    held_through: date | None = None  # the date the held time runs to (the invoice that held it)
+    invoices: int = 0  # invoices made by a decision (inv-<opportunity>-bh<n>)
     warned: list[int] = Field(default_factory=list)  # thresholds warned at the current cap
     warnings: list[BudgetWarning] = Field(default_factory=list)  # the latest WARNINGS_KEPT
     decisions: list[BudgetDecision] = Field(default_factory=list)  # the latest DECISIONS_KEPT
@@ -83,13 +86,21 @@ class BudgetState(BaseModel):
     def used_percent(self) -> Decimal:
         return percent_of(self.consumed, self.cap)
 
+    def money(self, amount: Decimal) -> str:
+        return f"{format_amount(amount, self.currency)} {self.currency}"
+
     def status_text(self) -> str:
         """One line for the CRM's `Budget_Status__c`, the console and details."""
-        used = f"{self.used_percent}% of {self.cap} {self.currency} used"
+        used = f"{self.used_percent}% of {self.money(self.cap)} used"
         if self.held_amount > 0:
-            return f"at cap: {self.held_amount} {self.currency} held ({self.held_items} item(s)); {used}"
+            return f"at cap: {self.money(self.held_amount)} held ({self.held_items} item(s)); {used}"
         reached = max(self.warned, default=None)
         return f"warning: {reached}% reached; {used}" if reached is not None else f"ok: {used}"
+
+
+def held_total(amounts, currency: str) -> Decimal:
+    """What held entries amount to: the sum of their billed amounts, in the currency's unit."""
+    return round_money(sum(amounts, Decimal(0)), currency)
 
 
 def percent_of(part: Decimal, whole: Decimal) -> Decimal:

@@ -28,6 +28,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from q2c.domain.budget import BudgetPolicy
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.messages import CrmChangedInput, DeliveryConfig, EngagementInput, EngagementStatus, RecheckInput
 from q2c.engagement.search_attributes import (
@@ -55,6 +56,7 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
         period_seconds=settings.period_seconds,
         payment_poll_seconds=settings.payment_poll_seconds,
         grace_days=settings.grace_days,
+        budget=BudgetPolicy(warn_at=list(settings.budget_warn_at), hold_at_cap=settings.budget_hold),
     )
 
 

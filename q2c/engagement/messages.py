@@ -8,7 +8,8 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from q2c.domain.delivery import InvoiceStatus, PaymentStatus
+from q2c.domain.budget import BudgetPolicy, BudgetState
+from q2c.domain.delivery import InvoiceLine, InvoiceStatus, PaymentStatus
 from q2c.domain.engagement import Engagement
 from q2c.domain.project import PsaWorkspace, Subsidiary
 from q2c.domain.stage import EngagementStage
@@ -33,6 +34,8 @@ class DeliveryConfig(BaseModel):
     # after the end date, approved time for the final period keeps being collected this long
     # before the final posting (on the demo calendar: this share of a 30-day month)
     grace_days: int = 3
+    # not-to-exceed on T&M contracts (Q2C_BUDGET_WARN_AT, Q2C_BUDGET_HOLD), as the engagement started
+    budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
 
 
 class EngagementInput(BaseModel):
@@ -110,6 +113,10 @@ class InvoiceSummary(BaseModel):
     open_balance: Decimal = Decimal(0)
     days_overdue: int = 0
     credited: Decimal = Decimal(0)  # credit memos applied to it (the invoice itself never changes)
+    # not-to-exceed: posted time left unbilled because it would take billing past the cap
+    # (the position after this invoice; the same figure when nothing could be invoiced at all)
+    held_amount: Decimal = Decimal(0)
+    held_items: int = 0
 
     def take_payment_status(self, s: PaymentStatus) -> None:
         """What the ERP (the system of record for collection) now says about this invoice."""
@@ -184,6 +191,8 @@ class EngagementStatus(BaseModel):
     unbilled_after_final: bool = False  # time posted after the final period's invoice: bill it
     recent_update_ids: list[str] = Field(default_factory=list)  # the latest applied (bounded)
     credit_notes: list[CreditNoteSummary] = Field(default_factory=list)
+    budget: BudgetState | None = None  # T&M: the not-to-exceed position (from the budget-control build on)
+    pending_rebill: list[InvoiceLine] = Field(default_factory=list)  # corrected lines for the next invoice
 
     def invoice(self, external_id: str) -> InvoiceSummary | None:
         return next((i for i in self.invoices if i.external_id == external_id), None)
@@ -221,6 +230,7 @@ class PauseKind(str, Enum):
     # the end date came: someone must decide before the engagement can close
     TIME_EXCEPTIONS_OPEN = "time_exceptions_open"  # replay or write off
     MILESTONES_NOT_INVOICED = "milestones_not_invoiced"  # accept or waive
+    BUDGET_HELD = "budget_held"  # time held at the not-to-exceed cap: raise the cap, release or write off
 
 
 class StewardAction(str, Enum):
@@ -230,6 +240,7 @@ class StewardAction(str, Enum):
     RETRY = "retry"  # fix the cause in the named system, then retry the parked step
     REPLAY_OR_WRITE_OFF = "replay_or_write_off"  # replay_exceptions / write_off_exceptions
     ACCEPT_OR_WAIVE = "accept_or_waive"  # accept_milestone / waive_milestone
+    DECIDE_BUDGET_HOLD = "decide_budget_hold"  # amend_contract (raise the cap) / decide_budget_hold
 
 
 class StewardQueue(str, Enum):
@@ -356,14 +367,42 @@ class WriteOffResult(BaseModel):
     open_remaining: int = 0
 
 
+class RebillLine(BaseModel):
+    """A corrected line to bill again after a credit (quantity x rate, rounded once)."""
+
+    description: str
+    quantity: Decimal = Decimal(1)
+    rate: Decimal
+
+
 class CreditInvoiceInput(BaseModel):
     """`credit_invoice`: credit part or all of an issued invoice (an ERP credit memo applied to
-    it). `invoice` is its external ID (or ERP number); `amount` what to credit."""
+    it). `invoice` is its external ID (or ERP number); `amount` what to credit. `rebill`: the
+    corrected lines, billed on the engagement's next invoice (never more than the credit: a
+    larger charge is a change order)."""
 
     invoice: str
     amount: Decimal
     reason: str
     requested_by: str = "steward"
+    rebill: list[RebillLine] = Field(default_factory=list)
+
+
+class BudgetHoldDecisionInput(BaseModel):
+    """`decide_budget_hold`: what happens to the time held at the not-to-exceed cap.
+    release: bill it now, beyond the cap (the decision is recorded); write_off: never bill it."""
+
+    action: str  # release | write_off
+    reason: str
+    requested_by: str = "pmo"
+
+
+class BudgetHoldDecisionResult(BaseModel):
+    action: str
+    amount: Decimal
+    items: int
+    invoice: InvoiceSummary | None = None
+    budget: BudgetState | None = None
 
 
 class CreditNoteSummary(BaseModel):

@@ -15,8 +15,19 @@ BILLING_MODEL = SearchAttributeKey.for_keyword("BillingModel")
 REGION = SearchAttributeKey.for_keyword("Region")
 OPEN_EXCEPTIONS = SearchAttributeKey.for_int("OpenExceptions")
 STEWARD_QUEUE = SearchAttributeKey.for_keyword("StewardQueue")
+# T&M not-to-exceed: ok | warning | held (time held at the cap waits for the PMO)
+BUDGET_STATUS = SearchAttributeKey.for_keyword("BudgetStatus")
 
-ALL_KEYS = [ENGAGEMENT_STAGE, OPPORTUNITY_ID, CUSTOMER_NAME, BILLING_MODEL, REGION, OPEN_EXCEPTIONS, STEWARD_QUEUE]
+ALL_KEYS = [
+    ENGAGEMENT_STAGE,
+    OPPORTUNITY_ID,
+    CUSTOMER_NAME,
+    BILLING_MODEL,
+    REGION,
+    OPEN_EXCEPTIONS,
+    STEWARD_QUEUE,
+    BUDGET_STATUS,
+]
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:

@@ -40,6 +40,8 @@ from q2c.engagement.client import EngagementNotAnswering, raise_for_rpc, workflo
 from q2c.engagement.messages import (
     AcceptMilestoneInput,
     Amendment,
+    BudgetHoldDecisionInput,
+    BudgetHoldDecisionResult,
     CancelInput,
     ContractVersion,
     CreditInvoiceInput,
@@ -67,6 +69,7 @@ WRITE_OFF_EXCEPTIONS = "write_off_exceptions"
 ACCEPT_MILESTONE = "accept_milestone"
 WAIVE_MILESTONE = "waive_milestone"
 CREDIT_INVOICE = "credit_invoice"
+DECIDE_BUDGET_HOLD = "decide_budget_hold"
 UPDATE_ID_PREFIX = "q2c-"
 
 
@@ -244,3 +247,12 @@ async def waive_milestone(client: Client, opportunity_id: str, request: WaiveMil
 async def credit_invoice(client: Client, opportunity_id: str, request: CreditInvoiceInput, **kw) -> UpdateOutcome:
     """Credit all or part of an issued invoice (result: CreditNoteSummary)."""
     return await run_update(client, opportunity_id, CREDIT_INVOICE, request, result_type=CreditNoteSummary, **kw)
+
+
+async def decide_budget_hold(
+    client: Client, opportunity_id: str, request: BudgetHoldDecisionInput, **kw
+) -> UpdateOutcome:
+    """Release or write off the time held at the not-to-exceed cap (result: BudgetHoldDecisionResult)."""
+    return await run_update(
+        client, opportunity_id, DECIDE_BUDGET_HOLD, request, result_type=BudgetHoldDecisionResult, **kw
+    )

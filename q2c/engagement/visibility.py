@@ -9,6 +9,7 @@ from q2c.domain.stage import EngagementStage
 from q2c.engagement.messages import EngagementStatus
 from q2c.engagement.search_attributes import (
     BILLING_MODEL,
+    BUDGET_STATUS,
     CUSTOMER_NAME,
     ENGAGEMENT_STAGE,
     OPEN_EXCEPTIONS,
@@ -47,3 +48,9 @@ def set_open_exceptions(count: int) -> None:
 
 def set_steward_queue(queue: str | None) -> None:
     workflow.upsert_search_attributes([STEWARD_QUEUE.value_set(queue) if queue else STEWARD_QUEUE.value_unset()])
+
+
+def set_budget_status(value: str) -> None:
+    """ok | warning | held: the PMO's list of engagements holding time at the cap is a
+    visibility query (`BudgetStatus = 'held'`), like the steward queue."""
+    workflow.upsert_search_attributes([BUDGET_STATUS.value_set(value)])

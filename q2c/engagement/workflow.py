@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from q2c.engagement.messages import (
         AcceptMilestoneInput,
         Amendment,
+        BudgetHoldDecisionInput,
+        BudgetHoldDecisionResult,
         CancelInput,
         CloseInput,
         ContractVersion,
@@ -54,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         WriteOffResult,
         take_payment_statuses,
     )
+    from q2c.engagement.rebill import rebill_issues, rebill_lines
     from q2c.engagement.rejections import reject, reject_one
     from q2c.engagement.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Abandoned, Steps
     from q2c.engagement.visibility import set_details, set_stage
@@ -362,6 +365,9 @@ class EngagementWorkflow:
             st.totals.credited += note.amount
             st.totals.collected = sum((i.amount_paid for i in st.invoices), Decimal(0))
             st.credit_notes.append(note)
+            if st.budget is not None:
+                st.budget.consumed = st.totals.net_billed
+            st.pending_rebill += rebill_lines(input, note, inv.currency)
             set_details(
                 st,
                 f"Credit memo {note.number or note.external_id}: {note.amount} {note.currency} on invoice "
@@ -429,7 +435,27 @@ class EngagementWorkflow:
             issues.append(FieldIssue(field="amount", reason="at most 2 decimal places"))
         if not input.reason.strip():
             issues.append(FieldIssue(field="reason", reason="say why the invoice is credited"))
+        if inv is not None:
+            issues += rebill_issues(input, inv.currency)
         return issues
+
+    @workflow.update(name="decide_budget_hold")
+    async def decide_budget_hold(self, input: BudgetHoldDecisionInput) -> BudgetHoldDecisionResult:
+        """The PMO's decision on time held at the not-to-exceed cap: release (bill it now,
+        beyond the cap) or write off (never bill it). Recorded with who and why. (Raising the
+        cap is a change order: amend_contract with budget_cap or contract_value.)"""
+        async with self._steps.door:
+            reject(self._delivery.budget_issues(input))
+            info = workflow.current_update_info()
+            result = await self._delivery.decide_budget_hold(input, info.id if info else str(workflow.uuid4()))
+            self._applied()
+            return result
+
+    @decide_budget_hold.validator
+    def _validate_budget_decision(self, input: BudgetHoldDecisionInput) -> None:
+        self._once()
+        self._require_unparked("decide on held time", allow=PauseKind.BUDGET_HELD)
+        reject(self._delivery.budget_issues(input))
 
     @workflow.update(name="cancel")
     async def cancel(self, input: CancelInput) -> str:
@@ -534,6 +560,7 @@ class EngagementWorkflow:
             )
             self._status.active_since = workflow.now()
             self._delivery.record_version("contract as closed-won", "crm")
+            self._delivery.budget()  # T&M: the not-to-exceed position from day one
         if self._status.collecting_since is None and await self._delivery.run_periods():
             await self._continue_as_new()
         return await self._finish(await self._delivery.collect_and_close())

@@ -45,6 +45,10 @@ from q2c.vendors.http import CallRecord
 _ZERO = Decimal("0")
 
 
+# the invoice reference of time written off at the not-to-exceed cap (`budget-write-off:<request>`)
+BUDGET_WRITE_OFF_PREFIX = "budget-write-off:"
+
+
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -173,6 +177,23 @@ class Ledger:
                 .values(invoice_external_id=invoice_external_id)
             )
             return result.rowcount
+
+    def budget_written_off_bills(self, erp_time_bill_ids: Iterable[str]) -> set[str]:
+        """Which of these timeBills a steward wrote off at the not-to-exceed cap: posted, never
+        invoiced (the ERP still lists them as unbilled; q2c never bills them)."""
+        ids = list(dict.fromkeys(erp_time_bill_ids))
+        found: set[str] = set()
+        table = LedgerPostedTime.__table__
+        for start in range(0, len(ids), 500):
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(table.c.erp_time_bill_id).where(
+                        table.c.erp_time_bill_id.in_(ids[start : start + 500]),
+                        table.c.invoice_external_id.like(f"{BUDGET_WRITE_OFF_PREFIX}%"),
+                    )
+                )
+                found.update(r[0] for r in rows)
+        return found
 
     def posted_time(self, opportunity_id: str, *, uninvoiced_only: bool = False) -> list[LedgerPostedTime]:
         stmt = select(LedgerPostedTime).where(LedgerPostedTime.opportunity_id == opportunity_id)

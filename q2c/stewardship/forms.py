@@ -158,6 +158,7 @@ def amendment_from_form(values: Mapping[str, object], requested_by: str) -> tupl
     errors: list[FieldError] = []
     v = {k: _clean(x) for k, x in values.items()}
     contract_value = _decimal(v["contract_value"], "contract_value", errors) if v.get("contract_value") else None
+    budget_cap = _decimal(v["budget_cap"], "budget_cap", errors) if v.get("budget_cap") else None
     end_date = _date(v["end_date"], "end_date", errors) if v.get("end_date") else None
     rates, milestones = [], []
     for i in range(FORM_RATE_ROWS):
@@ -187,12 +188,15 @@ def amendment_from_form(values: Mapping[str, object], requested_by: str) -> tupl
             milestones.append(MilestoneChange(key=key or None, name=name, amount=amount_d, due_date=due_d))
     if errors:
         return None, errors
-    if contract_value is None and end_date is None and not rates and not milestones:
+    if contract_value is None and end_date is None and not rates and not milestones and budget_cap is None:
         return None, [
-            FieldError("_", "nothing to change: give a contract value, an end date, a rate change or a milestone")
+            FieldError(
+                "_", "nothing to change: give a contract value, a budget cap, an end date, a rate change or a milestone"
+            )
         ]
     return Amendment(
         contract_value=contract_value,
+        budget_cap=budget_cap,
         end_date=end_date,
         rates=rates,
         milestones=milestones,
@@ -239,22 +243,37 @@ def amendment_from_specs(
     milestones: list[str],
     reason: str,
     requested_by: str,
+    budget_cap: str | None = None,
 ) -> tuple[Amendment | None, list[FieldError]]:
     """The CLI's `q2c amend` options."""
     errors: list[FieldError] = []
     cv = _decimal(contract_value, "contract_value", errors) if contract_value else None
+    cap = _decimal(budget_cap, "budget_cap", errors) if budget_cap else None
     ed = _date(end_date, "end_date", errors) if end_date else None
     rate_changes = [parse_rate_spec(s, i, errors) for i, s in enumerate(rates)]
     milestone_changes = [parse_milestone_spec(s, i, errors) for i, s in enumerate(milestones)]
     if errors:
         return None, errors
-    if cv is None and ed is None and not rate_changes and not milestone_changes:
-        return None, [FieldError("_", "nothing to change: give --contract-value, --end-date, --rate or --milestone")]
+    if cv is None and ed is None and not rate_changes and not milestone_changes and cap is None:
+        return None, [
+            FieldError("_", "nothing to change: give --contract-value, --budget-cap, --end-date, --rate or --milestone")
+        ]
     return Amendment(
         contract_value=cv,
+        budget_cap=cap,
         end_date=ed,
         rates=rate_changes,
         milestones=milestone_changes,
         reason=reason or "",
         requested_by=requested_by,
     ), []
+
+
+def parse_rebill_spec(spec: str, i: int, errors: list[FieldError]) -> dict | None:
+    """`"Description=quantity@rate"` (the CLI's `--rebill`) -> {description, quantity, rate}."""
+    text, sep, rest = spec.rpartition("=")
+    quantity, at, rate = rest.partition("@")
+    if not sep or not at or not text.strip():
+        errors.append(FieldError(f"rebill[{i}]", f"'{spec[:80]}' is not \"Description=quantity@rate\""))
+        return None
+    return {"description": text.strip(), "quantity": quantity.strip(), "rate": rate.strip()}

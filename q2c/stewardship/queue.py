@@ -22,8 +22,14 @@ from temporalio.client import Client
 
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.client import EngagementNotAnswering, EngagementNotFound, get_status
-from q2c.engagement.messages import EngagementStatus, StewardQueue
-from q2c.engagement.search_attributes import CUSTOMER_NAME, ENGAGEMENT_STAGE, OPPORTUNITY_ID, STEWARD_QUEUE
+from q2c.engagement.messages import EngagementStatus, PauseKind, StewardAction, StewardQueue
+from q2c.engagement.search_attributes import (
+    BUDGET_STATUS,
+    CUSTOMER_NAME,
+    ENGAGEMENT_STAGE,
+    OPPORTUNITY_ID,
+    STEWARD_QUEUE,
+)
 
 ENGAGEMENT_WORKFLOW_TYPE = "EngagementWorkflow"
 QUEUES = tuple(q.value for q in StewardQueue)
@@ -93,14 +99,18 @@ def parse_queue(queue: str | None) -> str | None:
 
 
 def queue_query(queue: str | None = None) -> str:
-    query = (
-        f"WorkflowType = '{ENGAGEMENT_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' "
-        f"AND {ENGAGEMENT_STAGE.name} = '{EngagementStage.AWAITING_STEWARD.value}'"
-    )
+    """Paused engagements of a queue; the PMO's (and the whole list) also holds delivering T&M
+    engagements with time held at their not-to-exceed cap, which wait for a decision without a
+    pause (delivery goes on)."""
+    running = f"WorkflowType = '{ENGAGEMENT_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
+    paused = f"{ENGAGEMENT_STAGE.name} = '{EngagementStage.AWAITING_STEWARD.value}'"
+    held = f"{BUDGET_STATUS.name} = 'held'"
     queue = parse_queue(queue)
-    if queue:
-        query += f" AND {STEWARD_QUEUE.name} = '{queue}'"
-    return query
+    if queue is None:
+        return f"{running} AND ({paused} OR {held})"
+    if queue == StewardQueue.PMO.value:
+        return f"{running} AND (({paused} AND {STEWARD_QUEUE.name} = '{queue}') OR {held})"
+    return f"{running} AND {paused} AND {STEWARD_QUEUE.name} = '{queue}'"
 
 
 def _row(wf, status: EngagementStatus | None) -> QueueRow:
@@ -125,6 +135,17 @@ def _row(wf, status: EngagementStatus | None) -> QueueRow:
         row.action = pause.action.value
         row.system, row.operation = pause.system, pause.operation
         row.vendor_code, row.vendor_message = pause.vendor_code, pause.vendor_message
+    b = status.budget
+    if pause is None and b is not None and b.held_amount > 0:
+        row.queue = StewardQueue.PMO.value
+        row.pause_kind = PauseKind.BUDGET_HELD.value
+        row.action = StewardAction.DECIDE_BUDGET_HOLD.value
+        row.message = (
+            f"{b.held_amount} {b.currency} of approved time held at the not-to-exceed cap of {b.money(b.cap)} "
+            "(posted, not invoiced): raise the cap by a change order, release it or write it off"
+        )
+        row.since = b.warnings[-1].at if b.warnings else None
+        row.missing_fields = [{"field": "budget.held", "reason": b.status_text()}]
     row.open_exceptions = status.open_exception_count
     if not row.missing_fields:
         row.missing_fields = [{"field": f.field, "reason": f.reason} for f in status.missing_fields]

@@ -42,10 +42,12 @@ from q2c.engagement.client import get_status
 from q2c.engagement.messages import (
     AcceptMilestoneInput,
     Amendment,
+    BudgetHoldDecisionInput,
     CancelInput,
     CreditInvoiceInput,
     CustomerPatch,
     EngagementStatus,
+    RebillLine,
     ReplayExceptionsInput,
     RetryInput,
     WaiveMilestoneInput,
@@ -342,6 +344,7 @@ class StewardService:
         reason: object,
         user: str,
         key: RequestKey | None = None,
+        rebill: object = None,
     ) -> UpdateOutcome:
         """Credit all or part of an issued invoice with a reason (an ERP credit memo applied
         to it); the engagement checks the invoice and the amount against what it still owes."""
@@ -349,15 +352,37 @@ class StewardService:
         name = _text(invoice, "invoice", errors, required="name the invoice (its external ID or number)")
         value = _amount(amount, "amount", errors)
         text = _text(reason, "reason", errors, required="say why the invoice is credited")
+        lines = _rebill_lines(rebill, errors)
         if errors:
             return UpdateOutcome(errors=errors)
         return await self._send(
             updates.CREDIT_INVOICE,
             user,
             opportunity_id,
-            CreditInvoiceInput(invoice=name, amount=value, reason=text, requested_by=user),
+            CreditInvoiceInput(invoice=name, amount=value, reason=text, requested_by=user, rebill=lines),
             key,
             updates.credit_invoice,
+        )
+
+    async def decide_budget_hold(
+        self, opportunity_id: str, action: object, reason: object, user: str, key: RequestKey | None = None
+    ) -> UpdateOutcome:
+        """The PMO's decision on time held at the not-to-exceed cap: release (bill it, beyond
+        the cap) or write_off (never bill it), with a reason. Raising the cap is a change order."""
+        errors: list[FieldError] = []
+        text = _text(reason, "reason", errors, required="say why (the decision is recorded)")
+        what = str(action or "").strip().lower().replace("-", "_")
+        if what not in ("release", "write_off"):
+            errors.append(FieldError("action", "choose release or write_off"))
+        if errors:
+            return UpdateOutcome(errors=errors)
+        return await self._send(
+            updates.DECIDE_BUDGET_HOLD,
+            user,
+            opportunity_id,
+            BudgetHoldDecisionInput(action=what, reason=text, requested_by=user),
+            key,
+            updates.decide_budget_hold,
         )
 
     async def recheck(self, opportunity_id: str, note: str | None, user: str) -> str:
@@ -368,6 +393,27 @@ class StewardService:
         )
         await self.audit.arecord(updates.RECHECK, user, opportunity_id, started=started)
         return wf_id
+
+
+def _rebill_lines(value: object, errors: list[FieldError]) -> list[RebillLine]:
+    """[{description, quantity, rate}] (money as strings, never floats); None or [] -> none."""
+    if value in (None, "", []):
+        return []
+    if not isinstance(value, list):
+        errors.append(FieldError("rebill", "a list of {description, quantity, rate}"))
+        return []
+    lines: list[RebillLine] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            errors.append(FieldError(f"rebill[{i}]", "an object with description, quantity and rate"))
+            continue
+        before = len(errors)
+        text = _text(item.get("description"), f"rebill[{i}].description", errors, required="describe the line")
+        quantity = _amount(item.get("quantity", "1"), f"rebill[{i}].quantity", errors)
+        rate = _amount(item.get("rate"), f"rebill[{i}].rate", errors)
+        if len(errors) == before:
+            lines.append(RebillLine(description=text, quantity=quantity, rate=rate))
+    return lines
 
 
 def _amount(value: object, field: str, errors: list[FieldError]) -> Decimal:
