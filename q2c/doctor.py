@@ -395,6 +395,52 @@ async def check_temporal(settings: Settings, report: Report, *, timeout: float) 
 SYSTEMS = ("crm", "erp", "psa", "temporal")
 
 
+async def check_api_budgets(settings: Settings, report: Report, systems: tuple[str, ...]) -> None:
+    """Each vendor's calls today (UTC) against its daily API budget, as counted in the ledger by
+    every worker (q2c.ledger.api_budget): a warning once deferrable work has begun to wait."""
+    from pathlib import Path
+
+    from q2c.ledger.api_budget import calls_on
+    from q2c.ledger.config import ledger_url, make_ledger_engine
+
+    budgets = {"crm": settings.crm.daily_api_budget, "erp": settings.erp.daily_api_budget}
+    budgets["psa"] = settings.psa.daily_api_budget
+    url = ledger_url(settings)
+    try:
+        used: dict[str, int] = {}
+        if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists():  # only reads
+            engine = make_ledger_engine(url)
+            try:
+                used = await asyncio.to_thread(calls_on, engine)
+            finally:
+                engine.dispose()
+    except Exception as err:
+        for system in (s for s in budgets if s in systems):
+            report.findings.append(Finding(system, "api budget", Status.WARN, f"the ledger is not readable: {err}"))
+        return
+    variable = "Q2C_{}_DAILY_API_BUDGET"
+    for system, budget in budgets.items():
+        if system not in systems:
+            continue
+        n = used.get(system, 0)
+        if not budget:
+            detail = f"{n:,} calls today (UTC), no daily budget ({variable.format(system.upper())}=0)"
+            report.findings.append(Finding(system, "api budget", Status.OK, detail))
+            continue
+        defer = settings.api_budget_defer_at * budget
+        detail = f"{n:,} of {budget:,} calls today (UTC); deferrable work waits from {defer:,.0f}"
+        report.findings.append(
+            Finding(
+                system,
+                "api budget",
+                Status.WARN if n >= defer else Status.OK,
+                detail,
+                f"Payment polling and reconciliation wait until 00:00 UTC; raise {variable.format(system.upper())} "
+                "if the vendor's daily limit allows it.",
+            )
+        )
+
+
 async def run_doctor(settings: Settings, *, systems: tuple[str, ...] = SYSTEMS, timeout: float = 10.0) -> Report:
     """Every check of every system asked for; the CRM first (the PSA check uses its service lines)."""
     from q2c.observability.tracing import ensure_tracing, tracer
@@ -406,6 +452,7 @@ async def run_doctor(settings: Settings, *, systems: tuple[str, ...] = SYSTEMS, 
         for system in SYSTEMS:
             if system in systems:
                 await checks[system](settings, report, timeout=timeout)
+        await check_api_budgets(settings, report, systems)
         span.set_attribute("q2c.doctor.ready", report.ready)
     return report
 

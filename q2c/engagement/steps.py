@@ -49,6 +49,11 @@ VENDOR_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=60)
 )
 VENDOR_TIMEOUT = timedelta(seconds=60)
+# An activity that heartbeats while it waits on a vendor (`heartbeats` on its method, see
+# q2c.provisioning.activities) is scheduled with this heartbeat timeout: a killed worker's
+# attempt is retried after ~20 s instead of the 60 s start-to-close. Activity options are not
+# replayed as commands: changing them needs no patch (tests/replay says so).
+VENDOR_HEARTBEAT = timedelta(seconds=20)
 # Mirroring the stage to the CRM is informative: a few attempts, never a reason to park.
 MIRROR_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -79,6 +84,8 @@ async def execute(
 ) -> Any:
     """One vendor activity with q2c's retry policy: transient failures retry without limit;
     what Temporal stops retrying arrives as ActivityError for the caller to park or report."""
+    if heartbeat is None and getattr(fn, "heartbeats", False):
+        heartbeat = VENDOR_HEARTBEAT
     return await workflow.execute_activity_method(
         fn, arg, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat, retry_policy=VENDOR_RETRY, summary=summary
     )

@@ -7,7 +7,9 @@ Two endpoints, because two processes know two different things:
   latency, workflow and activity failures, sticky cache, ... (`temporal_*`), and on the same
   meter q2c's live vendor-call instruments, recorded by `q2c.vendors.http` for every call:
   `q2c_vendor_calls{system,outcome}` and the latency histogram
-  `q2c_vendor_call_latency{system,outcome}` (milliseconds). Off when the variable is unset.
+  `q2c_vendor_call_latency{system,outcome}` (milliseconds), and the daily API budget
+  (`q2c.ledger.api_budget`): `q2c_vendor_api_calls_today{system}` (every process's calls this
+  UTC day, as of the last flush) beside `q2c_vendor_api_budget{system}`. Off when the variable is unset.
 - **the webhook service** (`GET /metrics` on its port): the business figures of
   `q2c.observability.figures` (engagements by stage, activation cycle time, unbilled time,
   receivables, exceptions, invoices rejected, vendor calls from the ledger's audit, payment
@@ -64,6 +66,12 @@ def use_meter(runtime: Runtime) -> None:
     vendor.instruments = (
         meter.create_counter("q2c_vendor_calls", "vendor HTTP calls by system and outcome"),
         meter.create_histogram_float("q2c_vendor_call_latency", "vendor HTTP call latency", "ms"),
+    )
+    from q2c.ledger import api_budget  # the daily API budget: every process's calls today, per vendor
+
+    api_budget.instruments = (
+        meter.create_gauge("q2c_vendor_api_calls_today", "vendor API calls today (UTC), all processes"),
+        meter.create_gauge("q2c_vendor_api_budget", "daily API budget per vendor (0: none)"),
     )
 
 

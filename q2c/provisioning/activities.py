@@ -1,9 +1,20 @@
-"""Activities for an engagement's setup: read the CRM, validate, provision ERP and PSA."""
+"""Activities for an engagement's setup: read the CRM, validate, provision ERP and PSA.
+
+Every one of them waits on a vendor, so every one heartbeats while it waits (`heartbeating`),
+and is scheduled with a heartbeat timeout (`q2c.engagement.steps.VENDOR_HEARTBEAT`, 20 s): an
+attempt lost with a killed worker is retried after ~20 s, not after its 60 s start-to-close
+(issue 15 measured the full minute). The start-to-close still bounds a live attempt; it is
+longer than the requests inside it can take (each at most the HTTP timeout for a slot plus the
+timeout for the answer), so a live attempt ends with the vendor's error before Temporal gives
+up on it and starts another beside it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -31,6 +42,38 @@ if TYPE_CHECKING:
     from q2c.vendors.salesforce.client import SalesforceClient
 
 
+T = TypeVar("T")
+HEARTBEAT_EVERY_SECONDS = 5.0  # the SDK sends at most one per 80% of the heartbeat timeout
+
+
+async def while_heartbeating(work: Awaitable[T], every: float = HEARTBEAT_EVERY_SECONDS) -> T:
+    """Await `work`, heartbeating every `every` seconds until it is done. When the activity is
+    cancelled (its heartbeat timeout passed, the worker shuts down), `work` is cancelled too:
+    its requests are not left running beside the next attempt."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def heartbeating(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """An activity method that heartbeats while it runs; `heartbeats = True` tells
+    `q2c.engagement.steps.execute` to schedule it with a heartbeat timeout."""
+
+    @functools.wraps(fn)
+    async def run(self: Any, input: Any) -> T:
+        return await while_heartbeating(fn(self, input))
+
+    run.heartbeats = True  # type: ignore[attr-defined]
+    return run
+
+
 class EngagementActivities:
     """Holds one connector per vendor (one HTTP connection pool each, per worker)."""
 
@@ -43,6 +86,7 @@ class EngagementActivities:
         self.ledger = ledger
 
     @activity.defn
+    @heartbeating
     async def fetch_engagement(self, input: FetchEngagementInput) -> Engagement:
         """The opportunity as an Engagement. Data the canonical model refuses (an unsupported
         currency, a malformed date) is the CRM's to fix: a non-retryable rejection naming the
@@ -63,27 +107,42 @@ class EngagementActivities:
             ) from None
 
     @activity.defn
+    @heartbeating
     async def validate_engagement(self, input: ValidateEngagementInput) -> ValidationReport:
+        """Against the connectors' reference-data caches (legal entities, templates: a few calls
+        fewer per activation); when something is missing, against fresh reads, so a steward's
+        fix in the ERP or PSA counts at the next recheck."""
         subsidiaries, templates = await asyncio.gather(self.erp.list_subsidiaries(), self.psa.list_templates())
+        report = validate_engagement(input.engagement, subsidiaries, templates)
+        if report.ok:
+            return report
+        subsidiaries, templates = await asyncio.gather(
+            self.erp.list_subsidiaries(fresh=True), self.psa.list_templates(fresh=True)
+        )
         return validate_engagement(input.engagement, subsidiaries, templates)
 
     @activity.defn
+    @heartbeating
     async def upsert_erp_customer(self, input: UpsertCustomerInput) -> str:
         return await self.erp.upsert_customer(input.customer, input.subsidiary)
 
     @activity.defn
+    @heartbeating
     async def upsert_erp_project(self, input: UpsertProjectInput) -> str:
         return await self.erp.upsert_project(input.engagement, input.erp_customer_id, input.subsidiary)
 
     @activity.defn
+    @heartbeating
     async def upsert_billing_schedule(self, input: UpsertBillingScheduleInput) -> str:
         return await self.erp.upsert_billing_schedule(input.engagement, input.erp_project_id)
 
     @activity.defn
+    @heartbeating
     async def provision_psa_workspace(self, input: ProvisionWorkspaceInput) -> PsaWorkspace:
         return await self.psa.provision_workspace(input.engagement, input.template, erp_project_id=input.erp_project_id)
 
     @activity.defn
+    @heartbeating
     async def find_psa_workspace(self, input: FetchEngagementInput) -> str | None:
         """The PSA workspace made for this opportunity, if any (by external reference): a setup
         step that failed half-way may have created it without q2c learning its ID."""
@@ -91,6 +150,7 @@ class EngagementActivities:
         return str(found["id"]) if found else None
 
     @activity.defn
+    @heartbeating
     async def write_back_crm(self, input: WriteBackInput) -> None:
         """The ERP and PSA IDs go to the CRM and to the ledger's cross-reference (keyed by the
         opportunity), where reconciliation and operators find them without asking three systems."""
@@ -115,11 +175,13 @@ class EngagementActivities:
         )
 
     @activity.defn
+    @heartbeating
     async def write_customer_to_crm(self, input: WriteCustomerInput) -> None:
         """A steward's accepted fix goes back to the CRM, which owns the account."""
         await self.crm.write_customer_master(input.account_id, input.patch)
 
     @activity.defn
+    @heartbeating
     async def apply_amendment(self, input: ApplyAmendmentInput) -> None:
         """A change order reaches the ERP (project and billing schedule), the PSA (budget, dates)
         and the CRM (current contract version). Every write is an upsert: safe to retry."""

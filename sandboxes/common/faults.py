@@ -8,6 +8,14 @@ business rule that the sandbox does not model (a NetSuite approval workflow lock
 project, a Kantata account setting refusing a workspace): a write to a matching path is
 answered 4xx in the vendor's own error shape, as the real system would, until the rule is
 removed (the "fix" a steward makes in the vendor system). Reads are never rejected.
+
+What the vendor saw, for benchmarks and tests (`GET /__sandbox/faults` counters):
+`max_concurrent` is the most requests it had in flight at once (those it refused over the
+concurrency limit included: they reached it), so a client-side cap can be checked from the
+vendor's side; `arrivals` are the wall-clock times (and paths) of the latest requests, so a
+test can see how long a client waited after a 429 before it asked again. Every 429 carries
+`Retry-After` (`retry_after_seconds`), as NetSuite, Kantata and Salesforce send it.
+`fail_next` answers the next N matching requests 429, deterministically.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +32,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ADMIN_PREFIX = "/__sandbox"
+ARRIVALS_KEPT = 200
 
 # (status, vendor error code, message) -> (body bytes, content type, extra headers)
 ErrorRenderer = Callable[[int, str, str], tuple[bytes, str, dict[str, str]]]
@@ -58,6 +69,7 @@ class FaultConfig(BaseModel):
     path_prefix: str = Field("", description="only requests whose path starts with this")
     retry_after_seconds: int = Field(1, ge=0, le=3600)
     concurrency_limit: int | None = Field(None, ge=1, description="in-flight request limit (429 beyond)")
+    fail_next: int = Field(0, ge=0, le=10_000, description="the next N matching requests are answered 429")
     reject_writes: list[WriteRejection] = Field(
         default_factory=list, description="writes refused with the vendor's own 4xx"
     )
@@ -72,21 +84,30 @@ class FaultState:
     injected_429s: int = 0
     concurrency_rejections: int = 0
     rejected_writes: int = 0
+    arriving: int = 0  # requests inside the middleware now, refused ones included
+    max_concurrent: int = 0
+    fail_next_left: int = 0
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=ARRIVALS_KEPT))
     rng: random.Random = field(default_factory=random.Random)
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict:
         return {
             "requests": self.requests,
             "in_flight": self.in_flight,
+            "max_concurrent": self.max_concurrent,
             "injected_errors": self.injected_errors,
             "injected_429s": self.injected_429s,
             "concurrency_rejections": self.concurrency_rejections,
             "rejected_writes": self.rejected_writes,
+            "arrivals": list(self.arrivals),
         }
 
     def reset_counters(self) -> None:
         self.requests = self.injected_errors = self.injected_429s = self.concurrency_rejections = 0
         self.rejected_writes = 0
+        self.max_concurrent = self.arriving
+        self.fail_next_left = self.config.fail_next
+        self.arrivals.clear()
 
 
 class FaultInjectionMiddleware:
@@ -106,8 +127,18 @@ class FaultInjectionMiddleware:
             await self.app(scope, receive, send)
             return
         st = self.state
+        st.arriving += 1
+        st.max_concurrent = max(st.max_concurrent, st.arriving)
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            st.arriving -= 1
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        st = self.state
         cfg = st.config
         st.requests += 1
+        st.arrivals.append({"at": time.time(), "method": scope.get("method", ""), "path": scope["path"]})
         limit = cfg.concurrency_limit
         if limit is not None and st.in_flight >= limit:
             st.concurrency_rejections += 1
@@ -129,7 +160,10 @@ class FaultInjectionMiddleware:
                 return
             if scope["path"].startswith(cfg.path_prefix):
                 roll = st.rng.random()
-                if roll < cfg.rate_429:
+                if st.fail_next_left > 0:
+                    st.fail_next_left -= 1
+                    roll = -1.0  # answered 429 below
+                if roll < cfg.rate_429 or roll < 0:
                     st.injected_429s += 1
                     await self._error(
                         send, 429, "REQUEST_LIMIT_EXCEEDED", "Too many requests (sandbox fault injection)."

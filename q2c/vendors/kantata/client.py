@@ -40,10 +40,11 @@ Time (delivery to cash), as the Kantata API reference documents `GET /time_entri
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from temporalio.exceptions import ApplicationError
@@ -55,8 +56,12 @@ from q2c.settings import PsaSettings
 from q2c.vendors.http import READ_RETRIES, REJECTED_TYPE, AuditHook, VendorClient, VendorError
 from q2c.vendors.kantata import mapping as m
 
+if TYPE_CHECKING:
+    from q2c.ledger.api_budget import ApiBudget
+
 API_PREFIX = "/api/v1"
 PAGE_SIZE = 200  # Kantata's maximum per_page
+TEMPLATES_TTL_SECONDS = 300.0
 EARLIEST_DATE = date(2000, 1, 1)  # lower end of "everything up to `through`"
 SANDBOX_PREFIX = "/__sandbox"
 ONLY_CHUNK = 200  # ids per `only=` request (Kantata's page size; keeps URLs short)
@@ -99,6 +104,7 @@ def _server_time(response: httpx.Response) -> datetime | None:
 
 class KantataClient(VendorClient):
     system = "psa"
+    in_flight_variable = "Q2C_PSA_MAX_IN_FLIGHT"
 
     def __init__(
         self,
@@ -108,13 +114,25 @@ class KantataClient(VendorClient):
         audit: AuditHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         read_retries: int = READ_RETRIES,
+        budget: ApiBudget | None = None,
     ) -> None:
         base = settings.base_url.rstrip("/")
         # Accept both "https://api.mavenlink.com" and "https://api.mavenlink.com/api/v1".
         self._prefix = "" if base.endswith(API_PREFIX) else API_PREFIX
-        super().__init__(base, timeout=timeout, audit=audit, transport=transport, read_retries=read_retries)
+        # Kantata rate-limits per token (429 with Retry-After): the gate keeps this process's
+        # requests under `PsaSettings.max_in_flight` (Q2C_PSA_MAX_IN_FLIGHT)
+        super().__init__(
+            base,
+            timeout=timeout,
+            audit=audit,
+            transport=transport,
+            read_retries=read_retries,
+            max_in_flight=settings.max_in_flight,
+            budget=budget,
+        )
         self.settings = settings
         self._role_names: dict[str, str] = {}  # role id -> name, filled on first need
+        self._templates: tuple[float, list[ProjectTemplate]] | None = None  # (expires, templates)
 
     # --- VendorClient hooks -------------------------------------------------------------
     async def _fetch_token(self) -> str:
@@ -159,9 +177,15 @@ class KantataClient(VendorClient):
         return m.first_result(response.json())
 
     # --- templates and roles ----------------------------------------------------------------
-    async def list_templates(self) -> list[ProjectTemplate]:
+    async def list_templates(self, *, fresh: bool = False) -> list[ProjectTemplate]:
+        """The workspace templates; kept TEMPLATES_TTL_SECONDS per process unless `fresh` (every
+        validation read them; a validation that finds none for its service line asks again)."""
+        if not fresh and self._templates is not None and self._templates[0] > time.monotonic():
+            return self._templates[1]
         objects = await self._list_all("workspace_templates.json", "list_templates")
-        return [m.template_from_kantata(o) for o in objects]
+        templates = [m.template_from_kantata(o) for o in objects]
+        self._templates = (time.monotonic() + TEMPLATES_TTL_SECONDS, templates)
+        return templates
 
     async def current_user(self) -> dict[str, Any]:
         """The Kantata user the token acts as (`GET /api/v1/users/me.json`, Kantata's

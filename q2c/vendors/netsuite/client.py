@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -64,6 +65,9 @@ from q2c.vendors.netsuite.mapping import (
     subsidiary_from_record,
 )
 
+if TYPE_CHECKING:
+    from q2c.ledger.api_budget import ApiBudget
+
 _mapping_error = mapping_error
 
 __all__ = ["NetSuiteClient", "TimeBillResult"]
@@ -71,10 +75,19 @@ __all__ = ["NetSuiteClient", "TimeBillResult"]
 # Setup records `q2c doctor` reads (NetSuite record types): legal entities, currencies, terms.
 SETUP_RECORD_TYPES = ("subsidiary", "currency", "term")
 TOKEN_EXPIRY_MARGIN_SECONDS = 60
+# Subsidiaries (legal entities) change a few times a year; every validation read them all (a
+# list and one GET each: most of an activation's ERP calls). Kept this long per process; a
+# validation that finds something missing reads them again (`fresh=True`).
+REFERENCE_TTL_SECONDS = 300.0
 
 
 class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
+    """One per process: its gate keeps this process's share of the account-wide concurrency
+    limit (`ErpSettings.max_in_flight`: Q2C_ERP_ACCOUNT_CONCURRENCY / Q2C_WORKER_COUNT, or
+    Q2C_ERP_MAX_IN_FLIGHT), so N workers together never exceed the account's limit."""
+
     system = "erp"
+    in_flight_variable = "Q2C_ERP_MAX_IN_FLIGHT, or Q2C_ERP_ACCOUNT_CONCURRENCY / Q2C_WORKER_COUNT"
 
     def __init__(
         self,
@@ -84,6 +97,7 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
         audit: AuditHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         read_retries: int = READ_RETRIES,
+        budget: ApiBudget | None = None,
     ) -> None:
         super().__init__(
             settings.base_url,
@@ -92,6 +106,7 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
             transport=transport,
             read_retries=read_retries,
             max_in_flight=settings.max_in_flight,
+            budget=budget,
         )
         self.settings = settings
         self._currency_ids: dict[str, str] = {}
@@ -100,6 +115,7 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
         self._signer: AssertionSigner | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
+        self._reference: dict[tuple[str, str], tuple[float, object]] = {}  # (type, id) -> (expires, value)
 
     @property
     def token_url(self) -> str:
@@ -285,10 +301,23 @@ class NetSuiteClient(NetSuiteFinanceMixin, VendorClient):
             self._term_ids[name] = ids[0]
         return self._term_ids[name]
 
-    async def list_subsidiaries(self) -> list[Subsidiary]:
+    async def _reference_data(self, key: tuple[str, str], read, fresh: bool):
+        """`read()` through the reference-data cache: a record read once is kept for
+        REFERENCE_TTL_SECONDS, so an attempt that failed half-way keeps what it read for the next."""
+        hit = self._reference.get(key)
+        if hit is not None and not fresh and hit[0] > time.monotonic():
+            return hit[1]
+        value = await read()
+        self._reference[key] = (time.monotonic() + REFERENCE_TTL_SECONDS, value)
+        return value
+
+    async def list_subsidiaries(self, *, fresh: bool = False) -> list[Subsidiary]:
+        """The legal entities, from the reference-data cache unless `fresh`."""
         result = []
-        for sid in await self.find_ids("subsidiary"):
-            record = await self.get_record("subsidiary", sid)
+        for sid in await self._reference_data(("subsidiary", "*"), lambda: self.find_ids("subsidiary"), fresh):
+            record = await self._reference_data(
+                ("subsidiary", sid), lambda sid=sid: self.get_record("subsidiary", sid), fresh
+            )
             currency = record.get("currency") or {}
             code = await self.currency_code(str(currency["id"])) if currency.get("id") else ""
             result.append(subsidiary_from_record(record, code))

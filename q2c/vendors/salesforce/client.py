@@ -42,12 +42,11 @@ Bounded load on the org (every integration and every user share its limits):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -58,7 +57,6 @@ from q2c.settings import CrmSettings
 from q2c.vendors.http import (
     RATE_LIMITED_TYPE,
     REJECTED_TYPE,
-    RETRYABLE_TYPE,
     AuditHook,
     VendorClient,
     VendorError,
@@ -79,6 +77,9 @@ from q2c.vendors.salesforce.mapping import (
     to_limits,
     to_sobject_describe,
 )
+
+if TYPE_CHECKING:
+    from q2c.ledger.api_budget import ApiBudget
 
 
 def _loads(response: httpx.Response) -> Any:
@@ -103,6 +104,8 @@ def _encodable(fields: dict[str, Any]) -> dict[str, Any]:
 class SalesforceClient(VendorClient):
     system = "crm"
 
+    in_flight_variable = "Q2C_CRM_MAX_IN_FLIGHT"
+
     def __init__(
         self,
         settings: CrmSettings,
@@ -111,18 +114,21 @@ class SalesforceClient(VendorClient):
         audit: AuditHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         read_retries: int = 0,
+        budget: ApiBudget | None = None,
     ) -> None:
-        # the cap is this class's (not VendorClient's): a slot is waited for at most `timeout`
+        # the in-flight cap is VendorClient's gate: a slot is waited for at most `timeout`
         super().__init__(
-            settings.base_url, timeout=timeout, audit=audit, transport=transport, read_retries=read_retries
+            settings.base_url,
+            timeout=timeout,
+            audit=audit,
+            transport=transport,
+            read_retries=read_retries,
+            max_in_flight=settings.max_in_flight,
+            budget=budget,
         )
         self.settings = settings
-        self.timeout = timeout
         self.api_path = f"/services/data/{settings.api_version}"
         self.last_limit_info: dict[str, tuple[int, int]] | None = None
-        self._crm_slots = asyncio.Semaphore(settings.max_in_flight) if settings.max_in_flight else None
-        self.in_flight = 0
-        self.max_in_flight_seen = 0
         self._paused_until = 0.0  # time.monotonic() before which nothing is sent (api-usage)
         self._client.event_hooks["response"].append(self._capture_limit_info)
 
@@ -134,33 +140,9 @@ class SalesforceClient(VendorClient):
             if limit and used >= self.settings.api_usage_backoff * limit:
                 self._paused_until = time.monotonic() + self.settings.api_backoff_seconds
 
-    async def request(self, method: str, path: str, *, operation: str, **kwargs) -> httpx.Response:
-        """`VendorClient.request` under the CRM's in-flight cap and its api-usage pause."""
+    def _before_send(self, operation: str) -> None:
+        """The api-usage pause, checked before and again after a request queued for a slot."""
         self._raise_if_paused(operation)
-        if self._crm_slots is None:
-            return await self._counted(method, path, operation, kwargs)
-        try:
-            await asyncio.wait_for(self._crm_slots.acquire(), timeout=self.timeout)
-        except TimeoutError:
-            raise ApplicationError(
-                f"crm {operation}: not sent, {self.settings.max_in_flight} requests already in flight "
-                f"for {self.timeout:g} s (Q2C_CRM_MAX_IN_FLIGHT)",
-                {"system": self.system, "operation": operation},
-                type=RETRYABLE_TYPE,
-            ) from None
-        try:
-            self._raise_if_paused(operation)  # the pause may have begun while this one queued
-            return await self._counted(method, path, operation, kwargs)
-        finally:
-            self._crm_slots.release()
-
-    async def _counted(self, method: str, path: str, operation: str, kwargs: dict) -> httpx.Response:
-        self.in_flight += 1
-        self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
-        try:
-            return await super().request(method, path, operation=operation, **kwargs)
-        finally:
-            self.in_flight -= 1
 
     def _raise_if_paused(self, operation: str) -> None:
         wait = self._paused_until - time.monotonic()
