@@ -1,6 +1,7 @@
 """`python -m bench [--engagements 200] [--entries 100] [--latency-ms 20] [--concurrency-limit 5] [--keep]`
 `python -m bench activation [--deals 100] [--rate 5] [--burst] [--keep]` (see bench/activation.py)
 `python -m bench memory [--engagements 5000] [--max-cached N] [--keep]` (see bench/memory.py)
+`python -m bench vendors [--workers 3] [--limit 5] [--requests 150] [--latency-ms 50]` (see bench/vendors.py)
 
 Starts its own Temporal dev server, sandboxes and worker on free ports, runs the month-end
 spike (see bench/month_end.py), prints the figures and the checks, stops everything.
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.activation import main as activation
 
         return activation(argv[1:])
+    if argv[:1] == ["vendors"]:  # several worker processes against the ERP's account-wide limit
+        from bench.vendors import main as vendors
+
+        return vendors(argv[1:])
     if argv[:1] == ["memory"]:  # the worker's memory with many open engagements
         from bench.memory import main as memory
 
