@@ -687,6 +687,14 @@ def _credit_form(status: EngagementStatus, viewer: Viewer, state: FormState, bas
     )
 
 
+def _expense_terms(eng) -> str:
+    if not eng.bills_expenses:
+        return "not billable (posted for cost)"
+    if eng.expense_markup_percent:
+        return f"billable at cost + {eng.expense_markup_percent.normalize():f}% markup"
+    return "billable at cost"
+
+
 def _cap_text(status: EngagementStatus) -> str:
     b = status.budget
     if b is None:
@@ -790,6 +798,11 @@ def engagement_page(
                 esc(f"{eng.billing_model.value}, {eng.contract_value.amount:,.2f} {eng.contract_value.currency}"),
             ),
             ("Dates", esc(f"{eng.start_date or '-'} to {eng.end_date or '-'}")),
+            (
+                "Expenses",
+                f'<span id="expenses">{esc(_expense_terms(eng))}; '
+                f"{esc(status.totals.posted_expenses)} posted to the ERP</span>",
+            ),
         ]
     ids = [
         ("ERP customer", status.erp_customer_id),

@@ -9,6 +9,7 @@ retried activity, a worker restart or a replay never posts or invoices twice.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from q2c.delivery.expenses import ExpenseActivities, mark_expenses_invoiced, unbilled_expense_lines
 from q2c.delivery.inputs import (
     CloseSystemsInput,
     CrmStatusInput,
@@ -28,7 +30,8 @@ from q2c.delivery.inputs import (
 from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
 from q2c.domain.billing import check_time_entry, invoice_total, posted_amount, time_invoice_lines
 from q2c.domain.budget import held_total, split_at_room
-from q2c.domain.delivery import Invoice, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
+from q2c.domain.delivery import Invoice, InvoiceLine, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
+from q2c.domain.expenses import ExpensePolicy, exception_key
 from q2c.engagement.messages import (
     OPEN_EXCEPTION_SAMPLE,
     CreditMemoActivityInput,
@@ -50,6 +53,21 @@ if TYPE_CHECKING:
 
 PSA_MARK_CONCURRENCY = 4
 PAGE_SIZE = 200
+EXPENSE_KEY_PREFIX = exception_key("")  # expenses' queue ids: `expense:<PSA id>`
+
+
+@dataclass
+class _Split:
+    """An invoice's content at the cap: billed now, and held (see `DeliveryActivities._split`)."""
+
+    expense_lines: list[InvoiceLine] = field(default_factory=list)
+    report_ids: list[str] = field(default_factory=list)
+    held_reports: list[str] = field(default_factory=list)
+    held_expenses: Decimal = Decimal(0)
+    time: list[PostedTime] = field(default_factory=list)
+    held_time: list[PostedTime] = field(default_factory=list)
+    held_amount: Decimal = Decimal(0)
+    held_items: int = 0
 
 
 WATERMARK_MARGIN = timedelta(minutes=5)
@@ -85,6 +103,8 @@ class DeliveryActivities:
         self.erp = erp
         self.psa = psa
         self.ledger = ledger
+        # expenses ride with delivery: the same connectors and ledger, registered with these
+        self.expenses = ExpenseActivities(crm=crm, erp=erp, psa=psa, ledger=ledger)
 
     async def _ledger(self, method: str, *args, **kwargs) -> None:
         if self.ledger is not None:
@@ -214,6 +234,8 @@ class DeliveryActivities:
         only = input.only_psa_ids
         if input.replay_open:
             only = await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id)
+        if only is not None:  # expenses share the queue (`expense:<id>`); post_approved_expenses replays them
+            only = [i for i in only if not i.startswith(EXPENSE_KEY_PREFIX)]
         result = PostingResult()
         open_before: set[str] = set()
         if only is not None:
@@ -358,38 +380,67 @@ class DeliveryActivities:
         unbilled = [u for u in await self._unbilled_time(erp_project_id, through) if u.billable]
         return split_at_room(unbilled, lambda p: posted_amount(p, currency), room)
 
+    async def _split(
+        self,
+        erp_project_id: str,
+        through: date,
+        currency: str,
+        room: Decimal | None,
+        policy: ExpensePolicy | None,
+        bill_time: bool,
+    ) -> _Split:
+        """What an invoice bills now and what it holds at the cap. Expenses (at cost + markup)
+        go first and all together: they fit the room or are held together (reimbursements are
+        not split between invoices); time fills what is left, in date order, whole entries."""
+        out = _Split()
+        if policy is not None and policy.billable:
+            out.expense_lines, out.report_ids = await unbilled_expense_lines(
+                self.expenses.erp_expenses, self.ledger, erp_project_id, through, currency, policy
+            )
+            total = invoice_total(out.expense_lines)
+            if room is not None and total > room:
+                out.held_reports, out.held_expenses = out.report_ids, total
+                out.expense_lines, out.report_ids = [], []
+            elif room is not None:
+                room -= total
+        if bill_time:
+            out.time, out.held_time = await self._billable_now(erp_project_id, through, currency, room)
+        out.held_amount = held_total(
+            [out.held_expenses, *(posted_amount(p, currency) for p in out.held_time)], currency
+        )
+        out.held_items = len(out.held_time) + len(out.held_reports)
+        return out
+
     @activity.defn
     async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
         """Create the period's invoice once (external ID), or return the one already issued.
         A period with nothing to bill creates nothing and returns None.
 
-        `bill_up_to` (T&M not-to-exceed): the given lines (re-billed corrections, decided by a
-        steward) come first; unbilled time is billed in date order while the invoice stays
-        within it, whole entries only; what does not fit is held: it stays posted and unbilled
-        in the ERP, and the summary says how much (`held_amount`, `held_items`). When nothing
-        at all can be billed, no invoice is made and the summary carries only the hold (no
-        `erp_id`)."""
+        The given lines (a milestone, a retainer, re-billed corrections) come first, then the
+        contract's billable expenses (`expense_policy`: at cost, plus its markup), then unbilled
+        time. `bill_up_to` (T&M not-to-exceed): expenses and time join only while the invoice
+        stays within it (expenses together, time in date order, whole entries); what does not
+        fit is held: it stays posted and unbilled in the ERP, and the summary says how much
+        (`held_amount`, `held_items`). When nothing at all can be billed, no invoice is made and
+        the summary carries only the hold (no `erp_id`)."""
+        fixed = invoice_total(input.lines)
+        room = None if input.bill_up_to is None else max(Decimal(0), input.bill_up_to - fixed)
+        split = await self._split(
+            input.erp_project_id, input.period_end, input.currency, room, input.expense_policy, input.bill_unbilled_time
+        )
+        lines = list(input.lines) + split.expense_lines + time_invoice_lines(split.time, input.currency)
         invoice = Invoice(
             external_id=input.external_id,
             period_start=input.period_start,
             period_end=input.period_end,
-            lines=list(input.lines),
-            total=invoice_total(input.lines),
+            lines=lines,
+            total=invoice_total(lines),
             currency=input.currency,
+            time_bill_ids=[u.erp_time_bill_id for u in split.time],
         )
-        billed_psa_ids: list[str] = []
-        held: list[PostedTime] = []
-        if input.bill_unbilled_time:
-            room = None if input.bill_up_to is None else max(Decimal(0), input.bill_up_to - invoice.total)
-            to_bill, held = await self._billable_now(input.erp_project_id, input.period_end, input.currency, room)
-            invoice.lines = list(input.lines) + time_invoice_lines(to_bill, input.currency)
-            invoice.total = invoice_total(invoice.lines)
-            invoice.time_bill_ids = [u.erp_time_bill_id for u in to_bill]
-            billed_psa_ids = [u.psa_id for u in to_bill]
-        held_amount = held_total((posted_amount(p, input.currency) for p in held), input.currency)
         if not invoice.lines:
             if await self.erp.get_by_external_id("invoice", input.external_id) is None:
-                if not held:
+                if not split.held_items:
                     return None  # nothing to bill, and nothing was billed by an earlier attempt
                 return InvoiceSummary(
                     external_id=input.external_id,
@@ -397,15 +448,16 @@ class DeliveryActivities:
                     period_end=input.period_end,
                     total=Decimal(0),
                     currency=input.currency,
-                    held_amount=held_amount,
-                    held_items=len(held),
+                    held_amount=split.held_amount,
+                    held_items=split.held_items,
                 )
         issued = await self.erp.upsert_invoice(
             invoice, customer_id=input.erp_customer_id, project_id=input.erp_project_id
         )
         await self._ledger("record_invoice", issued, input.opportunity_id)
-        if billed_psa_ids:
-            await self._ledger("mark_time_invoiced", billed_psa_ids, input.external_id)
+        if split.time:
+            await self._ledger("mark_time_invoiced", [u.psa_id for u in split.time], input.external_id)
+        await mark_expenses_invoiced(self.ledger, split.report_ids, input.external_id)
         await self.crm.write_invoice_reference(
             input.opportunity_id,
             number=issued.number,
@@ -424,29 +476,33 @@ class DeliveryActivities:
             currency=issued.currency,
             status=InvoiceStatus.OPEN,
             open_balance=issued.total,
-            held_amount=held_amount,
-            held_items=len(held),
+            held_amount=split.held_amount,
+            held_items=split.held_items,
         )
 
     @activity.defn
     async def write_off_held_time(self, input: WriteOffHeldInput) -> InvoiceSummary:
-        """A steward's write-off of the time held at the not-to-exceed cap: the entries that an
-        invoice would hold now are marked in the ledger (`budget-write-off:<request>`), so no
-        invoice ever bills them; they stay posted in the ERP (cost and utilisation). Returns
-        what was written off as a summary with no ERP invoice (amount in `held_amount`)."""
+        """A steward's write-off of what is held at the not-to-exceed cap: the time entries (and
+        expense reports) an invoice would hold now are marked in the ledger
+        (`budget-write-off:<request>`), so no invoice ever bills them; they stay posted in the
+        ERP (cost and utilisation). Returns what was written off as a summary with no ERP
+        invoice (amount in `held_amount`)."""
         if self.ledger is None:
             raise ApplicationError("the ledger is required", type="Misconfigured", non_retryable=True)
-        _, held = await self._billable_now(input.erp_project_id, input.through, input.currency, input.room)
+        split = await self._split(
+            input.erp_project_id, input.through, input.currency, input.room, input.expense_policy, True
+        )
         marker = f"{BUDGET_WRITE_OFF_PREFIX}{input.marker}"[:128]
-        await self._ledger("mark_time_invoiced", [p.psa_id for p in held], marker)
+        await self._ledger("mark_time_invoiced", [p.psa_id for p in split.held_time], marker)
+        await mark_expenses_invoiced(self.ledger, split.held_reports, marker)
         return InvoiceSummary(
             external_id=marker,
-            period_start=min((p.date_performed for p in held), default=input.through),
+            period_start=min((p.date_performed for p in split.held_time), default=input.through),
             period_end=input.through,
             total=Decimal(0),
             currency=input.currency,
-            held_amount=held_total((posted_amount(p, input.currency) for p in held), input.currency),
-            held_items=len(held),
+            held_amount=split.held_amount,
+            held_items=split.held_items,
         )
 
     # --- payments --------------------------------------------------------------------
@@ -597,4 +653,5 @@ class DeliveryActivities:
             self.close_erp_project,
             self.close_psa_workspace,
             self.write_crm_status,
+            *self.expenses.all(),
         ]

@@ -42,6 +42,7 @@ from q2c.domain.expenses import (
 )
 from q2c.engagement.messages import OPEN_EXCEPTION_SAMPLE, PostingResult, TimeExceptionInfo
 from q2c.ledger.expenses import PostedExpenses
+from q2c.ledger.store import BUDGET_WRITE_OFF_PREFIX
 from q2c.vendors.kantata.expenses import KantataExpenses
 from q2c.vendors.netsuite.expenses import NetSuiteExpenses
 
@@ -358,6 +359,11 @@ async def unbilled_expense_lines(
     if not policy.billable:
         return [], []
     ids = await erp_expenses.unbilled_expense_ids(project_id, through=through)
+    if ids and ledger is not None:
+        # written off by the PMO at a not-to-exceed cap: the ERP still lists them as unbilled
+        store = await asyncio.to_thread(PostedExpenses, ledger.engine)
+        off = await asyncio.to_thread(store.marked_with_prefix, ids, BUDGET_WRITE_OFF_PREFIX)
+        ids = [i for i in ids if i not in off]
     if not ids:
         return [], []
     known: list[PostedExpense] = []

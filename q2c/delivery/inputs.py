@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from q2c.domain.budget import BudgetState
 from q2c.domain.delivery import InvoiceLine
 from q2c.domain.engagement import RateCardEntry
+from q2c.domain.expenses import ExpensePolicy
 
 
 class PostTimeInput(BaseModel):
@@ -39,6 +40,8 @@ class IssueInvoiceInput(BaseModel):
     # not-to-exceed: bill unbilled time (in date order, whole entries) only while the invoice
     # stays within this amount; the rest is held (posted, unbilled). None: no cap.
     bill_up_to: Decimal | None = None
+    # the contract's expense terms: billable expenses (at cost + markup) join the invoice; None: none
+    expense_policy: ExpensePolicy | None = None
 
 
 class WriteOffHeldInput(BaseModel):
@@ -50,6 +53,7 @@ class WriteOffHeldInput(BaseModel):
     room: Decimal
     currency: str
     marker: str  # recorded in the ledger on each entry written off (never invoiced afterwards)
+    expense_policy: ExpensePolicy | None = None
 
 
 class RefreshPaymentsInput(BaseModel):

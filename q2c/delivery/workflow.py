@@ -16,6 +16,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from q2c.delivery.activities import DeliveryActivities
+    from q2c.delivery.expenses import ExpenseActivities, PostExpensesInput
     from q2c.delivery.inputs import (
         CloseSystemsInput,
         IssueInvoiceInput,
@@ -37,10 +38,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from q2c.domain.delivery import InvoiceLine, InvoiceStatus
     from q2c.domain.engagement import BillingModel, Engagement
+    from q2c.domain.expenses import ExpensePolicy, exception_key
     from q2c.domain.stage import EngagementStage
     from q2c.domain.stewardship import apply_amendment
     from q2c.domain.validation import FieldIssue
     from q2c.engagement.messages import (
+        OPEN_EXCEPTION_SAMPLE,
         AcceptMilestoneInput,
         Amendment,
         BudgetHoldDecisionInput,
@@ -79,6 +82,26 @@ PERIOD_MEMO_PATCH = "period-memo"  # 0.1.0+: the memo says the billing period an
 # 0.2.0: T&M not-to-exceed (warnings, time held at the cap, decisions), re-billed lines after a
 # credit note. A run recorded before it bills as it did; its successor (continue-as-new) adopts it.
 BUDGET_PATCH = "budget-control"
+# 0.2.0: approved PSA expenses posted to the ERP at each period close and at the final posting
+EXPENSES_PATCH = "expenses"
+
+
+def merge_postings(results: list[PostingResult]) -> PostingResult:
+    """One answer for a replay of time and expenses: counts added, the queue as the last saw it."""
+    if len(results) == 1:
+        return results[0]
+    out = results[-1].model_copy(deep=True)
+    first = results[0]
+    out.examined += first.examined
+    out.posted += first.posted
+    out.posted_minutes += first.posted_minutes
+    out.exceptions_count += first.exceptions_count
+    out.exceptions = (first.exceptions + out.exceptions)[:OPEN_EXCEPTION_SAMPLE]
+    out.resolved_count += first.resolved_count
+    out.resolved = (first.resolved + out.resolved)[:OPEN_EXCEPTION_SAMPLE]
+    out.not_open = sorted(set(first.not_open) | set(out.not_open))[:OPEN_EXCEPTION_SAMPLE]
+    out.total_entries, out.total_minutes = first.total_entries, first.total_minutes
+    return out
 
 
 def continue_as_new_versioning():
@@ -235,6 +258,8 @@ class Delivery:
         e = self.engagement
         set_details(self.status, f"Closing billing period {period.start} to {period.end}: posting approved time")
         await self.post_time(through=period.end)
+        if workflow.patched(EXPENSES_PATCH):
+            await self.post_expenses(through=period.end)
         set_details(self.status, f"Closing billing period {period.start} to {period.end}: invoicing")
         if e.billing_model is BillingModel.TIME_AND_MATERIALS:
             await self.issue(f"inv-{self.opp}-p{period.index:03d}", period.start, period.end, bill_time=True)
@@ -307,9 +332,65 @@ class Delivery:
         set_open_exceptions(result.open_count)
 
     async def replay(self, input: ReplayExceptionsInput) -> PostingResult:
-        if input.psa_ids:
-            return await self.post_time(through=FAR_FUTURE, only=list(input.psa_ids))
-        return await self.post_time(through=FAR_FUTURE, replay_open=True)
+        if not workflow.patched(EXPENSES_PATCH):
+            if input.psa_ids:
+                return await self.post_time(through=FAR_FUTURE, only=list(input.psa_ids))
+            return await self.post_time(through=FAR_FUTURE, replay_open=True)
+        # time and expenses share the exception queue; expenses are `expense:<id>`
+        prefix = exception_key("")
+        expense_ids = [i for i in input.psa_ids if i.startswith(prefix)]
+        time_ids = [i for i in input.psa_ids if not i.startswith(prefix)]
+        results: list[PostingResult] = []
+        if not input.psa_ids or time_ids:
+            results.append(
+                await self.post_time(through=FAR_FUTURE, only=time_ids or None, replay_open=not input.psa_ids)
+            )
+        if not input.psa_ids or expense_ids:
+            results.append(
+                await self.post_expenses(through=FAR_FUTURE, only=expense_ids or None, replay_open=not input.psa_ids)
+            )
+        return merge_postings(results)
+
+    # --- expenses ---------------------------------------------------------------------
+    def expense_policy(self) -> ExpensePolicy:
+        """The contract's expense terms: billable to the client (T&M unless the CRM says
+        otherwise; fixed fee and retainer only when it says so), at cost plus its markup."""
+        e = self.engagement
+        return ExpensePolicy(billable=e.bills_expenses, markup_percent=e.expense_markup_percent)
+
+    async def post_expenses(
+        self, *, through: date, only: list[str] | None = None, replay_open: bool = False
+    ) -> PostingResult:
+        """Approved PSA expenses -> ERP expense reports (once, keyed exp-<PSA id>), converted to
+        the engagement's currency at the ERP's rate for their date; parked ones join the queue."""
+        e = self.engagement
+        st = self.status
+        what = "replay of open expense exceptions" if replay_open else f"replay of {len(only)}" if only else None
+        result: PostingResult = await self.steps.call(
+            ExpenseActivities.post_approved_expenses,
+            PostExpensesInput(
+                opportunity_id=self.opp,
+                workflow_id=workflow.info().workflow_id,
+                erp_project_id=st.erp_project_id,
+                psa_workspace_id=st.psa_workspace.workspace_id,
+                through=through,
+                currency=e.currency,
+                policy=self.expense_policy(),
+                only_psa_ids=only,
+                replay_open=replay_open,
+                batch_size=self.config.posting_batch_size,
+            ),
+            "PSA->ERP: post approved expenses" + (f" ({what})" if what else "") + f" dated up to {through}",
+            system="erp",
+            operation="post expenses",
+            timeout=POSTING_TIMEOUT,
+            heartbeat=POSTING_HEARTBEAT,
+        )
+        st.totals.posted_expenses += result.posted
+        self._apply_open_summary(result)
+        if result.posted and st.collecting_since is not None and e.bills_expenses:
+            st.unbilled_after_final = True
+        return result
 
     async def write_off(self, input: WriteOffInput) -> WriteOffResult:
         result: PostingResult = await self.steps.call(
@@ -372,6 +453,7 @@ class Delivery:
                 bill_unbilled_time=bill_time,
                 lines=(lines or []) + rebill,
                 bill_up_to=room,
+                expense_policy=self.expense_policy(),
             ),
             f"ERP: invoice {external_id} ({start} to {end}); number and amount to the CRM"
             + (f" (within the {room} {self.engagement.currency} left under the cap)" if room is not None else ""),
@@ -584,6 +666,8 @@ class Delivery:
         current = next((m for m in self.engagement.milestones if m.key == input.milestone_key), milestone)
         current.accepted = True
         current.invoiced = summary is not None
+        if summary is not None and workflow.patched(BUDGET_PATCH):
+            await self.refresh_payments()  # the CRM's billed and open figures include it now
         return summary
 
     def waive_milestone(self, input: WaiveMilestoneInput) -> str:
@@ -778,7 +862,10 @@ class Delivery:
         last_day = e.end_date if not st.close_requested else max(self.calendar_today(), e.start_date)
         set_details(st, f"Final posting of approved time dated up to {last_day}")
         await self.post_time(through=last_day)
-        if e.billing_model is BillingModel.TIME_AND_MATERIALS:
+        expenses = workflow.patched(EXPENSES_PATCH)
+        if expenses:
+            await self.post_expenses(through=last_day)
+        if e.billing_model is BillingModel.TIME_AND_MATERIALS or (expenses and e.bills_expenses):
             st.unbilled_after_final = False
             await self._final_invoice()
         await self.refresh_payments()
@@ -798,7 +885,10 @@ class Delivery:
         e = self.engagement
         number = st.final_invoices + 1
         summary = await self.issue(
-            f"inv-{self.opp}-final{number:02d}", e.start_date, max(e.end_date, self.calendar_today()), bill_time=True
+            f"inv-{self.opp}-final{number:02d}",
+            e.start_date,
+            max(e.end_date, self.calendar_today()),
+            bill_time=e.billing_model is BillingModel.TIME_AND_MATERIALS,
         )
         if summary is not None:
             st.final_invoices = number
@@ -824,8 +914,7 @@ class Delivery:
                 fields=[
                     FieldIssue(
                         field="budget.held",
-                        reason=f"{b.held_amount} {b.currency} ({b.held_items} entries) beyond the "
-                        f"{b.money(b.cap)} cap",
+                        reason=f"{b.held_amount} {b.currency} ({b.held_items} entries) beyond the {b.money(b.cap)} cap",
                     )
                 ],
                 message=f"The contract ended with {b.held_amount} {b.currency} of approved time held at the "

@@ -143,6 +143,7 @@ class EngagementTotals(BaseModel):
     collected: Decimal = Decimal(0)
     currency: str | None = None
     credited: Decimal = Decimal(0)  # credit memos q2c applied to the engagement's invoices
+    posted_expenses: int = 0  # PSA expenses posted to the ERP as expense reports
 
     @property
     def net_billed(self) -> Decimal:

@@ -182,6 +182,21 @@ class PostedExpenses:
             )
             return result.rowcount
 
+    def marked_with_prefix(self, report_ids: Iterable[str], prefix: str) -> set[str]:
+        """Which of these expense reports carry an invoice reference starting with `prefix`
+        (e.g. a budget write-off's `budget-write-off:`): never billed by q2c."""
+        ids = list(dict.fromkeys(report_ids))
+        if not ids:
+            return set()
+        t = LedgerPostedExpense.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.erp_expense_report_id).where(
+                    t.c.erp_expense_report_id.in_(ids), t.c.invoice_external_id.like(f"{prefix}%")
+                )
+            )
+            return {r[0] for r in rows}
+
     def totals(self, opportunity_id: str) -> tuple[int, Decimal, Decimal]:
         """(expenses posted, their amount, the billable part) in the engagement's currency."""
         t = LedgerPostedExpense

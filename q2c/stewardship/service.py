@@ -409,7 +409,10 @@ def _rebill_lines(value: object, errors: list[FieldError]) -> list[RebillLine]:
             continue
         before = len(errors)
         text = _text(item.get("description"), f"rebill[{i}].description", errors, required="describe the line")
+        parsed = len(errors)
         quantity = _amount(item.get("quantity", "1"), f"rebill[{i}].quantity", errors)
+        if len(errors) == parsed and quantity <= 0:
+            errors.append(FieldError(f"rebill[{i}].quantity", "must be positive"))
         rate = _amount(item.get("rate"), f"rebill[{i}].rate", errors)
         if len(errors) == before:
             lines.append(RebillLine(description=text, quantity=quantity, rate=rate))

@@ -7,6 +7,7 @@ nothing written, and the CRM, the ledger and the engagement's totals are net of 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from decimal import Decimal
 
@@ -225,3 +226,71 @@ async def test_erp_refuses_a_credit_once_the_invoice_is_paid(console_stack):
     assert len(_memos(stack.erp, invoice.erp_id)) == 1
     st = await status_of(stack.client, opp)
     assert (st.stage, st.totals.credited, len(st.credit_notes)) == (EngagementStage.ACTIVE, D("5000.00"), 1)
+
+
+async def test_credit_with_rebill_goes_on_the_next_invoice_once_and_the_crm_is_net(console_stack):
+    """A partial credit with a corrected line: the line is billed on the next invoice (the next
+    milestone's), once, even when the request is sent again; re-billing more than was credited
+    is refused; the CRM shows gross billed, credited and net billed exactly."""
+    stack = console_stack
+    opp, invoice = await _invoiced_milestone(stack, "Rebill Partners Ltd")
+    api = f"/api/engagements/{opp}/credits"
+    async with http(stack) as h:
+        too_much = {
+            "invoice": invoice.external_id,
+            "amount": "500.00",
+            "reason": "workshop 3 shortened",
+            "rebill": [{"description": "Workshop 3 (half day)", "quantity": "1", "rate": "500.01"}],
+        }
+        r = await h.post(api, headers=STEWARD, json=too_much)
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["rebill"], r.text
+        assert "more than the 500.00 credited" in r.json()["errors"][0]["reason"]
+        bad = {**too_much, "rebill": [{"description": " ", "quantity": "0", "rate": "x"}]}
+        r = await h.post(api, headers=STEWARD, json=bad)
+        assert r.status_code == 422
+        assert sorted(e["field"] for e in r.json()["errors"]) == [
+            "rebill[0].description",
+            "rebill[0].quantity",
+            "rebill[0].rate",
+        ]
+        body = {
+            "invoice": invoice.external_id,
+            "amount": "2500.00",
+            "reason": "workshop 3 delivered as a half day",
+            "rebill": [{"description": "Workshop 3 (half day)", "quantity": "0.5", "rate": "2000"}],
+        }
+        key = {**STEWARD, "Idempotency-Key": f"rebill-{opp}"}
+        first = await h.post(api, headers=key, json=body)
+        assert first.status_code == 200, first.text
+        again = await h.post(api, headers=key, json=body)
+        assert again.status_code == 200 and again.json() == first.json()
+    st = await status_of(stack.client, opp)
+    assert [(line.amount, line.quantity) for line in st.pending_rebill] == [(D("1000.00"), D("0.5"))]
+    assert "re-billed after credit memo CM" in st.pending_rebill[0].description
+    second = st.engagement.milestones[1].key
+    result = await q2c(stack, "milestone", "accept", opp, second, "--by", "paula")
+    assert result.exit_code == 0, result.output
+    st = await wait_until(stack.client, opp, lambda s: len(s.invoices) == 2, what="the second milestone invoice")
+    assert st.pending_rebill == []
+    assert st.invoices[1].total == D("46000.00")  # 45,000.00 milestone + 1,000.00 re-billed
+    erp_invoice = stack.erp.record_by_eid("invoice", st.invoices[1].external_id)
+    amounts = sorted(D(str(i["amount"])) for i in erp_invoice["item"]["items"])
+    assert amounts == [D("1000.00"), D("45000.00")]
+    assert (st.totals.billed, st.totals.credited, st.totals.net_billed) == (
+        D("66000.00"),
+        D("2500.00"),
+        D("63500.00"),
+    )
+    async with stack.crm.client() as crm:
+        for _ in range(100):
+            record = await crm.get_record(
+                "Opportunity", opp, fields=["Amount_Billed__c", "Amount_Credited__c", "Net_Billed__c"]
+            )
+            if record["Amount_Billed__c"] is not None and D(str(record["Amount_Billed__c"])) == D("66000.00"):
+                break
+            await asyncio.sleep(0.2)
+    assert (
+        D(str(record["Amount_Billed__c"])),
+        D(str(record["Amount_Credited__c"])),
+        D(str(record["Net_Billed__c"])),
+    ) == (D("66000.00"), D("2500.00"), D("63500.00"))
