@@ -422,6 +422,9 @@ async def check_api_budgets(settings: Settings, report: Report, systems: tuple[s
     for system, budget in budgets.items():
         if system not in systems:
             continue
+        if any(f.status is Status.FAILED for f in report.by_system(system)):
+            report.findings.append(Finding(system, "api budget", Status.SKIPPED, "not read: an earlier check failed"))
+            continue
         n = used.get(system, 0)
         if not budget:
             detail = f"{n:,} calls today (UTC), no daily budget ({variable.format(system.upper())}=0)"

@@ -233,3 +233,26 @@ async def test_deferrable_work_waits_near_the_budget_activation_goes_on(erp_sand
         await client.aclose()
     await budget.flush()
     assert calls_on(budget_engine) == {"erp": 10}
+
+
+async def test_doctor_shows_each_vendors_calls_against_its_budget(tmp_path):
+    from q2c.doctor import Report, Status, check_api_budgets
+    from q2c.ledger.api_budget import add_calls, today
+    from q2c.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    engine = make_ledger_engine(url)
+    ApiBudget(engine, {})
+    add_calls(engine, today(), {"crm": 9, "erp": 3})
+    engine.dispose()
+    base = load_settings()
+    settings = dataclasses.replace(
+        base, ledger_db_url=url, crm=dataclasses.replace(base.crm, daily_api_budget=10), api_budget_defer_at=0.8
+    )
+    report = Report()
+    await check_api_budgets(settings, report, ("crm", "erp", "psa"))
+    rows = {f.system: f for f in report.findings if f.check == "api budget"}
+    assert rows["crm"].status is Status.WARN and rows["crm"].detail.startswith("9 of 10 calls today (UTC)")
+    assert "deferrable work waits from 8" in rows["crm"].detail
+    assert rows["erp"].status is Status.OK and "3 calls today (UTC), no daily budget" in rows["erp"].detail
+    assert rows["psa"].detail.startswith("0 calls today")
