@@ -69,6 +69,8 @@ async def open_tm_deal(
             "Start_Date__c": start.isoformat(),
             "End_Date__c": end.isoformat(),
             "Amount": 120000,
+            # benchmarks measure throughput: no engagement reaches its not-to-exceed cap
+            "Not_To_Exceed__c": 100_000_000,
         },
     )
     for role, rate in RATE_CARD.items():

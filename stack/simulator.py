@@ -1,5 +1,7 @@
 """The demo's outside world, for `make up` only: consultants book approved time in the PSA,
-clients accept fixed-fee milestones, and customers pay their invoices (some in two parts).
+clients accept fixed-fee milestones, and customers pay their invoices (some in two parts);
+one client disputes its first fixed-fee invoice, and finance credits part of it (a credit note
+with a corrected line re-billed on the next invoice) before it is paid.
 
 It acts only through the systems' own surfaces (the PSA's and ERP's sandbox APIs, the
 engagement's `accept_milestone` Update), never through q2c's internals, so what the demo shows
@@ -21,7 +23,13 @@ from temporalio.service import RPCError
 from q2c.domain.delivery import InvoiceStatus
 from q2c.domain.engagement import BillingModel
 from q2c.domain.stage import EngagementStage
-from q2c.engagement.messages import AcceptMilestoneInput, EngagementStatus
+from q2c.engagement.messages import (
+    AcceptMilestoneInput,
+    CreditInvoiceInput,
+    CreditNoteSummary,
+    EngagementStatus,
+    RebillLine,
+)
 from q2c.settings import Settings, load_settings
 from q2c.temporal import connect, exit_process
 from q2c.vendors.kantata.client import KantataClient
@@ -32,6 +40,7 @@ log = logging.getLogger("q2c.simulator")
 TICK_SECONDS = 3.0
 PAY_AFTER_SECONDS = 6.0  # customers take a moment to pay
 MILESTONE_EVERY_SECONDS = 40.0
+CENT = Decimal("0.01")
 
 
 class World:
@@ -43,6 +52,7 @@ class World:
         self.time_booked: set[str] = set()
         self.invoice_seen: dict[str, float] = {}
         self.last_milestone: dict[str, float] = {}
+        self.disputed = False  # one credit note in the demo
 
     async def engagements(self) -> list[EngagementStatus]:
         out = []
@@ -112,7 +122,37 @@ class World:
         except WorkflowUpdateFailedError as err:
             log.info("milestone not accepted: %s", err.cause)
 
+    async def dispute(self, st: EngagementStatus) -> bool:
+        """The demo's one dispute: 10% of the first open fixed-fee invoice credited, half of it
+        re-billed as a corrected line on the next invoice. True when it was made now."""
+        if self.disputed or st.engagement.billing_model is not BillingModel.FIXED_FEE or st.credit_notes:
+            return False
+        inv = next((i for i in st.invoices if i.erp_id and i.amount_paid == 0 and i.open_balance > 0), None)
+        if inv is None:
+            return False
+        self.disputed = True
+        credit = (inv.total / 10).quantize(CENT)
+        try:
+            note = await self.client.get_workflow_handle(f"engagement-{st.opportunity_id}").execute_update(
+                "credit_invoice",
+                CreditInvoiceInput(
+                    invoice=inv.external_id,
+                    amount=credit,
+                    reason="client disputed workshop 3 (delivered as a half day)",
+                    requested_by="finance (demo)",
+                    rebill=[RebillLine(description="Workshop 3 (half day)", rate=(credit / 2).quantize(CENT))],
+                ),
+                id=f"demo-credit-{st.opportunity_id}",
+                result_type=CreditNoteSummary,
+            )
+            log.info("credit memo %s: %s %s on invoice %s", note.number, note.amount, note.currency, inv.number)
+        except WorkflowUpdateFailedError as err:
+            log.info("credit not made: %s", err.cause)
+        return True
+
     async def pay(self, st: EngagementStatus) -> None:
+        if await self.dispute(st):
+            return  # paid at a later tick, net of the credit
         now = time.monotonic()
         for inv in st.invoices:
             if inv.status is InvoiceStatus.PAID_IN_FULL or inv.erp_id is None:

@@ -71,6 +71,7 @@ async def create_deal(
     end: str = "2027-05-31",
     rate_lines: list[tuple[str, int, str, str | None]] | None = None,
     retainer_months: int = 6,
+    not_to_exceed: int | None = 100_000_000,
 ) -> Deal:
     """An account (unless given) and an opportunity with lines for its billing model."""
     currency = REGIONS[region]["CurrencyIsoCode"]
@@ -90,6 +91,10 @@ async def create_deal(
     effective: dict[int, str] = {}
     if billing_model == "Time and Materials":
         opp["Amount"] = 120000
+        # billing tests generate years of time: a generous not-to-exceed lets them see every hour
+        # billed; the budget-control tests set their own cap (not_to_exceed=None: the Amount)
+        if not_to_exceed is not None:
+            opp["Not_To_Exceed__c"] = not_to_exceed
         lines = [
             ("Rate", "Engagement Manager", 100, 250),
             ("Rate", "Senior Consultant", 300, 185),

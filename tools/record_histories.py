@@ -330,6 +330,117 @@ async def continue_as_new_six_periods(stack, crm):
 # --- recording ------------------------------------------------------------------------------
 
 
+@scenario(
+    "T&M not-to-exceed: warnings at 80% and 100%, time held at the cap, a change order that bills it, "
+    "a release from the PMO, paid, to Closed"
+)
+async def budget_cap_hold_release(stack, crm):
+    from q2c.engagement.client import workflow_id_for
+    from q2c.engagement.messages import Amendment, BudgetHoldDecisionInput, BudgetHoldDecisionResult, ContractVersion
+    from tests.deals import create_deal
+    from tests.e2e.test_delivery import _run_to_close
+    from tests.e2e.test_parking import add_time, midnight, skip_until_due, wait_until
+
+    deal = await create_deal(crm, start="2026-12-01", end="2027-03-31", stage="Negotiation/Review", not_to_exceed=None)
+    opp = deal.opportunity_id
+    await crm.update_record("Opportunity", opp, {"Amount": 1000})
+    await crm.set_opportunity_stage(opp, "Closed Won")
+    status, run_id = await _start(stack, opp)
+    handle = stack.client.get_workflow_handle(workflow_id_for(opp))
+    add_time(stack, status, ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"], minutes=60)
+    add_time(stack, status, ["2027-01-05", "2027-01-06"], minutes=60)
+    add_time(stack, status, ["2027-02-02"], minutes=40)
+    add_time(stack, status, ["2027-02-03", "2027-02-04", "2027-03-02", "2027-03-03"], minutes=60)
+    for index, day in enumerate((date(2027, 1, 1), date(2027, 2, 1), date(2027, 3, 1))):
+        await skip_until_due(stack, midnight(day))
+        await wait_until(stack, opp, lambda s, i=index: s.next_period_index > i, f"period {index} closed")
+    await wait_until(stack, opp, lambda s: s.budget is not None and s.budget.held_items == 2, "time held at the cap")
+    await handle.execute_update(
+        "amend_contract",
+        Amendment(budget_cap=Decimal("1500"), reason="CO-7 extended discovery", requested_by="pmo"),
+        result_type=ContractVersion,
+    )
+    await skip_until_due(stack, midnight(date(2027, 4, 1)))
+    await wait_until(stack, opp, lambda s: s.budget.held_items == 1, "March's second hour held")
+    await handle.execute_update(
+        "decide_budget_hold",
+        BudgetHoldDecisionInput(action="release", reason="client approved by email", requested_by="pmo"),
+        result_type=BudgetHoldDecisionResult,
+    )
+    await _run_to_close(stack, opp, status.erp_customer_id)
+    return opp, run_id
+
+
+@scenario("T&M with billable expenses at a 10% markup, one in EUR at the ERP's rate, paid, to Closed")
+async def expenses_markup(stack, crm):
+    import httpx
+
+    from stack.demo_env import DEMO_PSA_TOKEN
+    from tests.deals import create_deal
+    from tests.e2e.test_delivery import _run_to_close
+
+    deal = await create_deal(crm, start="2026-12-01", end="2027-01-31", stage="Negotiation/Review")
+    opp = deal.opportunity_id
+    await crm.update_record("Opportunity", opp, {"Expense_Markup_Percent__c": 10})
+    await crm.set_opportunity_stage(opp, "Closed Won")
+    status, run_id = await _start(stack, opp)
+    user = stack.psa.records("users")[0]["id"]
+    for day, category, cents, currency in (
+        ("2026-12-10", "Airfare", 41235, "USD"),
+        ("2027-01-12", "Lodging", 20000, "EUR"),
+    ):
+        r = httpx.post(
+            f"{stack.psa.url}/api/v1/expenses.json",
+            json={
+                "expense": {
+                    "workspace_id": status.psa_workspace.workspace_id,
+                    "user_id": user,
+                    "date": day,
+                    "category": category,
+                    "amount_in_cents": cents,
+                    "currency": currency,
+                    "has_receipt": True,
+                    "approved": True,
+                }
+            },
+            headers={"Authorization": f"Bearer {DEMO_PSA_TOKEN}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+    await _run_to_close(stack, opp, status.erp_customer_id)
+    return opp, run_id
+
+
+@scenario("fixed fee: a milestone credited in part with a corrected line re-billed on the next invoice, to Closed")
+async def credit_and_rebill(stack, crm):
+    from q2c.engagement.client import workflow_id_for
+    from q2c.engagement.messages import AcceptMilestoneInput, CreditInvoiceInput, CreditNoteSummary, RebillLine
+    from tests.deals import create_deal
+    from tests.e2e.test_delivery import _run_to_close
+
+    deal = await create_deal(crm, billing_model="Fixed Fee", region="UK", start="2026-12-01", end="2027-01-31")
+    status, run_id = await _start(stack, deal.opportunity_id)
+    handle = stack.client.get_workflow_handle(workflow_id_for(deal.opportunity_id))
+    first, *rest = status.engagement.milestones
+    invoice = await handle.execute_update("accept_milestone", AcceptMilestoneInput(milestone_key=first.key))
+    await handle.execute_update(
+        "credit_invoice",
+        CreditInvoiceInput(
+            invoice=invoice["external_id"],
+            amount=Decimal("2500.00"),
+            reason="workshop 3 delivered as a half day",
+            requested_by="finance-ops",
+            rebill=[RebillLine(description="Workshop 3 (half day)", quantity=Decimal("0.5"), rate=Decimal("2000"))],
+        ),
+        id=f"credit-{deal.opportunity_id}",
+        result_type=CreditNoteSummary,
+    )
+    for m in rest:
+        await handle.execute_update("accept_milestone", AcceptMilestoneInput(milestone_key=m.key))
+    await _run_to_close(stack, deal.opportunity_id, status.erp_customer_id)
+    return deal.opportunity_id, run_id
+
+
 def code_commit() -> str:
     """HEAD, marked `-dirty` when the workflow code differs from it (the recording then
     reflects uncommitted workflow code: say so rather than pretend)."""

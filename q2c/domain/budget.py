@@ -30,6 +30,8 @@ from q2c.domain.engagement import BillingModel, Engagement
 from q2c.domain.money import format_amount, round_money
 
 DEFAULT_WARN_AT = (80, 100)
+# the invoice reference the ledger gives what the PMO wrote off at the cap (`budget-write-off:<request>`)
+BUDGET_WRITE_OFF_PREFIX = "budget-write-off:"
 DECISIONS_KEPT = 20  # the latest decisions in the workflow state; the audit log keeps them all
 WARNINGS_KEPT = 20
 

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from q2c.domain.budget import BUDGET_WRITE_OFF_PREFIX  # noqa: F401 (re-exported: the ledger's marker)
 from q2c.domain.delivery import Invoice, PaymentStatus, PostedTime
 from q2c.ledger.columns import utcnow
 from q2c.ledger.config import make_ledger_engine
@@ -43,10 +44,6 @@ from q2c.ledger.models import (
 from q2c.vendors.http import CallRecord
 
 _ZERO = Decimal("0")
-
-
-# the invoice reference of time written off at the not-to-exceed cap (`budget-write-off:<request>`)
-BUDGET_WRITE_OFF_PREFIX = "budget-write-off:"
 
 
 class Ledger:

@@ -222,7 +222,8 @@ class ReconciliationActivities:
             erp_time_bills=list(bills),
             psa_entries=entries,
             ledger_posted=[
-                checks.PostedRow(p.psa_id, p.erp_time_bill_id, p.minutes, p.billable, p.amount) for p in posted
+                checks.PostedRow(p.psa_id, p.erp_time_bill_id, p.minutes, p.billable, p.amount, p.invoice_external_id)
+                for p in posted
             ],
             ledger_invoices=[
                 checks.LedgerInvoiceRow(

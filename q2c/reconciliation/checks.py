@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
+from q2c.domain.budget import BUDGET_WRITE_OFF_PREFIX
 from q2c.domain.delivery import TimeEntry
 
 REPAIR = "repair"
@@ -57,6 +58,7 @@ class PostedRow:
     minutes: int
     billable: bool
     amount: Decimal | None
+    invoice_external_id: str | None = None  # the invoice that billed it, or a budget write-off marker
 
 
 @dataclass
@@ -418,17 +420,22 @@ def time_findings(s: Snapshot) -> list[Finding]:
             out.append(finding)
             continue
         if billable and not bill.get("isBilled") and not s.posting:
-            out.append(
-                Finding(
-                    kind="time_not_invoiced",
-                    system="erp",
-                    record=f"timeBill {bill['id']} for {label}",
-                    expected="invoiced",
-                    actual="unbilled after the final invoice",
-                    action=RAISE_TASK,
-                    task_key=f"unbilled:{bill['id']}",
-                )
+            finding = Finding(
+                kind="time_not_invoiced",
+                system="erp",
+                record=f"timeBill {bill['id']} for {label}",
+                expected="invoiced",
+                actual="unbilled after the final invoice",
+                action=RAISE_TASK,
+                task_key=f"unbilled:{bill['id']}",
             )
+            marker = (row.invoice_external_id or "") if row is not None else ""
+            if marker.startswith(BUDGET_WRITE_OFF_PREFIX):
+                finding.explained, finding.action = True, None
+                finding.explanation = (
+                    f"written off at the not-to-exceed cap by the PMO ({marker}): posted, never billed"
+                )
+            out.append(finding)
     for pid, bill in bills.items():
         if pid not in psa:
             out.append(

@@ -75,6 +75,7 @@ async def test_cap_warns_holds_and_every_decision_bills_once(console_stack):
             start="2026-12-01",
             end="2027-04-30",
             stage="Negotiation/Review",
+            not_to_exceed=None,
         )
         opp = deal.opportunity_id
         await crm.update_record("Opportunity", opp, {"Amount": 1000})
