@@ -85,3 +85,23 @@ def test_a_change_order_cannot_set_the_cap_below_what_is_billed():
     assert cap_issue(D("1500"), D("1000")) is None
     assert cap_issue(D("0"), D("0")) == "must be positive"
     assert "below what is already billed" in cap_issue(D("900"), D("1000"))
+
+
+def test_a_crm_not_to_exceed_change_is_a_change_order_and_an_unchanged_one_is_nothing():
+    from q2c.domain.stewardship import apply_amendment, validate_amendment
+    from q2c.stewardship.change_orders import amendment_from_crm
+
+    current = engagement(BillingModel.TIME_AND_MATERIALS, cap="1000")
+    assert amendment_from_crm(current, current.model_copy()) is None
+    raised = amendment_from_crm(current, current.model_copy(update={"budget_cap": D("1500")}))
+    assert raised is not None and raised.budget_cap == D("1500") and raised.contract_value is None
+    assert (
+        validate_amendment(raised, current, billed=D("900"), last_invoiced_period_end=None, last_posted_date=None) == []
+    )
+    assert apply_amendment(current, raised, version=2).budget_cap == D("1500")
+    lowered = raised.model_copy(update={"budget_cap": D("800")})
+    issues = validate_amendment(lowered, current, billed=D("900"), last_invoiced_period_end=None, last_posted_date=None)
+    assert [i.field for i in issues] == ["budget_cap"] and "below what is already billed" in issues[0].reason
+    fixed = engagement(BillingModel.FIXED_FEE)
+    issues = validate_amendment(raised, fixed, billed=D(0), last_invoiced_period_end=None, last_posted_date=None)
+    assert [i.field for i in issues] == ["budget_cap"]
