@@ -98,6 +98,13 @@ def format_status(status: EngagementStatus) -> str:
             f"(next billing period #{status.next_period_index})"
         )
         lines.append(f"Billed:       {t.billed} {t.currency or ''}   collected: {t.collected} {t.currency or ''}")
+        if t.credited:
+            cur = t.currency or ""
+            lines.append(f"Credited:     {t.credited} {cur}   net billed: {t.net_billed} {cur}")
+    if status.budget is not None:
+        lines.append(f"Budget:       {status.budget.status_text()}")
+    if status.totals.posted_expenses:
+        lines.append(f"Expenses:     {status.totals.posted_expenses} posted to the ERP")
     if status.invoices:
         lines.append("Invoices:")
         lines.extend(
