@@ -36,9 +36,9 @@ async def test_month_end_smoke_run_prints_consistent_figures():
     assert requests >= 10 + 2 and rejected == 0
     assert _figure(text, "ERP requests served (made - 429s)") == requests - rejected
     assert abs(_figure(text, "bound = ERP requests x latency / limit (s)") - requests * 0.005 / 50) < 0.01
-    # one request_close update, one posting + one invoice + one payment-status activity per engagement,
-    # plus the CRM status mirror (Q2C_Status__c = Collecting)
-    assert _figure(text, "activities per engagement-period") == 4
+    # one request_close update, one time posting + one expense posting + one invoice + one
+    # payment-status activity per engagement, plus the CRM status mirror (Q2C_Status__c = Collecting)
+    assert _figure(text, "activities per engagement-period") == 5
     assert _figure(text, "Temporal actions per engagement-period") >= 3 + 1
     assert result.actions.activity_retries == 0
     assert result.actions.counts["updates"] == 2
