@@ -29,6 +29,7 @@ from q2c.delivery.activities import DeliveryActivities
 from q2c.engagement.client import delivery_config
 from q2c.engagement.search_attributes import ensure_search_attributes
 from q2c.engagement.workflow import EngagementWorkflow
+from q2c.ledger.api_budget import ApiBudget
 from q2c.ledger.audit import audit_hook
 from q2c.ledger.config import ledger_url
 from q2c.ledger.store import Ledger
@@ -73,12 +74,15 @@ async def engagement_activities(settings: Settings, ledger: Ledger | None = None
         ledger = Ledger.from_url(ledger_url(settings))
         ledger.create_all()
     audit = audit_hook(ledger)
+    budget = ApiBudget.from_settings(ledger.engine, settings)  # the daily API budget, counted in the ledger
     try:
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(budget.flush)  # the last counts, after the connectors close
             timeout = settings.http_timeout_seconds
-            crm = await stack.enter_async_context(SalesforceClient(settings.crm, timeout=timeout, audit=audit))
-            erp = await stack.enter_async_context(NetSuiteClient(settings.erp, timeout=timeout, audit=audit))
-            psa = await stack.enter_async_context(KantataClient(settings.psa, timeout=timeout, audit=audit))
+            kw = {"timeout": timeout, "audit": audit, "budget": budget}
+            crm = await stack.enter_async_context(SalesforceClient(settings.crm, **kw))
+            erp = await stack.enter_async_context(NetSuiteClient(settings.erp, **kw))
+            psa = await stack.enter_async_context(KantataClient(settings.psa, **kw))
             yield Activities(
                 EngagementActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
                 DeliveryActivities(crm=crm, erp=erp, psa=psa, ledger=ledger),
@@ -144,6 +148,7 @@ def build_worker(
         activities=activities.all(),
         interceptors=workflow_interceptors() + _tracing_unless_on(client),
         max_concurrent_activities=50,
+        max_cached_workflows=settings.max_cached_workflows,  # bounds the worker's memory (settings.py)
         graceful_shutdown_timeout=graceful_shutdown,
         deployment_config=deployment_config(settings),
     )
