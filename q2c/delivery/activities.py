@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from q2c.delivery.batch import (
+    next_watermark,
+    periods_and_tasks,
+    post_in_attempts,
+    replay_targets,
+    with_open_summary,
+)
 from q2c.delivery.expenses import ExpenseActivities, mark_expenses_invoiced, unbilled_expense_lines
 from q2c.delivery.inputs import (
     CloseSystemsInput,
@@ -27,7 +34,7 @@ from q2c.delivery.inputs import (
     WriteOffExceptionsInput,
     WriteOffHeldInput,
 )
-from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
+from q2c.delivery.retry import with_transient_retries
 from q2c.domain.billing import check_time_entry, invoice_total, posted_amount, time_invoice_lines
 from q2c.domain.budget import held_total, split_at_room
 from q2c.domain.delivery import Invoice, InvoiceLine, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
@@ -51,7 +58,6 @@ if TYPE_CHECKING:
     from q2c.vendors.netsuite.client import NetSuiteClient
     from q2c.vendors.salesforce.client import SalesforceClient
 
-PSA_MARK_CONCURRENCY = 4
 PAGE_SIZE = 200
 EXPENSE_KEY_PREFIX = exception_key("")  # expenses' queue ids: `expense:<PSA id>`
 
@@ -68,9 +74,6 @@ class _Split:
     held_time: list[PostedTime] = field(default_factory=list)
     held_amount: Decimal = Decimal(0)
     held_items: int = 0
-
-
-WATERMARK_MARGIN = timedelta(minutes=5)
 
 
 def _differs(entry: TimeEntry, posted: PostedTime | None, bill_time: bool) -> bool:
@@ -150,13 +153,8 @@ class DeliveryActivities:
             )
             due = [e for e in read.entries if e.date_performed <= input.through]
             later = [e for e in read.entries if e.date_performed > input.through]
-            watermark = None
-            if read.stable and read.server_time is not None:
-                # entries dated after `through` wait for a later run: keep them inside its window
-                waiting = [
-                    read.updated_at[e.psa_id] - timedelta(seconds=1) for e in later if e.psa_id in read.updated_at
-                ]
-                watermark = min([read.server_time - WATERMARK_MARGIN, *waiting])
+            # entries dated after `through` wait for a later run: keep them inside its window
+            watermark = next_watermark(read.stable, read.server_time, read.updated_at, (e.psa_id for e in later))
         if input.only_psa_ids is not None:
             due = [e for e in due if e.date_performed <= input.through]
         posted = await asyncio.to_thread(self.ledger.posted_time_by_psa_id, [e.psa_id for e in due])
@@ -167,61 +165,54 @@ class DeliveryActivities:
         self, input: PostTimeInput, valid: list[tuple[TimeEntry, Decimal | None]], result: PostingResult
     ) -> list[PostedTime]:
         """Post one chunk to the ERP and mark each posted entry in the PSA, retrying transient
-        failures entry by entry; what is posted and marked stays done even if the attempt fails."""
-        pending = {e.psa_id: (e, rate) for e, rate in valid}
-        posted: list[PostedTime] = []
-        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
+        failures entry by entry; what is posted and marked stays done even if the attempt fails
+        (`batch.post_in_attempts`)."""
 
-        async def mark(entry_id: str, bill_id: str) -> None:
-            async with marks:
-                await with_transient_retries(lambda: self.psa.mark_time_posted(entry_id, bill_id))
-
-        for attempt in range(ATTEMPTS):
-            outcomes = await self.erp.post_time_bills(
-                project_id=input.erp_project_id,
-                entries=list(pending.values()),
-                currency=input.currency,
-                transient_as_results=True,
+        async def send(items: list[tuple[TimeEntry, Decimal | None]]) -> list:
+            return await self.erp.post_time_bills(
+                project_id=input.erp_project_id, entries=items, currency=input.currency, transient_as_results=True
             )
-            done: list[PostedTime] = []
-            for outcome in outcomes:
-                entry, rate = pending[outcome.psa_id]
-                if outcome.erp_time_bill_id:
-                    done.append(
-                        PostedTime(
-                            psa_id=entry.psa_id,
-                            erp_time_bill_id=outcome.erp_time_bill_id,
-                            role=entry.role,
-                            date_performed=entry.date_performed,
-                            minutes=entry.minutes,
-                            billable=entry.billable,
-                            rate=rate,
-                            currency=input.currency,
-                        )
-                    )
-                elif not outcome.retryable:
-                    result.exceptions.append(
-                        TimeExceptionInfo(
-                            psa_id=entry.psa_id,
-                            reason_code=_erp_reason(outcome.error_field, outcome.message),
-                            message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}",
-                        )
-                    )
-                if not outcome.retryable:
-                    pending.pop(outcome.psa_id)
+
+        def posted_of(item: tuple[TimeEntry, Decimal | None], outcome) -> PostedTime | None:
+            entry, rate = item
+            if not outcome.erp_time_bill_id:
+                return None
+            return PostedTime(
+                psa_id=entry.psa_id,
+                erp_time_bill_id=outcome.erp_time_bill_id,
+                role=entry.role,
+                date_performed=entry.date_performed,
+                minutes=entry.minutes,
+                billable=entry.billable,
+                rate=rate,
+                currency=input.currency,
+            )
+
+        def rejection_of(item: tuple[TimeEntry, Decimal | None], outcome) -> TimeExceptionInfo:
+            return TimeExceptionInfo(
+                psa_id=item[0].psa_id,
+                reason_code=_erp_reason(outcome.error_field, outcome.message),
+                message=f"ERP rejected the time bill: {outcome.error_code}: {outcome.message}",
+            )
+
+        async def record(done: list[PostedTime]) -> None:
             # the ledger first: it is what tells the next run this entry is posted (and with which
             # values), and invoices are built from it; the PSA reference is for people and tools
             await self._ledger("record_posted_time", done, input.opportunity_id)
             await self._ledger("resolve_exceptions", [p.psa_id for p in done])
-            await asyncio.gather(*(mark(p.psa_id, p.erp_time_bill_id) for p in done))
-            posted += done
-            if not pending:
-                return posted
-            activity.heartbeat(f"{len(pending)} entries to post again after transient ERP failures")
-            await asyncio.sleep(backoff(attempt))
-        raise ApplicationError(
-            f"ERP kept failing transiently for {len(pending)} time entries; retrying the batch",
-            type="VendorUnavailable",
+
+        async def mark(done: PostedTime) -> None:
+            await with_transient_retries(lambda: self.psa.mark_time_posted(done.psa_id, done.erp_time_bill_id))
+
+        return await post_in_attempts(
+            {e.psa_id: (e, rate) for e, rate in valid},
+            send,
+            posted_of,
+            rejection_of,
+            record,
+            mark,
+            result.exceptions,
+            "time entries",
         )
 
     @activity.defn
@@ -240,9 +231,7 @@ class DeliveryActivities:
         open_before: set[str] = set()
         if only is not None:
             open_before = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, input.opportunity_id))
-            asked = list(dict.fromkeys(only))
-            result.not_open = sorted(set(asked) - open_before)[:OPEN_EXCEPTION_SAMPLE]
-            only = [i for i in asked if i in open_before]
+            only, result.not_open = replay_targets(only, open_before)
             if not only:
                 return await self._with_open_summary(input.opportunity_id, result)
         entries, watermark = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
@@ -259,13 +248,9 @@ class DeliveryActivities:
         if not entries:
             await self._keep_watermark(input, watermark)
             return await self._with_open_summary(input.opportunity_id, result)
-        # only the accounting periods the entries fall in (each period is one ERP read)
-        first, last = min(e.date_performed for e in entries), max(e.date_performed for e in entries)
-        periods = await with_transient_retries(
-            lambda: self.erp.list_accounting_periods(ending_on_or_after=first, starting_on_or_before=last)
+        periods, task_map = await periods_and_tasks(
+            self.erp, self.psa, input.psa_workspace_id, [e.date_performed for e in entries]
         )
-        tasks = await with_transient_retries(lambda: self.psa.workspace_tasks(input.psa_workspace_id))
-        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
         parked: list[TimeExceptionInfo] = []
 
         for start in range(0, len(entries), input.batch_size):
@@ -321,21 +306,8 @@ class DeliveryActivities:
     async def _with_open_summary(
         self, opportunity_id: str, result: PostingResult, open_before: set[str] | None = None
     ) -> PostingResult:
-        """The engagement's open exceptions after this run, from the ledger; `open_before` (a
-        replay's targets that were open) tells which of them this run resolved."""
-        count, by_reason, sample = await asyncio.to_thread(
-            self.ledger.open_exception_summary, opportunity_id, OPEN_EXCEPTION_SAMPLE
-        )
-        result.open_count, result.open_by_reason = count, by_reason
-        result.open_sample = [
-            TimeExceptionInfo(psa_id=x.psa_id, reason_code=x.reason_code, message=x.message) for x in sample
-        ]
-        if open_before:
-            still_open = set(await asyncio.to_thread(self.ledger.open_exception_psa_ids, opportunity_id))
-            resolved = sorted(open_before - still_open)
-            result.resolved_count = len(resolved)
-            result.resolved = resolved[:OPEN_EXCEPTION_SAMPLE]
-        return result
+        """The engagement's open exceptions after this run (`batch.with_open_summary`)."""
+        return await with_open_summary(self.ledger, opportunity_id, result, open_before)
 
     @activity.defn
     async def write_off_exceptions(self, input: WriteOffExceptionsInput) -> PostingResult:

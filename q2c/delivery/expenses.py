@@ -18,7 +18,7 @@ NetSuiteExpenses(self.erp), self.ledger, ...)` appended to the invoice's lines, 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,14 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from q2c.delivery.retry import ATTEMPTS, backoff, with_transient_retries
+from q2c.delivery.batch import (
+    next_watermark,
+    periods_and_tasks,
+    post_in_attempts,
+    replay_targets,
+    with_open_summary,
+)
+from q2c.delivery.retry import with_transient_retries
 from q2c.domain.delivery import InvoiceLine
 from q2c.domain.expenses import (
     ERP_REJECTED,
@@ -52,8 +59,6 @@ if TYPE_CHECKING:
     from q2c.vendors.netsuite.client import NetSuiteClient
     from q2c.vendors.salesforce.client import SalesforceClient
 
-PSA_MARK_CONCURRENCY = 4
-WATERMARK_MARGIN = timedelta(minutes=5)
 # The PSA expense watermark, kept as a cross-reference row like the time watermark.
 EXPENSE_WATERMARK = "psa_expense_watermark"
 
@@ -146,12 +151,7 @@ class ExpenseActivities:
             )
             due = [e for e in read.expenses if e.date_incurred <= input.through]
             later = [e for e in read.expenses if e.date_incurred > input.through]
-            watermark = None
-            if read.stable and read.server_time is not None:
-                waiting = [
-                    read.updated_at[e.psa_id] - timedelta(seconds=1) for e in later if e.psa_id in read.updated_at
-                ]
-                watermark = min([read.server_time - WATERMARK_MARGIN, *waiting])
+            watermark = next_watermark(read.stable, read.server_time, read.updated_at, (e.psa_id for e in later))
         store = await self._store()
         posted = await asyncio.to_thread(store.by_psa_id, [e.psa_id for e in due])
         fresh = [e for e in due if _differs(e, posted.get(e.psa_id), e.billable and input.policy.billable)]
@@ -176,62 +176,59 @@ class ExpenseActivities:
         parked: list[TimeExceptionInfo],
     ) -> list[PostedExpense]:
         """Post one chunk and mark each posted expense in the PSA, retrying transient failures
-        expense by expense; what is posted and recorded stays done even if the attempt fails."""
-        pending = {e.psa_id: (e, rate, amount, billable) for e, rate, amount, billable in valid}
-        posted: list[PostedExpense] = []
+        expense by expense; what is posted and recorded stays done even if the attempt fails
+        (`batch.post_in_attempts`)."""
         store = await self._store()
-        marks = asyncio.Semaphore(PSA_MARK_CONCURRENCY)
+        Item = tuple[Expense, Decimal, Decimal, bool]
 
-        async def mark(expense_id: str, report_id: str) -> None:
-            async with marks:
-                await with_transient_retries(lambda: self.psa_expenses.mark_expense_posted(expense_id, report_id))
-
-        for attempt in range(ATTEMPTS):
-            outcomes = await self.erp_expenses.post_expenses(
-                project_id=input.erp_project_id,
-                items=list(pending.values()),
-                currency=input.currency,
-                transient_as_results=True,
+        async def send(items: list[Item]) -> list:
+            return await self.erp_expenses.post_expenses(
+                project_id=input.erp_project_id, items=items, currency=input.currency, transient_as_results=True
             )
-            done: list[PostedExpense] = []
-            for outcome in outcomes:
-                expense, rate, amount, billable = pending[outcome.psa_id]
-                if outcome.erp_expense_report_id:
-                    done.append(
-                        PostedExpense(
-                            psa_id=expense.psa_id,
-                            erp_expense_report_id=outcome.erp_expense_report_id,
-                            category=expense.category,
-                            date_incurred=expense.date_incurred,
-                            original_amount=expense.amount,
-                            original_currency=expense.currency,
-                            exchange_rate=rate,
-                            amount=amount,
-                            currency=input.currency,
-                            billable=billable,
-                        )
-                    )
-                elif not outcome.retryable:
-                    parked.append(
-                        TimeExceptionInfo(
-                            psa_id=exception_key(expense.psa_id),
-                            reason_code=_erp_reason(outcome.error_field, outcome.message),
-                            message=f"ERP rejected the expense report: {outcome.error_code}: {outcome.message}",
-                        )
-                    )
-                if not outcome.retryable:
-                    pending.pop(outcome.psa_id)
+
+        def posted_of(item: Item, outcome) -> PostedExpense | None:
+            expense, rate, amount, billable = item
+            if not outcome.erp_expense_report_id:
+                return None
+            return PostedExpense(
+                psa_id=expense.psa_id,
+                erp_expense_report_id=outcome.erp_expense_report_id,
+                category=expense.category,
+                date_incurred=expense.date_incurred,
+                original_amount=expense.amount,
+                original_currency=expense.currency,
+                exchange_rate=rate,
+                amount=amount,
+                currency=input.currency,
+                billable=billable,
+            )
+
+        def rejection_of(item: Item, outcome) -> TimeExceptionInfo:
+            return TimeExceptionInfo(
+                psa_id=exception_key(item[0].psa_id),
+                reason_code=_erp_reason(outcome.error_field, outcome.message),
+                message=f"ERP rejected the expense report: {outcome.error_code}: {outcome.message}",
+            )
+
+        async def record(done: list[PostedExpense]) -> None:
             # the ledger first: it tells the next run what is posted, and invoices use it
             await asyncio.to_thread(store.record, done, input.opportunity_id)
             await asyncio.to_thread(self.ledger.resolve_exceptions, [exception_key(p.psa_id) for p in done])
-            await asyncio.gather(*(mark(p.psa_id, p.erp_expense_report_id) for p in done))
-            posted += done
-            if not pending:
-                return posted
-            activity.heartbeat(f"{len(pending)} expenses to post again after transient ERP failures")
-            await asyncio.sleep(backoff(attempt))
-        raise ApplicationError(
-            f"ERP kept failing transiently for {len(pending)} expenses; retrying the batch", type="VendorUnavailable"
+
+        async def mark(done: PostedExpense) -> None:
+            await with_transient_retries(
+                lambda: self.psa_expenses.mark_expense_posted(done.psa_id, done.erp_expense_report_id)
+            )
+
+        return await post_in_attempts(
+            {e.psa_id: (e, rate, amount, billable) for e, rate, amount, billable in valid},
+            send,
+            posted_of,
+            rejection_of,
+            record,
+            mark,
+            parked,
+            "expenses",
         )
 
     @activity.defn
@@ -250,9 +247,7 @@ class ExpenseActivities:
         open_before: set[str] = set()
         if only is not None:
             open_before = set(await self._open_keys(input.opportunity_id))
-            asked = list(dict.fromkeys(only))
-            result.not_open = sorted(set(asked) - open_before)[:OPEN_EXCEPTION_SAMPLE]
-            only = [k for k in asked if k in open_before]
+            only, result.not_open = replay_targets(only, open_before)
             if not only:
                 return await self._with_open_summary(input.opportunity_id, result)
         expenses, watermark = await self._read(input, only)
@@ -268,12 +263,9 @@ class ExpenseActivities:
         if not expenses:
             await self._keep_watermark(input, watermark)
             return await self._with_open_summary(input.opportunity_id, result, open_before)
-        first, last = min(e.date_incurred for e in expenses), max(e.date_incurred for e in expenses)
-        periods = await with_transient_retries(
-            lambda: self.erp.list_accounting_periods(ending_on_or_after=first, starting_on_or_before=last)
+        periods, task_map = await periods_and_tasks(
+            self.erp, self.psa, input.psa_workspace_id, [e.date_incurred for e in expenses]
         )
-        tasks = await with_transient_retries(lambda: self.psa.workspace_tasks(input.psa_workspace_id))
-        task_map = {t.psa_story_id: t for t in tasks if t.psa_story_id}
         parked: list[TimeExceptionInfo] = []
         for start in range(0, len(expenses), input.batch_size):
             chunk = expenses[start : start + input.batch_size]
@@ -323,19 +315,10 @@ class ExpenseActivities:
     async def _with_open_summary(
         self, opportunity_id: str, result: PostingResult, open_before: set[str] | None = None
     ) -> PostingResult:
-        count, by_reason, sample = await asyncio.to_thread(
-            self.ledger.open_exception_summary, opportunity_id, OPEN_EXCEPTION_SAMPLE
-        )
-        result.open_count, result.open_by_reason = count, by_reason
-        result.open_sample = [
-            TimeExceptionInfo(psa_id=x.psa_id, reason_code=x.reason_code, message=x.message) for x in sample
-        ]
-        if open_before:
-            still_open = set(await self._open_keys(opportunity_id))
-            resolved = sorted(open_before - still_open)
-            result.resolved_count = len(resolved)
-            result.resolved = resolved[:OPEN_EXCEPTION_SAMPLE]
-        return result
+        """The engagement's whole queue (time and expenses) after this run; `open_before` holds
+        only expense keys, so what it resolved is the same against the whole queue
+        (`batch.with_open_summary`)."""
+        return await with_open_summary(self.ledger, opportunity_id, result, open_before)
 
     def all(self) -> list:
         return [self.post_approved_expenses]
