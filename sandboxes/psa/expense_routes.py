@@ -43,17 +43,16 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from sandboxes.common.faults import ADMIN_PREFIX
-from sandboxes.psa import render
+from sandboxes.psa import listing, render
 from sandboxes.psa import timekeeping as tk
 from sandboxes.psa import validation as v
-from sandboxes.psa.models import Expense, ExternalReference, ResourceRequest, Story, User, Workspace, utcnow
+from sandboxes.psa.models import Expense, ResourceRequest, Story, User, Workspace, utcnow
 from sandboxes.psa.render import MAX_ID, KantataError, error
 from sandboxes.psa.routes import get_or_404, int_or_none, only_ids
 from sandboxes.psa.seed import TOKEN_USER_ID
-from sandboxes.psa.time_routes import _after
 
 EXPENSE_SUBJECT = "Expense"
 MAX_TEXT = 2000
@@ -80,19 +79,6 @@ def _flag(value: str | None, name: str) -> bool | None:
     raise error(400, "system", f"{name} must be true or false", name)
 
 
-def _between(value: str) -> tuple[str | None, str | None]:
-    start, sep, end = value.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return (
-            date.fromisoformat(start).isoformat() if start else None,
-            date.fromisoformat(end).isoformat() if end else None,
-        )
-    except ValueError:
-        raise error(400, "system", "date_expensed_between must be YYYY-MM-DD:YYYY-MM-DD") from None
-
-
 def expense_conditions(params: Any) -> list[Any]:
     conds: list[Any] = []
     for name, column in (("workspace_id", Expense.workspace_id), ("user_id", Expense.user_id)):
@@ -105,84 +91,30 @@ def expense_conditions(params: Any) -> list[Any]:
     approved = _flag(params.get("approved"), "approved")
     if approved is not None:
         conds.append(Expense.approved == approved)
-    if params.get("date_expensed_between"):
-        start, end = _between(params["date_expensed_between"])
-        if start:
-            conds.append(Expense.date >= start)
-        if end:
-            conds.append(Expense.date <= end)
-    if params.get("updated_after"):
-        conds.append(Expense.updated_at > _after(params["updated_after"], "updated_after"))
-    if params.get("created_after"):
-        conds.append(Expense.created_at > _after(params["created_after"], "created_after"))
+    conds += listing.range_and_changed(
+        params, "date_expensed_between", Expense.date, Expense.updated_at, Expense.created_at
+    )
     return conds
 
 
 def expense_order(value: str | None) -> list[Any]:
-    field, _, direction = (value or "").strip().partition(":")
-    if field not in SORT_FIELDS:
-        field, direction = DEFAULT_ORDER
-    descending = direction.strip().lower() == "desc"
-    columns = [col(SORT_FIELDS[field])] + ([] if field == "id" else [col(Expense.id)])
-    return [c.desc() if descending else c.asc() for c in columns]
+    return listing.order_by(value, SORT_FIELDS, DEFAULT_ORDER, Expense.id)
 
 
 def list_expenses(s: Session, params: Any) -> dict[str, Any]:
     conds = expense_conditions(params)
-    paging = render.paging(params)
-    total = s.exec(select(func.count()).select_from(Expense).where(*conds)).one()
-    rows = (
-        s.exec(
-            select(Expense)
-            .where(*conds)
-            .order_by(*expense_order(params.get("order")))
-            .offset(paging.offset)
-            .limit(paging.per_page)
-        ).all()
-        if paging.offset < total
-        else []
-    )
+    total, rows, paging = listing.page(s, Expense, conds, expense_order(params.get("order")), params)
     objects = [render.expense(r) for r in rows]
     included: dict[str, list[dict[str, Any]]] = {}
     names = {n.strip() for n in (params.get("include") or "").split(",")}
     if "external_references" in names:
-        ids = [r.id for r in rows]
-        refs = (
-            s.exec(
-                select(ExternalReference)
-                .where(ExternalReference.subject_type == EXPENSE_SUBJECT, col(ExternalReference.subject_id).in_(ids))
-                .order_by(col(ExternalReference.id))
-            ).all()
-            if ids
-            else []
-        )
-        by_expense: dict[str, list[str]] = {}
-        for ref in refs:
-            by_expense.setdefault(str(ref.subject_id), []).append(str(ref.id))
-        for obj in objects:
-            obj["external_reference_ids"] = by_expense.get(obj["id"], [])
-        included["external_references"] = [render.external_reference(r) for r in refs]
+        listing.include_external_references(s, EXPENSE_SUBJECT, rows, objects, included)
     return render.envelope(
         "expenses", objects, total=total, page=paging.page, per_page=paging.per_page, included=included
     )
 
 
 # --- validation ---------------------------------------------------------------------------
-
-
-def _bool(problems: v.Problems, data: dict[str, Any], field: str, label: str) -> bool | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    problems.add(field, f"{label} must be true or false")
-    return None
 
 
 def _text(problems: v.Problems, data: dict[str, Any], field: str, label: str, *, required: bool = False) -> str | None:
@@ -240,7 +172,7 @@ def _receipt(problems: v.Problems, data: dict[str, Any]) -> tuple[bool, int | No
         number = v.check_int_id(problems, data, "receipt_id", "Receipt")
         return (True, number) if number is not None else None
     if "has_receipt" in data:
-        flag = _bool(problems, data, "has_receipt", "Has receipt")
+        flag = tk.flag(problems, data, "has_receipt", "Has receipt")
         if flag is None:
             return None
         return True, (-1 if flag else None)  # -1: mint one once the expense has its id
@@ -272,10 +204,10 @@ def _apply(s: Session, row: Expense, data: dict[str, Any], problems: v.Problems,
         if text is not None:
             setattr(row, field, text)
     billable_field = "is_billable" if "is_billable" in data else "billable"
-    billable = _bool(problems, data, billable_field, "Billable")
+    billable = tk.flag(problems, data, billable_field, "Billable")
     if billable is not None:
         row.is_billable = billable
-    reimbursable = _bool(problems, data, "reimbursable", "Reimbursable")
+    reimbursable = tk.flag(problems, data, "reimbursable", "Reimbursable")
     if reimbursable is not None:
         row.reimbursable = reimbursable
     if not v.blank(data.get("story_id")):
@@ -292,19 +224,14 @@ def _apply(s: Session, row: Expense, data: dict[str, Any], problems: v.Problems,
     receipt = _receipt(problems, data)
     if receipt is not None:
         row.receipt_id = receipt[1]
-    approved = _bool(problems, data, "approved", "Approved")
+    approved = tk.flag(problems, data, "approved", "Approved")
     if approved is not None:
         row.approved = approved
 
 
 def new_expense(s: Session, data: dict[str, Any], problems: v.Problems) -> Expense | None:
     before = len(problems.items)
-    wid = v.check_int_id(problems, data, "workspace_id", "Workspace")
-    ws = s.get(Workspace, wid) if wid is not None else None
-    if wid is not None and ws is None:
-        problems.add("workspace_id", f"Workspace {wid} does not exist")
-    elif ws is not None and tk.is_closed(ws):
-        problems.add("workspace_id", f"Workspace {wid} is closed: expenses can no longer be added to it")
+    wid, ws = tk.open_workspace(problems, s, data, "expenses can no longer be added to it")
     uid = v.check_int_id(problems, data, "user_id", "User")
     if uid is not None and s.get(User, uid) is None:
         problems.add("user_id", f"User {uid} does not exist")

@@ -36,17 +36,16 @@ and editable again (and their `updated_at` moves), to be submitted and approved 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
-from sandboxes.psa import render
+from sandboxes.psa import listing, render
 from sandboxes.psa import timekeeping as tk
 from sandboxes.psa import validation as v
-from sandboxes.psa.models import ExternalReference, Story, TimeEntry, TimesheetSubmission, User, Workspace
+from sandboxes.psa.models import Story, TimeEntry, TimesheetSubmission, User, Workspace
 from sandboxes.psa.render import error
 from sandboxes.psa.routes import get_or_404, int_or_none, list_rows, only_ids
 
@@ -55,29 +54,6 @@ TIME_ENTRY_INCLUDES: dict[str, tuple[str, type, str]] = {
     "story": ("stories", Story, "story_id"),
 }
 RENDER_INCLUDED: dict[str, Callable[[Any], dict[str, Any]]] = {"users": render.user, "stories": render.story}
-
-
-def _between(value: str) -> tuple[str | None, str | None]:
-    start, sep, end = value.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return (
-            date.fromisoformat(start).isoformat() if start else None,
-            date.fromisoformat(end).isoformat() if end else None,
-        )
-    except ValueError:
-        raise error(400, "system", "date_performed_between must be YYYY-MM-DD:YYYY-MM-DD") from None
-
-
-def _after(value: str, name: str) -> str:
-    try:
-        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
-    except ValueError:
-        raise error(400, "system", f"{name} must be an ISO 8601 datetime") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def time_entry_conditions(params: Any) -> list[Any]:
@@ -96,16 +72,9 @@ def time_entry_conditions(params: Any) -> list[Any]:
     if "approved" in params:
         # Kantata: "always processed as true; the actual value you provide is ignored"
         conds.append(TimeEntry.approved == True)  # noqa: E712
-    if params.get("date_performed_between"):
-        start, end = _between(params["date_performed_between"])
-        if start:
-            conds.append(TimeEntry.date_performed >= start)
-        if end:
-            conds.append(TimeEntry.date_performed <= end)
-    if params.get("updated_after"):
-        conds.append(TimeEntry.updated_at > _after(params["updated_after"], "updated_after"))
-    if params.get("created_after"):
-        conds.append(TimeEntry.created_at > _after(params["created_after"], "created_after"))
+    conds += listing.range_and_changed(
+        params, "date_performed_between", TimeEntry.date_performed, TimeEntry.updated_at, TimeEntry.created_at
+    )
     return conds
 
 
@@ -122,29 +91,12 @@ def time_entry_order(value: str | None) -> list[Any]:
     """`order=field:direction`, the id after it in the same direction (a total order, so pages
     never overlap or leave gaps while the list is unchanged); an unknown field falls back to
     the default (date_performed descending), an unknown direction to ascending."""
-    field, _, direction = (value or "").strip().partition(":")
-    if field not in SORT_FIELDS:
-        field, direction = DEFAULT_ORDER
-    descending = direction.strip().lower() == "desc"
-    columns = [col(SORT_FIELDS[field])] + ([] if field == "id" else [col(TimeEntry.id)])
-    return [c.desc() if descending else c.asc() for c in columns]
+    return listing.order_by(value, SORT_FIELDS, DEFAULT_ORDER, TimeEntry.id)
 
 
 def list_time_entries(s: Session, params: Any) -> dict[str, Any]:
     conds = time_entry_conditions(params)
-    paging = render.paging(params)
-    total = s.exec(select(func.count()).select_from(TimeEntry).where(*conds)).one()
-    rows = (
-        s.exec(
-            select(TimeEntry)
-            .where(*conds)
-            .order_by(*time_entry_order(params.get("order")))
-            .offset(paging.offset)
-            .limit(paging.per_page)
-        ).all()
-        if paging.offset < total
-        else []
-    )
+    total, rows, paging = listing.page(s, TimeEntry, conds, time_entry_order(params.get("order")), params)
     objects = [render.time_entry(r) for r in rows]
     included: dict[str, list[dict[str, Any]]] = {}
     names = {n.strip() for n in (params.get("include") or "").split(",")}
@@ -155,22 +107,7 @@ def list_time_entries(s: Session, params: Any) -> dict[str, Any]:
             found = s.exec(select(model).where(col(model.id).in_(ids))).all() if ids else []
             included[key] = [RENDER_INCLUDED[key](o) for o in found]
     if "external_references" in names:
-        ids = [r.id for r in rows]
-        refs = (
-            s.exec(
-                select(ExternalReference)
-                .where(ExternalReference.subject_type == "TimeEntry", col(ExternalReference.subject_id).in_(ids))
-                .order_by(col(ExternalReference.id))
-            ).all()
-            if ids
-            else []
-        )
-        by_entry: dict[str, list[str]] = {}
-        for ref in refs:
-            by_entry.setdefault(str(ref.subject_id), []).append(str(ref.id))
-        for obj in objects:
-            obj["external_reference_ids"] = by_entry.get(obj["id"], [])
-        included["external_references"] = [render.external_reference(r) for r in refs]
+        listing.include_external_references(s, "TimeEntry", rows, objects, included)
     return render.envelope(
         "time_entries", objects, total=total, page=paging.page, per_page=paging.per_page, included=included
     )

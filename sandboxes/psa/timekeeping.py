@@ -33,6 +33,21 @@ def is_closed(ws: Workspace) -> bool:
     return ws.archived or ws.status.strip().casefold() in CLOSED_STATUSES
 
 
+def open_workspace(
+    problems: v.Problems, s: Session, data: dict[str, Any], closed: str
+) -> tuple[int | None, Workspace | None]:
+    """The payload's `workspace_id` and its workspace: a problem if it does not exist, or if it
+    is closed (a closed workspace takes nothing new: `closed` says what, e.g. "time can no
+    longer be logged to it")."""
+    wid = v.check_int_id(problems, data, "workspace_id", "Workspace")
+    ws = s.get(Workspace, wid) if wid is not None else None
+    if wid is not None and ws is None:
+        problems.add("workspace_id", f"Workspace {wid} does not exist")
+    elif ws is not None and is_closed(ws):
+        problems.add("workspace_id", f"Workspace {wid} is closed: {closed}")
+    return wid, ws
+
+
 def _minutes(problems: v.Problems, data: dict[str, Any], field: str = "time_in_minutes") -> int | None:
     value = data.get(field)
     if value is None or value == "":
@@ -48,7 +63,8 @@ def _minutes(problems: v.Problems, data: dict[str, Any], field: str = "time_in_m
     return minutes
 
 
-def _flag(problems: v.Problems, data: dict[str, Any], field: str, label: str) -> bool | None:
+def flag(problems: v.Problems, data: dict[str, Any], field: str, label: str) -> bool | None:
+    """A boolean field of a write (`true`/`false`, `1`/`0`, or a JSON boolean); None when absent."""
     value = data.get(field)
     if value is None:
         return None
@@ -95,12 +111,7 @@ def booking_role(s: Session, user: User, workspace_id: int | None) -> int | None
 def new_entry(s: Session, data: dict[str, Any], problems: v.Problems) -> TimeEntry | None:
     """A validated, unsaved TimeEntry from a create payload (problems added, None if any)."""
     before = len(problems.items)
-    wid = v.check_int_id(problems, data, "workspace_id", "Workspace")
-    ws = s.get(Workspace, wid) if wid is not None else None
-    if wid is not None and ws is None:
-        problems.add("workspace_id", f"Workspace {wid} does not exist")
-    elif ws is not None and is_closed(ws):
-        problems.add("workspace_id", f"Workspace {wid} is closed: time can no longer be logged to it")
+    wid, ws = open_workspace(problems, s, data, "time can no longer be logged to it")
     story = _story_in(problems, s, data, wid)
     uid = v.check_int_id(problems, data, "user_id", "User")
     user = s.get(User, uid) if uid is not None else None
@@ -115,7 +126,7 @@ def new_entry(s: Session, data: dict[str, Any], problems: v.Problems) -> TimeEnt
         problems.add("date_performed", "Date performed can't be blank")
     performed = v.check_date(problems, data, "date_performed", "Date performed")
     minutes = _minutes(problems, data)
-    billable = _flag(problems, data, "billable", "Billable")
+    billable = flag(problems, data, "billable", "Billable")
     rate = None
     if data.get("rate_in_cents") not in (None, ""):
         raw = data["rate_in_cents"]
@@ -162,7 +173,7 @@ def update_entry(s: Session, row: TimeEntry, data: dict[str, Any]) -> None:
         if minutes:
             row.time_in_minutes = minutes
     if "billable" in data:
-        billable = _flag(problems, data, "billable", "Billable")
+        billable = flag(problems, data, "billable", "Billable")
         if billable is not None:
             row.billable = billable
     if "notes" in data:
