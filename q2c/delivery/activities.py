@@ -246,6 +246,11 @@ class DeliveryActivities:
             entries = [e for e in entries if e.psa_id not in parked_now]
         result.examined = len(entries)
         if not entries:
+            # absolute figures even with nothing to post: a retried attempt finds everything its
+            # predecessor posted (the engagement's totals must not stay at their old value)
+            result.total_entries, result.total_minutes, result.last_date = await asyncio.to_thread(
+                self.ledger.posted_totals, input.opportunity_id
+            )
             await self._keep_watermark(input, watermark)
             return await self._with_open_summary(input.opportunity_id, result)
         periods, task_map = await periods_and_tasks(
