@@ -84,9 +84,10 @@ async def test_closed_won_in_crm_becomes_active_engagement(e2e):
 
 
 async def test_triple_delivery_and_erp_faults_still_one_customer_one_project(e2e):
-    # ~7 ERP calls: at 35% errors + 20% 429s the chance that none is hit is under 0.4%
-    # (at 20% + 10% it was 8%, and the test failed on "never fired" now and then)
-    e2e.erp.set_faults(error_rate=0.35, rate_429=0.2, retry_after_seconds=1)
+    # 35% errors + 20% 429s at random, and the next 2 requests refused for certain: an activation
+    # makes only ~4 ERP calls now that reference data is kept per process, and at random alone
+    # the injection missed them all now and then ("never fired")
+    e2e.erp.set_faults(error_rate=0.35, rate_429=0.2, retry_after_seconds=1, fail_next=2)
     try:
         async with e2e.crm.client() as crm:
             deal = await create_deal(crm, stage="Negotiation/Review", billing_model="Fixed Fee", region="UK")
