@@ -67,16 +67,23 @@ async def ui_stack(crm_sandbox, erp_sandbox, psa_sandbox, tmp_path):
         await env.shutdown()
 
 
-def _input_text(driver, ui: str, workflow_id: str, *, timeout: float = 60) -> str:
-    """The workflow page's body text once the UI has rendered its input section."""
+def _input_text(driver, ui: str, workflow_id: str, *, timeout: float = 150, reload_every: float = 30) -> str:
+    """The workflow page's body text once the UI has rendered its input section. On a loaded
+    machine (the slow tests run beside the rest) the UI's first render can stall on its own
+    requests: the page is loaded again every `reload_every` seconds until the deadline."""
     By = _by()
-    driver.get(f"{ui}/namespaces/default/workflows/{workflow_id}")
+    url = f"{ui}/namespaces/default/workflows/{workflow_id}"
+    driver.get(url)
     deadline = time.monotonic() + timeout
+    reload_at = time.monotonic() + reload_every
     text = ""
     while time.monotonic() < deadline:
         text = driver.find_element(By.TAG_NAME, "body").text
         if "opportunity_id" in text or "binary/encrypted" in text or "encryption-key-id" in text:
             return text
+        if time.monotonic() > reload_at:
+            driver.get(url)
+            reload_at = time.monotonic() + reload_every
         time.sleep(0.5)
     return text
 
