@@ -544,13 +544,17 @@ class Delivery:
         )
         keep_latest(b.decisions, DECISIONS_KEPT)
 
+    def _held_through(self, b: BudgetState) -> date:
+        """The date the held time runs to: the invoice that held it, else the last period closed."""
+        return b.held_through or self.closed_through() or self.calendar_today()
+
     async def bill_held(self, action: str, by: str, reason: str) -> InvoiceSummary | None:
         """Invoice the time held at the cap now (a release, or a change order that made room):
         an invoice of its own, keyed by the budget's count of them, within the room left."""
         b = self.status.budget
         assert b is not None
         held, items = b.held_amount, b.held_items
-        through = b.held_through or self.closed_through() or self.calendar_today()
+        through = self._held_through(b)
         number = b.invoices + 1
         summary = await self.issue(
             f"inv-{self.opp}-bh{number:02d}", self.engagement.start_date, through, bill_time=True
@@ -575,7 +579,7 @@ class Delivery:
             amount, items = b.held_amount, b.held_items
             summary = await self.bill_held("release", input.requested_by, reason)
             return BudgetHoldDecisionResult(action="release", amount=amount, items=items, invoice=summary, budget=b)
-        through = b.held_through or self.closed_through() or self.calendar_today()
+        through = self._held_through(b)
         written: InvoiceSummary = await self.steps.call(
             DeliveryActivities.write_off_held_time,
             WriteOffHeldInput(

@@ -287,7 +287,7 @@ def budget_fields(
             {
                 "Budget_Used_Percent__c": used_percent,
                 "Budget_Held__c": held or Decimal(0),
-                "Budget_Status__c": (status or "")[:255],
+                "Budget_Status__c": status or "",  # BudgetState.status_text: under 100 characters
             }
         )
     return fields
