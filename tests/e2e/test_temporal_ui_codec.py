@@ -77,8 +77,14 @@ def _input_text(driver, ui: str, workflow_id: str, *, timeout: float = 150, relo
     deadline = time.monotonic() + timeout
     reload_at = time.monotonic() + reload_every
     text = ""
+    from selenium.common.exceptions import WebDriverException
+
     while time.monotonic() < deadline:
-        text = driver.find_element(By.TAG_NAME, "body").text
+        try:
+            text = driver.find_element(By.TAG_NAME, "body").text
+        except WebDriverException:  # the page was replaced while it was read (a render or our reload)
+            time.sleep(0.5)
+            continue
         if "opportunity_id" in text or "binary/encrypted" in text or "encryption-key-id" in text:
             return text
         if time.monotonic() > reload_at:
