@@ -16,7 +16,7 @@ import logging
 from temporalio import activity
 
 from q2c.ledger.store import Ledger
-from q2c.vendors.http import AuditHook, CallRecord
+from q2c.vendors.calls import AuditHook, CallRecord
 
 log = logging.getLogger(__name__)
 

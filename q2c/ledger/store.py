@@ -41,7 +41,7 @@ from q2c.ledger.models import (
     Xref,
     exception_id,
 )
-from q2c.vendors.http import CallRecord
+from q2c.vendors.calls import CallRecord
 
 _ZERO = Decimal("0")
 

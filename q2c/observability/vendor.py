@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from q2c.observability.tracing import VendorSpan
-    from q2c.vendors.http import CallRecord
+    from q2c.vendors.calls import CallRecord
 
 # (counter, latency histogram) on the worker's Temporal runtime meter, set by metrics.use_meter
 instruments: tuple | None = None

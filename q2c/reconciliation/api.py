@@ -134,8 +134,6 @@ class ReconcileReport(BaseModel):
 
 
 def schedule_for(settings: Settings, delivery: DeliveryConfig | None = None) -> Schedule:
-    from q2c.reconciliation.workflow import ReconciliationWorkflow
-
     interval = settings.reconcile_interval_seconds
     if interval:
         spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval))])
@@ -145,7 +143,7 @@ def schedule_for(settings: Settings, delivery: DeliveryConfig | None = None) -> 
         catchup = timedelta(days=1)
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconciliationWorkflow.run,
+            WORKFLOW_TYPE,  # by name: this client face is imported by the workflow, not the reverse
             ReconcileInput(
                 page_size=settings.reconcile_page_size,
                 max_starts=settings.reconcile_max_starts,

@@ -20,7 +20,7 @@ import uuid
 
 from q2c.engagement.client import workflow_id_for
 from q2c.settings import Settings
-from q2c.vendors.http import CallRecord
+from q2c.vendors.calls import CallRecord
 
 SYSTEM = "q2c"
 

@@ -39,7 +39,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,7 @@ from temporalio.exceptions import ApplicationError
 
 from q2c.observability.tracing import current_vendor_span, vendor_call_span
 from q2c.observability.vendor import observe_vendor_call
+from q2c.vendors.calls import AuditHook, CallRecord
 
 if TYPE_CHECKING:  # the ledger is not imported by connectors (they are imported everywhere)
     from q2c.ledger.api_budget import ApiBudget
@@ -66,24 +67,6 @@ READ_RETRY_BASE_SECONDS = 0.1
 READ_RETRY_MAX_SECONDS = 2.0
 # the longest Retry-After q2c takes from a vendor (a longer one is probed again after this)
 RETRY_AFTER_MAX_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What the audit hook receives for every vendor call."""
-
-    correlation_id: str
-    system: str
-    operation: str
-    method: str
-    url: str
-    status: int | None
-    outcome: str  # "ok" | "retryable" | "rejected" | "error"
-    duration_ms: float
-    error_code: str | None = None
-
-
-AuditHook = Callable[[CallRecord], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from sandboxes.erp.computed import _period, _start
 from sandboxes.erp.errors import NetSuiteError, invalid, missing
-from sandboxes.erp.fields import _date, _items, _text, amount, job_is_open
+from sandboxes.erp.fields import _bool, _date, _items, _ref_to, _required_date, _text, amount, job_is_open
 from sandboxes.erp.store import RecordStore
 
 REPORT_PREFIX = "ER"
@@ -118,8 +119,6 @@ def _category(line: dict, path: str) -> dict:
 
 def expense_report(out: dict, store: RecordStore, existing: dict | None, *, strict: bool = True) -> dict:
     """Validate an expense report (see the module doc); returns the fields to store."""
-    from sandboxes.erp.finance import _bool, _period, _ref_to, _required_date, _start
-
     _start("expenseReport", out, existing)
     on = _required_date(out, "tranDate", "Date")
     entity = out.get("entity")

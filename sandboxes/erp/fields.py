@@ -139,3 +139,43 @@ def _enum(out: dict, name: str, label: str, allowed: tuple[str, ...], *, require
 
 def job_is_open(job: dict) -> bool:
     return (job.get("entityStatus") or {}).get("id", "IN_PROGRESS") != "CLOSED"
+
+
+def _ref_to(
+    out: dict, name: str, label: str, target_type: str, store: RecordStore, *, required: bool = False
+) -> dict | None:
+    value = out.get(name)
+    if value in (None, "", {}):
+        if required:
+            raise missing(name, label)
+        out.pop(name, None)
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = {"id": str(value)}
+    if isinstance(value, dict) and value.get("id") not in (None, ""):
+        target, shown = store.get(target_type, str(value["id"])), value["id"]
+    elif isinstance(value, dict) and value.get("externalId"):
+        target, shown = store.get_by_eid(target_type, str(value["externalId"])), f"eid:{value['externalId']}"
+    else:
+        raise invalid(name, value, 'Expected a reference like {"id": "1"}')
+    if target is None:
+        raise invalid(name, shown)
+    out[name] = {"id": target["id"]}
+    return target
+
+
+def _required_date(out: dict, name: str, label: str) -> date:
+    value = _date(out, name)
+    if value is None:
+        raise missing(name, label)
+    return value
+
+
+def _bool(out: dict, name: str, default: bool) -> bool:
+    value = out.get(name, default)
+    if value is None:
+        value = default
+    if not isinstance(value, bool):
+        raise invalid(name, value, "Expected true or false")
+    out[name] = value
+    return value

@@ -75,13 +75,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from sandboxes.erp import expenses
+from sandboxes.erp.computed import CARRIED, DERIVED, _period, _start
 from sandboxes.erp.errors import NetSuiteError, invalid, missing
-from sandboxes.erp.fields import _date, _items, _text, amount, job_is_open
-from sandboxes.erp.periods import period_for, posting_period
+from sandboxes.erp.fields import _bool, _date, _items, _ref_to, _required_date, _text, amount, job_is_open
 from sandboxes.erp.store import RecordStore
 
 TRAN_ID_PREFIX = "INV"
@@ -92,66 +92,11 @@ CREDIT_PREFIX = "CM"
 FULLY_APPLIED = "Fully Applied"
 _DURATION = re.compile(r"^(\d{1,4}):([0-5]\d)$")
 
-# Fields the sandbox computes: dropped from the input, then recomputed or carried over.
-CARRIED = {
-    "timeBill": ("isBilled", "invoice"),
-    "invoice": ("tranId", "amountPaid"),
-    "customerPayment": (),
-    "creditMemo": ("tranId",),
-    "expenseReport": ("tranId",),
-}
-DERIVED = {
-    "timeBill": ("postingPeriod",),
-    "invoice": ("postingPeriod", "total", "amountRemaining", "status", "terms", "subsidiary"),
-    "customerPayment": ("postingPeriod", "applied", "unapplied", "subsidiary"),
-    "creditMemo": ("postingPeriod", "total", "applied", "unapplied", "status", "subsidiary"),
-    "expenseReport": ("postingPeriod", "total", "status", "custbody_job", "custbody_unbilled"),
-}
 # Not compared when deciding whether a write changes anything.
 _BOOKKEEPING = {"id", "externalId", "links", "dateCreated", "lastModifiedDate"}
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _ref_to(
-    out: dict, name: str, label: str, target_type: str, store: RecordStore, *, required: bool = False
-) -> dict | None:
-    value = out.get(name)
-    if value in (None, "", {}):
-        if required:
-            raise missing(name, label)
-        out.pop(name, None)
-        return None
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        value = {"id": str(value)}
-    if isinstance(value, dict) and value.get("id") not in (None, ""):
-        target, shown = store.get(target_type, str(value["id"])), value["id"]
-    elif isinstance(value, dict) and value.get("externalId"):
-        target, shown = store.get_by_eid(target_type, str(value["externalId"])), f"eid:{value['externalId']}"
-    else:
-        raise invalid(name, value, 'Expected a reference like {"id": "1"}')
-    if target is None:
-        raise invalid(name, shown)
-    out[name] = {"id": target["id"]}
-    return target
-
-
-def _required_date(out: dict, name: str, label: str) -> date:
-    value = _date(out, name)
-    if value is None:
-        raise missing(name, label)
-    return value
-
-
-def _bool(out: dict, name: str, default: bool) -> bool:
-    value = out.get(name, default)
-    if value is None:
-        value = default
-    if not isinstance(value, bool):
-        raise invalid(name, value, "Expected true or false")
-    out[name] = value
-    return value
 
 
 def duration(minutes: int) -> str:
@@ -186,21 +131,6 @@ def _minutes(out: dict) -> int:
     out["hours"] = duration(minutes)
     out["custcol_minutes"] = minutes
     return minutes
-
-
-def _start(record_type: str, out: dict, existing: dict | None) -> None:
-    for name in DERIVED[record_type]:
-        out.pop(name, None)
-    for name in CARRIED[record_type]:
-        out.pop(name, None)
-        if existing is not None and existing.get(name) is not None:
-            out[name] = existing[name]
-
-
-def _period(out: dict, store: RecordStore, on: date, strict: bool) -> None:
-    period = posting_period(store, on) if strict else period_for(store, on)
-    if period is not None:
-        out["postingPeriod"] = {"id": period["id"]}
 
 
 def _currency(out: dict, store: RecordStore, expected_id: str, owner: str) -> dict:

@@ -19,7 +19,7 @@ from q2c.ledger.audit import audit_hook
 from q2c.ledger.config import LEDGER_URL_ENV, ledger_url
 from q2c.ledger.models import ERP_REJECTED, NO_RATE, PERIOD_CLOSED
 from q2c.ledger.store import Ledger
-from q2c.vendors.http import CallRecord
+from q2c.vendors.calls import CallRecord
 
 OPP = "006LEDGER0000001"
 
