@@ -39,6 +39,7 @@ from q2c.domain.billing import check_time_entry, invoice_total, posted_amount, t
 from q2c.domain.budget import held_total, split_at_room
 from q2c.domain.delivery import Invoice, InvoiceLine, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
 from q2c.domain.expenses import ExpensePolicy, exception_key
+from q2c.engagement.heartbeats import heartbeating
 from q2c.engagement.messages import (
     OPEN_EXCEPTION_SAMPLE,
     CreditMemoActivityInput,
@@ -389,6 +390,7 @@ class DeliveryActivities:
         return out
 
     @activity.defn
+    @heartbeating
     async def issue_invoice(self, input: IssueInvoiceInput) -> InvoiceSummary | None:
         """Create the period's invoice once (external ID), or return the one already issued.
         A period with nothing to bill creates nothing and returns None.
@@ -484,6 +486,7 @@ class DeliveryActivities:
 
     # --- payments --------------------------------------------------------------------
     @activity.defn
+    @heartbeating
     async def refresh_payments(self, input: RefreshPaymentsInput) -> list[PaymentStatus]:
         """Collection status of EVERY invoice of the engagement as the ERP has it now, copied to
         the CRM in one update. The CRM's figures are totals over all the invoices, paid ones
@@ -544,6 +547,7 @@ class DeliveryActivities:
 
     # --- credit notes ----------------------------------------------------------------
     @activity.defn
+    @heartbeating
     async def credit_invoice(self, input: CreditMemoActivityInput) -> CreditMemoActivityResult:
         """A steward's credit on an issued invoice: an ERP credit memo applied to it (keyed by
         the request's external ID, so a retry finds the memo instead of crediting again), the
@@ -602,16 +606,19 @@ class DeliveryActivities:
 
     # --- closure ---------------------------------------------------------------------
     @activity.defn
+    @heartbeating
     async def close_erp_project(self, input: CloseSystemsInput) -> None:
         if input.erp_project_id:
             await self.erp.close_project(input.erp_project_id)
 
     @activity.defn
+    @heartbeating
     async def close_psa_workspace(self, input: CloseSystemsInput) -> None:
         if input.psa_workspace_id:
             await self.psa.close_workspace(input.psa_workspace_id)
 
     @activity.defn
+    @heartbeating
     async def write_crm_status(self, input: CrmStatusInput) -> None:
         """Q2C_Status__c only (the stage, mirrored): every other reference field is left as it
         is, so a status change never blanks IDs, the contract version or collection figures."""

@@ -233,6 +233,7 @@ class Steps:
                 DeliveryActivities.write_crm_status,
                 CrmStatusInput(opportunity_id=st.opportunity_id, status=st.stage.value),
                 start_to_close_timeout=VENDOR_TIMEOUT,
+                heartbeat_timeout=VENDOR_HEARTBEAT,
                 retry_policy=MIRROR_RETRY,
                 summary=f"CRM: Q2C status {st.stage.value}",
             )

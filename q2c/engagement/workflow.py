@@ -58,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from q2c.engagement.rebill import rebill_issues, rebill_lines
     from q2c.engagement.rejections import reject, reject_one
-    from q2c.engagement.steps import VENDOR_RETRY, VENDOR_TIMEOUT, Abandoned, Steps
+    from q2c.engagement.steps import VENDOR_HEARTBEAT, VENDOR_RETRY, VENDOR_TIMEOUT, Abandoned, Steps
     from q2c.engagement.visibility import set_details, set_stage
     from q2c.provisioning.activities import EngagementActivities
     from q2c.provisioning.inputs import FetchEngagementInput, WriteBackInput, WriteCustomerInput
@@ -272,6 +272,7 @@ class EngagementWorkflow:
                 EngagementActivities.write_customer_to_crm,
                 WriteCustomerInput(account_id=customer.crm_account_id, patch=given),
                 start_to_close_timeout=VENDOR_TIMEOUT,
+                heartbeat_timeout=VENDOR_HEARTBEAT,
                 retry_policy=VENDOR_RETRY,
                 summary=f"CRM: write {', '.join(sorted(given))} to account {customer.crm_account_id} "
                 f"(from {patch.provided_by})",
@@ -396,6 +397,7 @@ class EngagementWorkflow:
                 invoice_erp_ids=[i.erp_id for i in st.invoices if i.erp_id],
             ),
             start_to_close_timeout=VENDOR_TIMEOUT,
+            heartbeat_timeout=VENDOR_HEARTBEAT,
             retry_policy=VENDOR_RETRY,
             summary=f"ERP: credit memo of {input.amount} {inv.currency} on invoice {inv.number or inv.external_id} "
             f"(by {input.requested_by}); net totals to the CRM",

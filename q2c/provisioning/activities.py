@@ -12,9 +12,7 @@ up on it and starts another beside it.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -23,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from q2c.domain.engagement import Engagement
 from q2c.domain.project import PsaWorkspace
 from q2c.domain.validation import ValidationReport, validate_engagement
+from q2c.engagement.heartbeats import heartbeating
 from q2c.provisioning.inputs import (
     ApplyAmendmentInput,
     FetchEngagementInput,
@@ -40,38 +39,6 @@ if TYPE_CHECKING:
     from q2c.vendors.kantata.client import KantataClient
     from q2c.vendors.netsuite.client import NetSuiteClient
     from q2c.vendors.salesforce.client import SalesforceClient
-
-
-T = TypeVar("T")
-HEARTBEAT_EVERY_SECONDS = 5.0  # the SDK sends at most one per 80% of the heartbeat timeout
-
-
-async def while_heartbeating(work: Awaitable[T], every: float = HEARTBEAT_EVERY_SECONDS) -> T:
-    """Await `work`, heartbeating every `every` seconds until it is done. When the activity is
-    cancelled (its heartbeat timeout passed, the worker shuts down), `work` is cancelled too:
-    its requests are not left running beside the next attempt."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            activity.heartbeat()
-    finally:
-        if not task.done():
-            task.cancel()
-
-
-def heartbeating(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """An activity method that heartbeats while it runs; `heartbeats = True` tells
-    `q2c.engagement.steps.execute` to schedule it with a heartbeat timeout."""
-
-    @functools.wraps(fn)
-    async def run(self: Any, input: Any) -> T:
-        return await while_heartbeating(fn(self, input))
-
-    run.heartbeats = True  # type: ignore[attr-defined]
-    return run
 
 
 class EngagementActivities:
