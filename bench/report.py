@@ -21,6 +21,11 @@ def render(r: BenchResult) -> str:
     served = r.erp_requests - r.erp_429s
     bound = r.bound_seconds()
     served_bound = r.bound_seconds(served)
+    # Every process of the run shares this machine's cores: when their CPU alone needs longer
+    # than the ERP bound, the bound cannot be reached here, and the figure to compare with is
+    # this ceiling (the issue asks for the ceiling beside any target out of reach on 2 cores).
+    ceiling = sum(r.cpu_seconds.values()) / max(1, os.cpu_count() or 1)
+    top = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(r.cpu_seconds.items(), key=lambda kv: -kv[1])[:3])
     lines = [
         "",
         f"Month-end benchmark: {o.engagements} engagements x {o.entries} approved entries "
@@ -81,6 +86,16 @@ def render(r: BenchResult) -> str:
         f"  {'setup, not timed (s)':<46}{r.setup_seconds:>12.1f}",
         "  CPU seconds during the timed part: "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.cpu_seconds.items(), key=lambda kv: -kv[1])),
+        "  CPU ms per entry: "
+        + ", ".join(
+            f"{k} {1000 * v / max(1, r.total_entries):.1f}"
+            for k, v in sorted(r.cpu_seconds.items(), key=lambda kv: -kv[1])
+        ),
+        f"  {'CPU ceiling = CPU seconds / cores (s)':<46}{ceiling:>12.2f}   (the shortest wall this machine "
+        "allows for the same work, whatever the ERP limit)",
+        f"  {'wall / max(bound, CPU ceiling)':<46}"
+        f"{(r.wall_seconds / max(bound, ceiling) if max(bound, ceiling) else float('nan')):>12.2f}   "
+        f"(bounded by {'this machine: ' + top if ceiling > bound else 'the ERP concurrency limit'})",
         f"  machine: {os.cpu_count()} cores, 1-minute load average {r.load_average:.2f} at the end of the timed part",
         "",
         "Checks",

@@ -46,6 +46,34 @@ from q2c.vendors.calls import CallRecord
 _ZERO = Decimal("0")
 
 
+def api_call_row(
+    record: CallRecord,
+    *,
+    at: datetime | None = None,
+    workflow_id: str | None = None,
+    activity_type: str | None = None,
+    attempt: int | None = None,
+    actor: str | None = None,
+) -> dict:
+    """One `q2c_api_call` row for a vendor call, stamped now unless `at` is given."""
+    return {
+        "at": at or utcnow(),
+        "correlation_id": record.correlation_id,
+        "system": record.system,
+        "operation": record.operation,
+        "method": record.method,
+        "url": record.url[:2000],
+        "status": record.status,
+        "outcome": record.outcome,
+        "duration_ms": float(record.duration_ms),
+        "error_code": record.error_code,
+        "workflow_id": workflow_id,
+        "activity_type": activity_type,
+        "attempt": attempt,
+        "actor": actor,
+    }
+
+
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -482,25 +510,21 @@ class Ledger:
         attempt: int | None = None,
         actor: str | None = None,
     ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                ApiCall.__table__.insert().values(
-                    at=at or utcnow(),
-                    correlation_id=record.correlation_id,
-                    system=record.system,
-                    operation=record.operation,
-                    method=record.method,
-                    url=record.url[:2000],
-                    status=record.status,
-                    outcome=record.outcome,
-                    duration_ms=float(record.duration_ms),
-                    error_code=record.error_code,
-                    workflow_id=workflow_id,
-                    activity_type=activity_type,
-                    attempt=attempt,
-                    actor=actor,
+        self.record_api_calls(
+            [
+                api_call_row(
+                    record, at=at, workflow_id=workflow_id, activity_type=activity_type, attempt=attempt, actor=actor
                 )
-            )
+            ]
+        )
+
+    def record_api_calls(self, rows: list[dict]) -> None:
+        """Several audit rows (from `api_call_row`) in one transaction: the audit hook's group
+        commit writes every call that finished while the previous write was running at once."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(ApiCall.__table__.insert(), rows)
 
     def api_calls(
         self,

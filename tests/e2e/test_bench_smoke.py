@@ -3,6 +3,7 @@ printed figures must be consistent with each other and every correctness check m
 
 from __future__ import annotations
 
+import os
 import re
 
 from bench.month_end import BenchOptions, run_month_end
@@ -43,4 +44,8 @@ async def test_month_end_smoke_run_prints_consistent_figures():
     assert result.actions.activity_retries == 0
     assert result.actions.counts["updates"] == 2
     assert result.erp_counters["requests"] == requests
+    # the machine's own ceiling is printed beside the ERP bound: the run's CPU over its cores
+    ceiling = _figure(text, "CPU ceiling = CPU seconds / cores (s)")
+    assert abs(ceiling - sum(result.cpu_seconds.values()) / (os.cpu_count() or 1)) < 0.01
+    assert _figure(text, "wall / max(bound, CPU ceiling)") > 0
     assert any("engagements Active" in line for line in logs)
