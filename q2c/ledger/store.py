@@ -500,23 +500,9 @@ class Ledger:
         return sorted(closed)
 
     # --- audit of vendor calls ------------------------------------------------------------------
-    def record_api_call(
-        self,
-        record: CallRecord,
-        *,
-        at: datetime | None = None,
-        workflow_id: str | None = None,
-        activity_type: str | None = None,
-        attempt: int | None = None,
-        actor: str | None = None,
-    ) -> None:
-        self.record_api_calls(
-            [
-                api_call_row(
-                    record, at=at, workflow_id=workflow_id, activity_type=activity_type, attempt=attempt, actor=actor
-                )
-            ]
-        )
+    def record_api_call(self, record: CallRecord, **context: Any) -> None:
+        """One audit row; `context` as `api_call_row` takes it (at, workflow_id, activity_type, attempt, actor)."""
+        self.record_api_calls([api_call_row(record, **context)])
 
     def record_api_calls(self, rows: list[dict]) -> None:
         """Several audit rows (from `api_call_row`) in one transaction: the audit hook's group

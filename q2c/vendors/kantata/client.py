@@ -41,6 +41,7 @@ Time (delivery to cash), as the Kantata API reference documents `GET /time_entri
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -100,6 +101,108 @@ def _server_time(response: httpx.Response) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class ChangedRead:
+    """One reader's result for any Kantata list of approved records (time entries, expenses):
+    the records sorted, each one's `updated_at`, the PSA's clock when the last pass began, whether
+    the read was stable, and the list requests made (see `ApprovedTimeRead`)."""
+
+    items: list = field(default_factory=list)
+    updated_at: dict[str, datetime] = field(default_factory=dict)
+    server_time: datetime | None = None
+    stable: bool = False
+    pages: int = 0
+
+
+async def read_changed(
+    get: Callable[[dict[str, Any]], Awaitable[httpx.Response]],
+    base: dict[str, Any],
+    parse: Callable[[dict], Awaitable[list]],
+    sort_key: Callable[[Any], Any],
+    *,
+    updated_after: datetime | None,
+    only_ids: list[str] | None,
+    passes: int,
+) -> ChangedRead:
+    """The one paged reader of Kantata's approved lists, in `order=updated_at:asc`.
+
+    `get` sends one list request with the given params; `base` holds the endpoint's own (the
+    workspace, `include`); `parse` turns a page's body into records that have a `psa_id`.
+    `only_ids`: those records in requests of ONLY_CHUNK ids, whatever their date. Otherwise
+    every approved record changed after `updated_after` (None: all), one pass over every page,
+    repeated (at most `passes` times) only when the pass was not stable: the `count` moved
+    between its pages or a record changed while it ran, which shifts later pages, so a record
+    could have been skipped. Records seen in several passes are kept once, the latest."""
+    if only_ids is not None:
+        read = ChangedRead(stable=True)
+        for start in range(0, len(only_ids), ONLY_CHUNK):
+            chunk = only_ids[start : start + ONLY_CHUNK]
+            page = await _read_pass(get, {**base, "only": ",".join(chunk)}, parse)
+            read.items += page.items
+            read.updated_at.update(page.updated_at)
+            read.pages += page.pages
+        read.items.sort(key=sort_key)
+        return read
+    params = dict(base)
+    if updated_after is not None:
+        params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    seen: dict[str, Any] = {}
+    stamps: dict[str, datetime] = {}
+    pages = 0
+    last = ChangedRead()
+    for _ in range(max(1, passes)):
+        last = await _read_pass(get, params, parse)
+        pages += last.pages
+        for item in last.items:
+            seen[item.psa_id] = item
+        stamps.update(last.updated_at)
+        if last.stable:
+            break
+    return ChangedRead(
+        items=sorted(seen.values(), key=sort_key),
+        updated_at=stamps,
+        server_time=last.server_time,
+        stable=last.stable,
+        pages=pages,
+    )
+
+
+async def _read_pass(
+    get: Callable[[dict[str, Any]], Awaitable[httpx.Response]],
+    extra: dict[str, Any],
+    parse: Callable[[dict], Awaitable[list]],
+) -> ChangedRead:
+    """One pass over every page of an approved list in `order=updated_at:asc`."""
+    read = ChangedRead(stable=True)
+    counts: set[int] = set()
+    page = 1
+    while True:
+        params = {"approved": "true", "order": "updated_at:asc", "page": page, "per_page": PAGE_SIZE, **extra}
+        response = await get(params)
+        read.pages += 1
+        if page == 1:
+            read.server_time = _server_time(response)
+        body = response.json()
+        counts.add(int(body.get("count") or 0))
+        for obj in m.results(body):
+            stamp = _moment(obj.get("updated_at"))
+            if stamp is not None:
+                read.updated_at[str(obj["id"])] = stamp
+        read.items += await parse(body)
+        if page >= int(body.get("meta", {}).get("page_count") or 0):
+            break
+        page += 1
+    changed_meanwhile = read.server_time is not None and any(
+        t >= read.server_time - timedelta(seconds=1) for t in read.updated_at.values()
+    )
+    # a single page cannot skip anything; over several, a moved count or a record changed
+    # while the pass ran means the pages may have shifted
+    read.stable = len(counts) <= 1 and not (read.pages > 1 and changed_meanwhile)
+    if read.server_time is None:
+        read.stable = False  # without the PSA's clock no watermark can be based on this read
+    return read
 
 
 class KantataClient(VendorClient):
@@ -452,76 +555,24 @@ class KantataClient(VendorClient):
         between its pages: an entry left the approved list while it was read, which shifts
         later pages back by one, so an entry could have been skipped.
         """
-        if only_ids is not None:
-            read = ApprovedTimeRead(stable=True)
-            for start in range(0, len(only_ids), ONLY_CHUNK):
-                chunk = only_ids[start : start + ONLY_CHUNK]
-                page = await self._read_pass(workspace_id, {"only": ",".join(chunk)})
-                read.entries += page.entries
-                read.updated_at.update(page.updated_at)
-                read.pages += page.pages
-            read.entries.sort(key=lambda e: (e.date_performed, int(e.psa_id)))
-            return read
-        params: dict[str, Any] = {}
-        if updated_after is not None:
-            params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        seen: dict[str, TimeEntry] = {}
-        stamps: dict[str, datetime] = {}
-        pages = 0
-        last = ApprovedTimeRead()
-        for _ in range(max(1, passes)):
-            last = await self._read_pass(workspace_id, params)
-            pages += last.pages
-            for e in last.entries:
-                seen[e.psa_id] = e
-            stamps.update(last.updated_at)
-            if last.stable:
-                break
-        entries = sorted(seen.values(), key=lambda e: (e.date_performed, int(e.psa_id)))
-        return ApprovedTimeRead(
-            entries=entries, updated_at=stamps, server_time=last.server_time, stable=last.stable, pages=pages
-        )
-
-    async def _read_pass(self, workspace_id: str, extra: dict[str, Any]) -> ApprovedTimeRead:
-        """One pass over every page of the approved list in `order=updated_at:asc`."""
-        read = ApprovedTimeRead(stable=True)
-        counts: set[int] = set()
-        page = 1
-        while True:
-            params = {
-                "workspace_id": workspace_id,
-                "approved": "true",
-                "order": "updated_at:asc",
-                "include": "user",
-                "page": page,
-                "per_page": PAGE_SIZE,
-                **extra,
-            }
-            response = await self.request(
+        read = await read_changed(
+            lambda params: self.request(
                 "GET", self._path("time_entries.json"), operation="read_approved_time", params=params
-            )
-            read.pages += 1
-            if page == 1:
-                read.server_time = _server_time(response)
-            body = response.json()
-            counts.add(int(body.get("count") or 0))
-            for obj in m.results(body):
-                stamp = _moment(obj.get("updated_at"))
-                if stamp is not None:
-                    read.updated_at[str(obj["id"])] = stamp
-            read.entries += await self._entries_from(workspace_id, body)
-            if page >= int(body.get("meta", {}).get("page_count") or 0):
-                break
-            page += 1
-        changed_meanwhile = read.server_time is not None and any(
-            t >= read.server_time - timedelta(seconds=1) for t in read.updated_at.values()
+            ),
+            {"workspace_id": workspace_id, "include": "user"},
+            lambda body: self._entries_from(workspace_id, body),
+            lambda e: (e.date_performed, int(e.psa_id)),
+            updated_after=updated_after,
+            only_ids=only_ids,
+            passes=passes,
         )
-        # a single page cannot skip anything; over several, a moved count or an entry changed
-        # while the pass ran means the pages may have shifted
-        read.stable = len(counts) <= 1 and not (read.pages > 1 and changed_meanwhile)
-        if read.server_time is None:
-            read.stable = False  # without the PSA's clock no watermark can be based on this read
-        return read
+        return ApprovedTimeRead(
+            entries=read.items,
+            updated_at=read.updated_at,
+            server_time=read.server_time,
+            stable=read.stable,
+            pages=read.pages,
+        )
 
     async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
         """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.

@@ -23,7 +23,7 @@ Wired from the worker's existing client: `KantataExpenses(KantataClient(settings
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,13 +31,10 @@ from q2c.domain.expenses import Expense
 from q2c.vendors.kantata import mapping as m
 from q2c.vendors.kantata.client import (
     API_PREFIX,
-    ONLY_CHUNK,
-    PAGE_SIZE,
     READ_PASSES,
     SANDBOX_PREFIX,
     KantataClient,
-    _moment,
-    _server_time,
+    read_changed,
 )
 
 EXPENSE_SUBJECT = "Expense"
@@ -112,72 +109,28 @@ class KantataExpenses:
         """Every approved expense of the workspace changed after `updated_after` (None: every
         approved expense), or only those of `only_ids` (200 per request), whatever their date.
         One `GET expenses.json` per 200 expenses changed since `updated_after`."""
-        if only_ids is not None:
-            read = ApprovedExpenseRead(stable=True)
-            for start in range(0, len(only_ids), ONLY_CHUNK):
-                chunk = only_ids[start : start + ONLY_CHUNK]
-                page = await self._read_pass(workspace_id, {"only": ",".join(chunk)})
-                read.expenses += page.expenses
-                read.updated_at.update(page.updated_at)
-                read.pages += page.pages
-            read.expenses.sort(key=lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0))
-            return read
-        params: dict[str, Any] = {}
-        if updated_after is not None:
-            params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        seen: dict[str, Expense] = {}
-        stamps: dict[str, datetime] = {}
-        pages = 0
-        last = ApprovedExpenseRead()
-        for _ in range(max(1, passes)):
-            last = await self._read_pass(workspace_id, params)
-            pages += last.pages
-            for e in last.expenses:
-                seen[e.psa_id] = e
-            stamps.update(last.updated_at)
-            if last.stable:
-                break
-        expenses = sorted(seen.values(), key=lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0))
-        return ApprovedExpenseRead(
-            expenses=expenses, updated_at=stamps, server_time=last.server_time, stable=last.stable, pages=pages
-        )
 
-    async def _read_pass(self, workspace_id: str, extra: dict[str, Any]) -> ApprovedExpenseRead:
-        read = ApprovedExpenseRead(stable=True)
-        counts: set[int] = set()
-        page = 1
-        while True:
-            params = {
-                "workspace_id": workspace_id,
-                "approved": "true",
-                "order": "updated_at:asc",
-                "page": page,
-                "per_page": PAGE_SIZE,
-                **extra,
-            }
-            response = await self.client.request(
+        async def parse(body: dict) -> list[Expense]:
+            return [expense_from_kantata(obj) for obj in m.results(body)]
+
+        read = await read_changed(
+            lambda params: self.client.request(
                 "GET", self.client._path("expenses.json"), operation="read_approved_expenses", params=params
-            )
-            read.pages += 1
-            if page == 1:
-                read.server_time = _server_time(response)
-            body = response.json()
-            counts.add(int(body.get("count") or 0))
-            for obj in m.results(body):
-                stamp = _moment(obj.get("updated_at"))
-                if stamp is not None:
-                    read.updated_at[str(obj["id"])] = stamp
-                read.expenses.append(expense_from_kantata(obj))
-            if page >= int(body.get("meta", {}).get("page_count") or 0):
-                break
-            page += 1
-        changed_meanwhile = read.server_time is not None and any(
-            t >= read.server_time - timedelta(seconds=1) for t in read.updated_at.values()
+            ),
+            {"workspace_id": workspace_id},
+            parse,
+            lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0),
+            updated_after=updated_after,
+            only_ids=only_ids,
+            passes=passes,
         )
-        read.stable = len(counts) <= 1 and not (read.pages > 1 and changed_meanwhile)
-        if read.server_time is None:
-            read.stable = False
-        return read
+        return ApprovedExpenseRead(
+            expenses=read.items,
+            updated_at=read.updated_at,
+            server_time=read.server_time,
+            stable=read.stable,
+            pages=read.pages,
+        )
 
     async def mark_expense_posted(self, expense_id: str, erp_expense_report_id: str) -> None:
         """Mark an expense posted as an ERP expense report; repeating the call changes nothing.
