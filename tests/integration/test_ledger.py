@@ -428,3 +428,32 @@ def test_format_exceptions_is_a_table(sqlite_ledger):
     header, row = text_out.splitlines()
     assert TASK in row and row.endswith("…") and len(row) < 200
     assert dataclasses.is_dataclass(call())  # CallRecord stays a plain dataclass for the hook
+
+
+async def test_audit_rows_written_together_are_each_in_the_ledger_once(ledger, monkeypatch):
+    """Group commit: 40 calls finishing at once are all audited, each once, each hook returning
+    after its own row is stored, in fewer transactions than calls (SQLite and PostgreSQL)."""
+    import asyncio
+
+    writes: list[int] = []
+    real = ledger.record_api_calls
+
+    def counting(rows: list[dict]) -> None:
+        writes.append(len(rows))
+        real(rows)
+
+    monkeypatch.setattr(ledger, "record_api_calls", counting)
+    hook = audit_hook(ledger, actor="bench")
+    records = [call(correlation_id=f"group-{i}") for i in range(40)]
+
+    async def one(record: CallRecord) -> int:
+        await hook(record)
+        # the hook has returned: this call's row is already in the ledger
+        return len(ledger.api_calls(correlation_id=record.correlation_id))
+
+    seen = await asyncio.gather(*(one(r) for r in records))
+    assert seen == [1] * 40
+    assert sum(writes) == 40 and len(writes) < 40
+    rows = [c for c in ledger.api_calls() if c.correlation_id.startswith("group-")]
+    assert sorted(c.correlation_id for c in rows) == sorted(r.correlation_id for r in records)
+    assert {c.actor for c in rows} == {"bench"}
