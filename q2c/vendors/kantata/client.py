@@ -103,6 +103,25 @@ def _server_time(response: httpx.Response) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class ApprovedList:
+    """One of Kantata's lists of approved records (time entries, expenses) as
+    `KantataClient.read_changed` reads it. The paging, the passes and the stability rule are the
+    same for every such list (they follow from how Kantata pages `order=updated_at:asc`), so what
+    sets a list apart is only this: its endpoint, the operation name its requests are audited and
+    budgeted under, what it sideloads and the order its records are handed back in."""
+
+    resource: str  # e.g. "time_entries.json"
+    operation: str  # e.g. "read_approved_time"
+    sort_key: Callable[[Any], Any]  # the order of the records returned
+    include: str | None = None  # Kantata's `include=` (the sideloads the page parser reads)
+
+
+TIME_ENTRIES = ApprovedList(
+    "time_entries.json", "read_approved_time", lambda e: (e.date_performed, int(e.psa_id)), include="user"
+)
+
+
 @dataclass
 class ChangedRead:
     """One reader's result for any Kantata list of approved records (time entries, expenses):
@@ -115,72 +134,31 @@ class ChangedRead:
     stable: bool = False
     pages: int = 0
 
-
-async def read_changed(
-    get: Callable[[dict[str, Any]], Awaitable[httpx.Response]],
-    base: dict[str, Any],
-    parse: Callable[[dict], Awaitable[list]],
-    sort_key: Callable[[Any], Any],
-    *,
-    updated_after: datetime | None,
-    only_ids: list[str] | None,
-    passes: int,
-) -> ChangedRead:
-    """The one paged reader of Kantata's approved lists, in `order=updated_at:asc`.
-
-    `get` sends one list request with the given params; `base` holds the endpoint's own (the
-    workspace, `include`); `parse` turns a page's body into records that have a `psa_id`.
-    `only_ids`: those records in requests of ONLY_CHUNK ids, whatever their date. Otherwise
-    every approved record changed after `updated_after` (None: all), one pass over every page,
-    repeated (at most `passes` times) only when the pass was not stable: the `count` moved
-    between its pages or a record changed while it ran, which shifts later pages, so a record
-    could have been skipped. Records seen in several passes are kept once, the latest."""
-    if only_ids is not None:
-        read = ChangedRead(stable=True)
-        for start in range(0, len(only_ids), ONLY_CHUNK):
-            chunk = only_ids[start : start + ONLY_CHUNK]
-            page = await _read_pass(get, {**base, "only": ",".join(chunk)}, parse)
-            read.items += page.items
-            read.updated_at.update(page.updated_at)
-            read.pages += page.pages
-        read.items.sort(key=sort_key)
-        return read
-    params = dict(base)
-    if updated_after is not None:
-        params["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    seen: dict[str, Any] = {}
-    stamps: dict[str, datetime] = {}
-    pages = 0
-    last = ChangedRead()
-    for _ in range(max(1, passes)):
-        last = await _read_pass(get, params, parse)
-        pages += last.pages
-        for item in last.items:
-            seen[item.psa_id] = item
-        stamps.update(last.updated_at)
-        if last.stable:
-            break
-    return ChangedRead(
-        items=sorted(seen.values(), key=sort_key),
-        updated_at=stamps,
-        server_time=last.server_time,
-        stable=last.stable,
-        pages=pages,
-    )
+    def without_items(self) -> dict[str, Any]:
+        """Every field but the records, for the public read types: `ApprovedTimeRead` and
+        `ApprovedExpenseRead` differ only in what they call their records."""
+        return {
+            "updated_at": self.updated_at,
+            "server_time": self.server_time,
+            "stable": self.stable,
+            "pages": self.pages,
+        }
 
 
 async def _read_pass(
     get: Callable[[dict[str, Any]], Awaitable[httpx.Response]],
+    scope: dict[str, Any],
     extra: dict[str, Any],
     parse: Callable[[dict], Awaitable[list]],
 ) -> ChangedRead:
-    """One pass over every page of an approved list in `order=updated_at:asc`."""
+    """One pass over every page of an approved list in `order=updated_at:asc`: `scope` is sent
+    before the paging params and `extra` (`only`, `updated_after`) after them, the order the
+    requests have always had."""
     read = ChangedRead(stable=True)
     counts: set[int] = set()
     page = 1
     while True:
-        params = {"approved": "true", "order": "updated_at:asc", "page": page, "per_page": PAGE_SIZE, **extra}
-        response = await get(params)
+        response = await get({**scope, "page": page, "per_page": PAGE_SIZE, **extra})
         read.pages += 1
         if page == 1:
             read.server_time = _server_time(response)
@@ -272,6 +250,64 @@ class KantataClient(VendorClient):
             if page >= int(body.get("meta", {}).get("page_count") or 0):
                 return out
             page += 1
+
+    async def read_changed(
+        self,
+        kind: ApprovedList,
+        workspace_id: str,
+        parse: Callable[[dict], Awaitable[list]],
+        *,
+        updated_after: datetime | None,
+        only_ids: list[str] | None,
+        passes: int,
+    ) -> ChangedRead:
+        """The one paged reader of Kantata's approved lists, in `order=updated_at:asc`.
+
+        `parse` turns a page's body into records that have a `psa_id`. `only_ids`: those
+        records in requests of ONLY_CHUNK ids, whatever their date. Otherwise every approved
+        record changed after `updated_after` (None: all), one pass over every page, repeated (at
+        most `passes` times) only when the pass was not stable: the `count` moved between its
+        pages or a record changed while it ran, which shifts later pages, so a record could have
+        been skipped. Records seen in several passes are kept once, the latest."""
+
+        def get(params: dict[str, Any]) -> Awaitable[httpx.Response]:
+            return self.request("GET", self._path(kind.resource), operation=kind.operation, params=params)
+
+        scope: dict[str, Any] = {"workspace_id": workspace_id, "approved": "true", "order": "updated_at:asc"}
+        if kind.include:
+            scope["include"] = kind.include
+        if only_ids is not None:
+            read = ChangedRead(stable=True)
+            for start in range(0, len(only_ids), ONLY_CHUNK):
+                chunk = only_ids[start : start + ONLY_CHUNK]
+                page = await _read_pass(get, scope, {"only": ",".join(chunk)}, parse)
+                read.items += page.items
+                read.updated_at.update(page.updated_at)
+                read.pages += page.pages
+            read.items.sort(key=kind.sort_key)
+            return read
+        extra: dict[str, Any] = {}
+        if updated_after is not None:
+            extra["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        seen: dict[str, Any] = {}
+        stamps: dict[str, datetime] = {}
+        pages = 0
+        last = ChangedRead()
+        for _ in range(max(1, passes)):
+            last = await _read_pass(get, scope, extra, parse)
+            pages += last.pages
+            for item in last.items:
+                seen[item.psa_id] = item
+            stamps.update(last.updated_at)
+            if last.stable:
+                break
+        return ChangedRead(
+            items=sorted(seen.values(), key=kind.sort_key),
+            updated_at=stamps,
+            server_time=last.server_time,
+            stable=last.stable,
+            pages=pages,
+        )
 
     async def _write(self, method: str, resource: str, payload: dict[str, Any], operation: str) -> dict[str, Any]:
         response = await self.request(
@@ -555,24 +591,15 @@ class KantataClient(VendorClient):
         between its pages: an entry left the approved list while it was read, which shifts
         later pages back by one, so an entry could have been skipped.
         """
-        read = await read_changed(
-            lambda params: self.request(
-                "GET", self._path("time_entries.json"), operation="read_approved_time", params=params
-            ),
-            {"workspace_id": workspace_id, "include": "user"},
+        read = await self.read_changed(
+            TIME_ENTRIES,
+            workspace_id,
             lambda body: self._entries_from(workspace_id, body),
-            lambda e: (e.date_performed, int(e.psa_id)),
             updated_after=updated_after,
             only_ids=only_ids,
             passes=passes,
         )
-        return ApprovedTimeRead(
-            entries=read.items,
-            updated_at=read.updated_at,
-            server_time=read.server_time,
-            stable=read.stable,
-            pages=read.pages,
-        )
+        return ApprovedTimeRead(entries=read.items, **read.without_items())
 
     async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
         """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.

@@ -33,8 +33,8 @@ from q2c.vendors.kantata.client import (
     API_PREFIX,
     READ_PASSES,
     SANDBOX_PREFIX,
+    ApprovedList,
     KantataClient,
-    read_changed,
 )
 
 EXPENSE_SUBJECT = "Expense"
@@ -92,6 +92,18 @@ def expense_reference_payload(expense_id: str, report_id: str) -> dict[str, Any]
     }
 
 
+async def _expenses_from(body: dict) -> list[Expense]:
+    """A page of the approved list as Expenses (unlike time entries they need no other read)."""
+    return [expense_from_kantata(obj) for obj in m.results(body)]
+
+
+EXPENSES = ApprovedList(
+    "expenses.json",
+    "read_approved_expenses",
+    lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0),
+)
+
+
 class KantataExpenses:
     """Expense calls over an existing `KantataClient` (its auth, retries, audit and limits)."""
 
@@ -109,28 +121,10 @@ class KantataExpenses:
         """Every approved expense of the workspace changed after `updated_after` (None: every
         approved expense), or only those of `only_ids` (200 per request), whatever their date.
         One `GET expenses.json` per 200 expenses changed since `updated_after`."""
-
-        async def parse(body: dict) -> list[Expense]:
-            return [expense_from_kantata(obj) for obj in m.results(body)]
-
-        read = await read_changed(
-            lambda params: self.client.request(
-                "GET", self.client._path("expenses.json"), operation="read_approved_expenses", params=params
-            ),
-            {"workspace_id": workspace_id},
-            parse,
-            lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0),
-            updated_after=updated_after,
-            only_ids=only_ids,
-            passes=passes,
+        read = await self.client.read_changed(
+            EXPENSES, workspace_id, _expenses_from, updated_after=updated_after, only_ids=only_ids, passes=passes
         )
-        return ApprovedExpenseRead(
-            expenses=read.items,
-            updated_at=read.updated_at,
-            server_time=read.server_time,
-            stable=read.stable,
-            pages=read.pages,
-        )
+        return ApprovedExpenseRead(expenses=read.items, **read.without_items())
 
     async def mark_expense_posted(self, expense_id: str, erp_expense_report_id: str) -> None:
         """Mark an expense posted as an ERP expense report; repeating the call changes nothing.
