@@ -64,25 +64,8 @@ def _text(out: dict, name: str, label: str, *, required: bool = False, max_len: 
 
 
 def _ref(out: dict, name: str, label: str, store: RecordStore, *, required: bool = False) -> dict | None:
-    value = out.get(name)
-    if value in (None, "", {}):
-        if required:
-            raise missing(name, label)
-        out.pop(name, None)
-        return None
-    target_type = REF_TARGETS[name]
-    if isinstance(value, dict) and value.get("id") not in (None, ""):
-        target = store.get(target_type, str(value["id"]))
-        shown = value["id"]
-    elif isinstance(value, dict) and value.get("externalId"):
-        target = store.get_by_eid(target_type, str(value["externalId"]))
-        shown = f"eid:{value['externalId']}"
-    else:
-        raise invalid(name, value, 'Expected a reference like {"id": "1"}')
-    if target is None:
-        raise invalid(name, shown)
-    out[name] = {"id": target["id"]}
-    return target
+    """A master-data reference (`REF_TARGETS` names its record type): {"id"} or {"externalId"}."""
+    return _ref_to(out, name, label, REF_TARGETS[name], store, required=required, bare_ids=False)
 
 
 def amount(value: Any, path: str, *, positive: bool = False) -> Decimal:
@@ -142,15 +125,24 @@ def job_is_open(job: dict) -> bool:
 
 
 def _ref_to(
-    out: dict, name: str, label: str, target_type: str, store: RecordStore, *, required: bool = False
+    out: dict,
+    name: str,
+    label: str,
+    target_type: str,
+    store: RecordStore,
+    *,
+    required: bool = False,
+    bare_ids: bool = True,
 ) -> dict | None:
+    """A reference to a `target_type` record, stored as {"id"}; `bare_ids`: a plain id is taken
+    too (finance records), otherwise only {"id"} or {"externalId"} (master data)."""
     value = out.get(name)
     if value in (None, "", {}):
         if required:
             raise missing(name, label)
         out.pop(name, None)
         return None
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
+    if bare_ids and isinstance(value, (str, int)) and not isinstance(value, bool):
         value = {"id": str(value)}
     if isinstance(value, dict) and value.get("id") not in (None, ""):
         target, shown = store.get(target_type, str(value["id"])), value["id"]
