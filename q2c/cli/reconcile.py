@@ -36,7 +36,8 @@ async def run_now(client: Client, settings: Settings, *, wait: bool = True):
     from q2c.reconciliation.api import ReconcileReport, ensure_schedule, trigger
 
     await ensure_schedule(client, settings, delivery_config(settings))
-    run_id = await trigger(client, settings)
+    # waiting for the report anyway, so give a loaded server a minute to start the run
+    run_id = await trigger(client, settings, within=60.0 if wait else 10.0)
     if not wait or run_id is None:
         return run_id
     return await client.get_workflow_handle(run_id, result_type=ReconcileReport).result()
@@ -108,7 +109,11 @@ def run_cmd(wait: bool = typer.Option(False, "--wait", help="wait for the run an
     async def go(client, settings):
         result = await run_now(client, settings, wait=wait)
         if result is None:
-            typer.echo("error: the schedule did not start a run (is another still running?)", err=True)
+            typer.echo(
+                "error: the schedule did not start a run within the wait (is the Temporal server overloaded?); "
+                "`q2c reconcile status` shows whether it started since",
+                err=True,
+            )
             raise typer.Exit(1)
         if isinstance(result, str):
             typer.echo(f"started reconciliation run {result}")

@@ -169,21 +169,28 @@ async def ensure_schedule(client: Client, settings: Settings, delivery: Delivery
     return True
 
 
-async def trigger(client: Client, settings: Settings) -> str | None:
+async def trigger(client: Client, settings: Settings, *, within: float = 10.0) -> str | None:
     """Run now (even while paused, as Temporal's trigger does); returns the run's workflow ID
-    once the schedule has started it (None if it did not say within a few seconds)."""
+    once the schedule has started it, or None if it did not say so `within` seconds.
+
+    The schedule starts the run asynchronously (its own scheduler workflow on the server), so on
+    a loaded server the action can take several seconds to appear: a caller that will wait for
+    the report anyway gives it a long `within`."""
     import asyncio
+    import time
 
     handle = client.get_schedule_handle(schedule_id(settings))
     before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions}
     await handle.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
-    for _ in range(100):
+    deadline = time.monotonic() + within
+    while True:
         info = (await handle.describe()).info
         for action in list(info.running_actions) + [a.action for a in info.recent_actions]:
             if action.workflow_id not in before:
                 return action.workflow_id
+        if time.monotonic() >= deadline:
+            return None
         await asyncio.sleep(0.1)
-    return None
 
 
 async def pause(client: Client, settings: Settings, note: str) -> None:
