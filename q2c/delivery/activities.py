@@ -115,8 +115,11 @@ class DeliveryActivities:
             await asyncio.to_thread(getattr(self.ledger, method), *args, **kwargs)
 
     # --- time ------------------------------------------------------------------------
-    async def _read_approved(self, input: PostTimeInput) -> tuple[list[TimeEntry], datetime | None]:
-        """The approved time to post now, and the PSA watermark to keep once it is posted.
+    async def _read_approved(
+        self, input: PostTimeInput
+    ) -> tuple[list[TimeEntry], datetime | None, dict[str, list[dict[str, str]]]]:
+        """The approved time to post now, the PSA watermark to keep once it is posted, and each
+        entry's q2c references as read (so marking it posted needs no lookup).
 
         Kantata has no "not yet posted" filter (its reference lists none; an integration
         tracks what it synced), so what to post is found in two steps:
@@ -160,14 +163,19 @@ class DeliveryActivities:
             due = [e for e in due if e.date_performed <= input.through]
         posted = await asyncio.to_thread(self.ledger.posted_time_by_psa_id, [e.psa_id for e in due])
         fresh = [e for e in due if _differs(e, posted.get(e.psa_id), input.bill_time)]
-        return fresh, watermark
+        return fresh, watermark, read.references
 
     async def _post_chunk(
-        self, input: PostTimeInput, valid: list[tuple[TimeEntry, Decimal | None]], result: PostingResult
+        self,
+        input: PostTimeInput,
+        valid: list[tuple[TimeEntry, Decimal | None]],
+        result: PostingResult,
+        references: dict[str, list[dict[str, str]]],
     ) -> list[PostedTime]:
         """Post one chunk to the ERP and mark each posted entry in the PSA, retrying transient
         failures entry by entry; what is posted and marked stays done even if the attempt fails
-        (`batch.post_in_attempts`)."""
+        (`batch.post_in_attempts`). `references` (from the read) spare each mark its lookup; a
+        mark retried after a transient failure looks again (its first try may have landed)."""
 
         async def send(items: list[tuple[TimeEntry, Decimal | None]]) -> list:
             return await self.erp.post_time_bills(
@@ -203,7 +211,10 @@ class DeliveryActivities:
             await self._ledger("resolve_exceptions", [p.psa_id for p in done])
 
         async def mark(done: PostedTime) -> None:
-            await with_transient_retries(lambda: self.psa.mark_time_posted(done.psa_id, done.erp_time_bill_id))
+            tries = iter([references.pop(done.psa_id, None)])
+            await with_transient_retries(
+                lambda: self.psa.mark_time_posted(done.psa_id, done.erp_time_bill_id, known=next(tries, None))
+            )
 
         return await post_in_attempts(
             {e.psa_id: (e, rate) for e, rate in valid},
@@ -235,7 +246,7 @@ class DeliveryActivities:
             only, result.not_open = replay_targets(only, open_before)
             if not only:
                 return await self._with_open_summary(input.opportunity_id, result)
-        entries, watermark = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
+        entries, watermark, references = await self._read_approved(input.model_copy(update={"only_psa_ids": only}))
         # written off by a steward: never posted, never parked again
         if entries:
             written_off = await asyncio.to_thread(self.ledger.written_off_among, [e.psa_id for e in entries])
@@ -279,7 +290,7 @@ class DeliveryActivities:
                         TimeExceptionInfo(psa_id=entry.psa_id, reason_code=check.reason_code, message=check.message)
                     )
             chunk_result = PostingResult()
-            posted = await self._post_chunk(input, valid, chunk_result) if valid else []
+            posted = await self._post_chunk(input, valid, chunk_result, references) if valid else []
             parked += chunk_result.exceptions
             result.posted += len(posted)
             result.posted_minutes += sum(p.minutes for p in posted)

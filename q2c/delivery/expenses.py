@@ -126,11 +126,13 @@ class ExpenseActivities:
         return [k for k in keys if psa_id_of(k) is not None]
 
     # --- reading ------------------------------------------------------------------------
-    async def _read(self, input: PostExpensesInput, only: list[str] | None) -> tuple[list[Expense], datetime | None]:
-        """The approved expenses to post now and the PSA watermark to keep once they are posted
-        (None: keep the old one: a replay, or a read the PSA changed under). As for time: read
-        what changed since the watermark (or the replay's ids), leave out what the ledger says
-        was posted unchanged."""
+    async def _read(
+        self, input: PostExpensesInput, only: list[str] | None
+    ) -> tuple[list[Expense], datetime | None, dict[str, list[dict[str, str]]]]:
+        """The approved expenses to post now, the PSA watermark to keep once they are posted
+        (None: keep the old one: a replay, or a read the PSA changed under) and each expense's
+        q2c references as read. As for time: read what changed since the watermark (or the
+        replay's ids), leave out what the ledger says was posted unchanged."""
         workspace = input.psa_workspace_id
         if only is not None:
             ids = [psa_id_of(k) or k for k in only]
@@ -155,7 +157,7 @@ class ExpenseActivities:
         store = await self._store()
         posted = await asyncio.to_thread(store.by_psa_id, [e.psa_id for e in due])
         fresh = [e for e in due if _differs(e, posted.get(e.psa_id), e.billable and input.policy.billable)]
-        return fresh, watermark
+        return fresh, watermark, read.references
 
     async def _keep_watermark(self, input: PostExpensesInput, watermark: datetime | None) -> None:
         if watermark is not None:
@@ -174,6 +176,7 @@ class ExpenseActivities:
         input: PostExpensesInput,
         valid: list[tuple[Expense, Decimal, Decimal, bool]],
         parked: list[TimeExceptionInfo],
+        references: dict[str, list[dict[str, str]]],
     ) -> list[PostedExpense]:
         """Post one chunk and mark each posted expense in the PSA, retrying transient failures
         expense by expense; what is posted and recorded stays done even if the attempt fails
@@ -216,8 +219,12 @@ class ExpenseActivities:
             await asyncio.to_thread(self.ledger.resolve_exceptions, [exception_key(p.psa_id) for p in done])
 
         async def mark(done: PostedExpense) -> None:
+            # the read's references spare the lookup once; a retried mark looks (it may have landed)
+            tries = iter([references.pop(done.psa_id, None)])
             await with_transient_retries(
-                lambda: self.psa_expenses.mark_expense_posted(done.psa_id, done.erp_expense_report_id)
+                lambda: self.psa_expenses.mark_expense_posted(
+                    done.psa_id, done.erp_expense_report_id, known=next(tries, None)
+                )
             )
 
         return await post_in_attempts(
@@ -250,7 +257,7 @@ class ExpenseActivities:
             only, result.not_open = replay_targets(only, open_before)
             if not only:
                 return await self._with_open_summary(input.opportunity_id, result)
-        expenses, watermark = await self._read(input, only)
+        expenses, watermark, references = await self._read(input, only)
         if expenses:
             written_off = await asyncio.to_thread(
                 self.ledger.written_off_among, [exception_key(e.psa_id) for e in expenses]
@@ -292,7 +299,7 @@ class ExpenseActivities:
                             psa_id=exception_key(expense.psa_id), reason_code=check.reason_code, message=check.message
                         )
                     )
-            posted = await self._post_chunk(input, valid, parked) if valid else []
+            posted = await self._post_chunk(input, valid, parked, references) if valid else []
             result.posted += len(posted)
             if posted:
                 latest = max(p.date_incurred for p in posted)

@@ -4,6 +4,7 @@ invoice totals checked to the cent against an independent computation from the P
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import date
 from decimal import Decimal
@@ -15,6 +16,8 @@ from temporalio.client import WorkflowUpdateFailedError
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.client import start_engagement, workflow_id_for
 from q2c.engagement.messages import AcceptMilestoneInput, DeliveryConfig, EngagementSummary
+from q2c.ledger.config import ledger_url
+from q2c.ledger.store import Ledger
 from tests.billing_oracle import expected_tm_totals
 from tests.deals import create_deal
 from tests.engagement_helpers import wait_for_stage
@@ -128,6 +131,18 @@ async def test_time_and_materials_runs_to_closed_with_exact_invoices(fresh_ts_st
     bills = [b for b in fresh_ts_stack.erp.records("timeBill") if str(b["customer"]["id"]) == status.erp_project_id]
     assert len(bills) == generated["count"] == len({b["externalId"] for b in bills})
     assert summary.hours == Decimal(sum(b["custcol_minutes"] for b in bills)) / 60
+    # each entry marked posted in the PSA once, pointing at its timeBill, from what the posting
+    # read (`include=external_references`): one create per entry, no lookup before it
+    entry_ids = {b["externalId"].removeprefix("psa-"): str(b["id"]) for b in bills}
+    marks: dict[str, list[str]] = {}
+    for ref in fresh_ts_stack.psa.records("external_references"):
+        if ref["subject_type"] == "TimeEntry" and str(ref["subject_id"]) in entry_ids:
+            marks.setdefault(str(ref["subject_id"]), []).append(str(ref["service_model_ref"]))
+    assert marks == {entry: [bill] for entry, bill in entry_ids.items()}
+    psa_calls = Counter(
+        c.operation for c in Ledger.from_url(ledger_url(fresh_ts_stack.settings)).api_calls(system="psa")
+    )
+    assert (psa_calls["create_time_reference"], psa_calls["find_time_reference"]) == (len(bills), 0)
     opp = await crm_client.get_record("Opportunity", deal.opportunity_id)
     assert opp["Q2C_Status__c"] == "Closed"
     assert Decimal(str(opp["Open_Balance__c"])) == 0

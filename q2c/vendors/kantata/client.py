@@ -85,13 +85,15 @@ class ApprovedTimeRead:
     `server_time` the PSA's clock (its HTTP `Date`) when the last pass began, the base of the
     next watermark; `stable` is true when the last pass saw the same `count` on every page and
     no entry changed in the PSA while it was read (only then is a watermark past this read
-    safe); `pages` counts the list requests, for the caller's bound and heartbeat."""
+    safe); `pages` counts the list requests, for the caller's bound and heartbeat;
+    `references` each entry's q2c timeBill references as read (see `PostedMark`)."""
 
     entries: list[TimeEntry] = field(default_factory=list)
     updated_at: dict[str, datetime] = field(default_factory=dict)
     server_time: datetime | None = None
     stable: bool = False
     pages: int = 0
+    references: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 def _server_time(response: httpx.Response) -> datetime | None:
@@ -115,10 +117,34 @@ class ApprovedList:
     operation: str  # e.g. "read_approved_time"
     sort_key: Callable[[Any], Any]  # the order of the records returned
     include: str | None = None  # Kantata's `include=` (the sideloads the page parser reads)
+    mark: PostedMark | None = None  # also sideload each record's q2c "posted" references
 
+
+@dataclass(frozen=True)
+class PostedMark:
+    """How a record posted to the ERP is marked in Kantata: one external reference on the
+    subject (service_name "q2c", service_model `model`, service_model_ref = the ERP record id),
+    audited under `<operation>_reference` names (e.g. find_time_reference).
+
+    Posting reads its records with `include=external_references` (the same list requests, one
+    per 200 records), so the mark knows each record's references and writes once (a create, an
+    update, or nothing) instead of listing them first for every record: at month-end that was one
+    PSA request in three."""
+
+    subject_type: str  # e.g. "TimeEntry"
+    collection: str  # the subject's key in a list answer, e.g. "time_entries"
+    model: str  # e.g. "timeBill"
+    operation: str  # e.g. "time": find_time_reference, create_time_reference, update_time_reference
+
+
+TIME_MARK = PostedMark(m.TIME_ENTRY_SUBJECT, "time_entries", m.TIME_BILL_MODEL, "time")
 
 TIME_ENTRIES = ApprovedList(
-    "time_entries.json", "read_approved_time", lambda e: (e.date_performed, int(e.psa_id)), include="user"
+    "time_entries.json",
+    "read_approved_time",
+    lambda e: (e.date_performed, int(e.psa_id)),
+    include="user",
+    mark=TIME_MARK,
 )
 
 
@@ -133,6 +159,7 @@ class ChangedRead:
     server_time: datetime | None = None
     stable: bool = False
     pages: int = 0
+    references: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def without_items(self) -> dict[str, Any]:
         """Every field but the records, for the public read types: `ApprovedTimeRead` and
@@ -142,6 +169,7 @@ class ChangedRead:
             "server_time": self.server_time,
             "stable": self.stable,
             "pages": self.pages,
+            "references": self.references,
         }
 
 
@@ -150,6 +178,7 @@ async def _read_pass(
     scope: dict[str, Any],
     extra: dict[str, Any],
     parse: Callable[[dict], Awaitable[list]],
+    mark: PostedMark | None = None,
 ) -> ChangedRead:
     """One pass over every page of an approved list in `order=updated_at:asc`: `scope` is sent
     before the paging params and `extra` (`only`, `updated_after`) after them, the order the
@@ -169,6 +198,8 @@ async def _read_pass(
             if stamp is not None:
                 read.updated_at[str(obj["id"])] = stamp
         read.items += await parse(body)
+        if mark is not None:
+            read.references.update(m.q2c_references(body, mark.collection, mark.model))
         if page >= int(body.get("meta", {}).get("page_count") or 0):
             break
         page += 1
@@ -274,15 +305,19 @@ class KantataClient(VendorClient):
             return self.request("GET", self._path(kind.resource), operation=kind.operation, params=params)
 
         scope: dict[str, Any] = {"workspace_id": workspace_id, "approved": "true", "order": "updated_at:asc"}
-        if kind.include:
-            scope["include"] = kind.include
+        include = [kind.include] if kind.include else []
+        if kind.mark is not None:
+            include.append("external_references")
+        if include:
+            scope["include"] = ",".join(include)
         if only_ids is not None:
             read = ChangedRead(stable=True)
             for start in range(0, len(only_ids), ONLY_CHUNK):
                 chunk = only_ids[start : start + ONLY_CHUNK]
-                page = await _read_pass(get, scope, {"only": ",".join(chunk)}, parse)
+                page = await _read_pass(get, scope, {"only": ",".join(chunk)}, parse, kind.mark)
                 read.items += page.items
                 read.updated_at.update(page.updated_at)
+                read.references.update(page.references)
                 read.pages += page.pages
             read.items.sort(key=kind.sort_key)
             return read
@@ -291,14 +326,16 @@ class KantataClient(VendorClient):
             extra["updated_after"] = updated_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
         seen: dict[str, Any] = {}
         stamps: dict[str, datetime] = {}
+        references: dict[str, list[dict[str, str]]] = {}
         pages = 0
         last = ChangedRead()
         for _ in range(max(1, passes)):
-            last = await _read_pass(get, scope, extra, parse)
+            last = await _read_pass(get, scope, extra, parse, kind.mark)
             pages += last.pages
             for item in last.items:
                 seen[item.psa_id] = item
             stamps.update(last.updated_at)
+            references.update(last.references)
             if last.stable:
                 break
         return ChangedRead(
@@ -307,6 +344,7 @@ class KantataClient(VendorClient):
             server_time=last.server_time,
             stable=last.stable,
             pages=pages,
+            references=references,
         )
 
     async def _write(self, method: str, resource: str, payload: dict[str, Any], operation: str) -> dict[str, Any]:
@@ -601,37 +639,49 @@ class KantataClient(VendorClient):
         )
         return ApprovedTimeRead(entries=read.items, **read.without_items())
 
-    async def mark_time_posted(self, entry_id: str, erp_time_bill_id: str) -> None:
-        """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing.
+    async def mark_time_posted(
+        self, entry_id: str, erp_time_bill_id: str, *, known: list[dict[str, str]] | None = None
+    ) -> None:
+        """Mark a time entry posted as an ERP timeBill; repeating the call changes nothing
+        (`mark_posted`)."""
+        await self.mark_posted(TIME_MARK, entry_id, erp_time_bill_id, known=known)
 
-        One external reference per entry: created if missing, re-pointed if it names another
-        timeBill (e.g. the ERP record was recreated).
-        """
-        refs = await self._list_all(
-            "external_references.json",
-            "find_time_reference",
-            {
-                "subject_type": m.TIME_ENTRY_SUBJECT,
-                "subject_id": entry_id,
-                "service_name": m.SERVICE_NAME,
-                "service_model": m.TIME_BILL_MODEL,
-            },
-        )
-        if any(r["service_model_ref"] == erp_time_bill_id for r in refs):
+    async def mark_posted(
+        self, mark: PostedMark, subject_id: str, record_id: str, *, known: list[dict[str, str]] | None = None
+    ) -> None:
+        """One external reference per posted subject: created if missing, re-pointed if it names
+        another ERP record (e.g. the ERP record was recreated), left alone if it names this one.
+
+        `known`: the subject's q2c references of this kind as the posting read them (the list's
+        `include=external_references`), so no request is needed to find them; None (a retry of a
+        mark whose outcome is unknown, or a caller that did not read them) lists them first."""
+        refs = known
+        if refs is None:
+            refs = await self._list_all(
+                "external_references.json",
+                f"find_{mark.operation}_reference",
+                {
+                    "subject_type": mark.subject_type,
+                    "subject_id": subject_id,
+                    "service_name": m.SERVICE_NAME,
+                    "service_model": mark.model,
+                },
+            )
+        if any(r["service_model_ref"] == record_id for r in refs):
             return
         if refs:
             await self._write(
                 "PUT",
                 f"external_references/{refs[0]['id']}.json",
-                {"external_reference": {"service_model_ref": erp_time_bill_id, "status": "synced"}},
-                "update_time_reference",
+                {"external_reference": {"service_model_ref": record_id, "status": "synced"}},
+                f"update_{mark.operation}_reference",
             )
             return
         await self._write(
             "POST",
             "external_references.json",
-            m.time_reference_payload(entry_id, erp_time_bill_id),
-            "create_time_reference",
+            m.reference_payload(mark.subject_type, subject_id, mark.model, record_id),
+            f"create_{mark.operation}_reference",
         )
 
     async def workspace_tasks(self, workspace_id: str) -> list[Task]:

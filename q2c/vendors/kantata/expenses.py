@@ -35,6 +35,7 @@ from q2c.vendors.kantata.client import (
     SANDBOX_PREFIX,
     ApprovedList,
     KantataClient,
+    PostedMark,
 )
 
 EXPENSE_SUBJECT = "Expense"
@@ -52,6 +53,7 @@ class ApprovedExpenseRead:
     server_time: datetime | None = None
     stable: bool = False
     pages: int = 0
+    references: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 def amount_from_cents(cents: int, base_unit: int | None) -> Decimal:
@@ -79,28 +81,18 @@ def expense_from_kantata(obj: dict[str, Any]) -> Expense:
     )
 
 
-def expense_reference_payload(expense_id: str, report_id: str) -> dict[str, Any]:
-    return {
-        "external_reference": {
-            "subject_type": EXPENSE_SUBJECT,
-            "subject_id": expense_id,
-            "service_name": m.SERVICE_NAME,
-            "service_model": EXPENSE_REPORT_MODEL,
-            "service_model_ref": report_id,
-            "status": "synced",
-        }
-    }
-
-
 async def _expenses_from(body: dict) -> list[Expense]:
     """A page of the approved list as Expenses (unlike time entries they need no other read)."""
     return [expense_from_kantata(obj) for obj in m.results(body)]
 
 
+EXPENSE_MARK = PostedMark(EXPENSE_SUBJECT, "expenses", EXPENSE_REPORT_MODEL, "expense")
+
 EXPENSES = ApprovedList(
     "expenses.json",
     "read_approved_expenses",
     lambda e: (e.date_incurred, int(e.psa_id) if e.psa_id.isdigit() else 0),
+    mark=EXPENSE_MARK,
 )
 
 
@@ -126,36 +118,12 @@ class KantataExpenses:
         )
         return ApprovedExpenseRead(expenses=read.items, **read.without_items())
 
-    async def mark_expense_posted(self, expense_id: str, erp_expense_report_id: str) -> None:
-        """Mark an expense posted as an ERP expense report; repeating the call changes nothing.
-        One external reference per expense: created if missing, re-pointed if it names another
-        report (e.g. the ERP record was recreated)."""
-        refs = await self.client._list_all(
-            "external_references.json",
-            "find_expense_reference",
-            {
-                "subject_type": EXPENSE_SUBJECT,
-                "subject_id": expense_id,
-                "service_name": m.SERVICE_NAME,
-                "service_model": EXPENSE_REPORT_MODEL,
-            },
-        )
-        if any(r["service_model_ref"] == erp_expense_report_id for r in refs):
-            return
-        if refs:
-            await self.client._write(
-                "PUT",
-                f"external_references/{refs[0]['id']}.json",
-                {"external_reference": {"service_model_ref": erp_expense_report_id, "status": "synced"}},
-                "update_expense_reference",
-            )
-            return
-        await self.client._write(
-            "POST",
-            "external_references.json",
-            expense_reference_payload(expense_id, erp_expense_report_id),
-            "create_expense_reference",
-        )
+    async def mark_expense_posted(
+        self, expense_id: str, erp_expense_report_id: str, *, known: list[dict[str, str]] | None = None
+    ) -> None:
+        """Mark an expense posted as an ERP expense report; repeating the call changes nothing
+        (`KantataClient.mark_posted`)."""
+        await self.client.mark_posted(EXPENSE_MARK, expense_id, erp_expense_report_id, known=known)
 
     async def generate_expenses(
         self,

@@ -44,18 +44,30 @@ def results(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def q2c_references(body: dict[str, Any], collection: str, model: str) -> dict[str, list[dict[str, str]]]:
+    """q2c's references of service_model `model` on each object of `collection` (e.g.
+    "time_entries") in an answer read with `include=external_references` (the top-level
+    `external_references` collection, `external_reference_ids` on each object), as
+    `{"id", "service_model_ref"}` dicts. An object without `external_reference_ids` (the include
+    was not applied) is left out: nothing is known about it, which is not the same as none."""
+    refs = body.get("external_references", {})
+    out: dict[str, list[dict[str, str]]] = {}
+    for obj_id, obj in body.get(collection, {}).items():
+        if "external_reference_ids" not in obj:
+            continue
+        mine = []
+        for ref_id in obj.get("external_reference_ids") or []:
+            ref = refs.get(str(ref_id)) or {}
+            if ref.get("service_name") == SERVICE_NAME and ref.get("service_model") == model:
+                mine.append({"id": str(ref.get("id", ref_id)), "service_model_ref": str(ref.get("service_model_ref"))})
+        out[str(obj_id)] = mine
+    return out
+
+
 def posted_entry_ids(body: dict[str, Any]) -> set[str]:
     """Ids of the time entries in a `time_entries` answer read with
-    `include=external_references` that carry q2c's timeBill reference (top-level
-    `external_references` collection, `external_reference_ids` on each entry)."""
-    refs = body.get("external_references", {})
-    out: set[str] = set()
-    for entry_id, entry in body.get("time_entries", {}).items():
-        for ref_id in entry.get("external_reference_ids") or []:
-            ref = refs.get(str(ref_id)) or {}
-            if ref.get("service_name") == SERVICE_NAME and ref.get("service_model") == TIME_BILL_MODEL:
-                out.add(str(entry_id))
-    return out
+    `include=external_references` that carry q2c's timeBill reference."""
+    return {i for i, refs in q2c_references(body, "time_entries", TIME_BILL_MODEL).items() if refs}
 
 
 def first_result(body: dict[str, Any]) -> dict[str, Any]:
@@ -136,16 +148,7 @@ def resource_request_payload(
 
 
 def external_reference_payload(workspace_id: str, service_model: str, ref: str) -> dict[str, Any]:
-    return {
-        "external_reference": {
-            "subject_type": WORKSPACE_SUBJECT,
-            "subject_id": workspace_id,
-            "service_name": SERVICE_NAME,
-            "service_model": service_model,
-            "service_model_ref": ref,
-            "status": "synced",
-        }
-    }
+    return reference_payload(WORKSPACE_SUBJECT, workspace_id, service_model, ref)
 
 
 def wanted_references(engagement: Engagement, erp_project_id: str) -> dict[str, str]:
@@ -270,14 +273,15 @@ def time_entry_from_kantata(
     )
 
 
-def time_reference_payload(entry_id: str, time_bill_id: str) -> dict[str, Any]:
+def reference_payload(subject_type: str, subject_id: str, model: str, ref: str) -> dict[str, Any]:
+    """A new q2c external reference: `subject_type` `subject_id` posted as `model` `ref`."""
     return {
         "external_reference": {
-            "subject_type": TIME_ENTRY_SUBJECT,
-            "subject_id": entry_id,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
             "service_name": SERVICE_NAME,
-            "service_model": TIME_BILL_MODEL,
-            "service_model_ref": time_bill_id,
+            "service_model": model,
+            "service_model_ref": ref,
             "status": "synced",
         }
     }
