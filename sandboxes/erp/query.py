@@ -13,6 +13,11 @@ LESS_OR_EQUAL, EMPTY, EMPTY_NOT, and for dates ON, BEFORE, AFTER, ON_OR_BEFORE, 
 Text comparisons ignore case, as NetSuite's do. A reference
 field compares by the referenced record's internal ID. A malformed query is 400
 INVALID_PARAMETER.
+
+`parse` also answers the query's equalities (`field IS v`, `field ANY_OF [v, ...]`) when it is
+a conjunction (AND only), each as the `value_key`s a record's field must have to satisfy it, so
+that the store can narrow a list to the records an index files under those keys (the list still
+tests every candidate with the whole query, so the index only ever saves work).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import functools
 import operator
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from sandboxes.erp.errors import NetSuiteError
@@ -45,6 +51,9 @@ OPERATORS |= DATE_OPERATORS
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 
 Predicate = Callable[[dict], bool]
+Key = tuple[bool, str]  # (the value is a boolean, its lower-cased text)
+_BOOL_SPELLING = {"true": "t", "false": "f"}
+EQUALITY_OPERATORS = {"IS", "ANY_OF"}
 
 
 def _bad(detail: str) -> NetSuiteError:
@@ -151,7 +160,7 @@ def _condition(field: str, op: str, values: list[str]) -> Predicate:
         empty = op == "EMPTY"
         return lambda record: (_scalar(record.get(field)) is None) == empty
     wanted = [v.lower() for v in values]
-    as_bool = [{"true": "t", "false": "f"}.get(w, w) for w in wanted]
+    as_bool = [_BOOL_SPELLING.get(w, w) for w in wanted]
     text_match = _text_match(op, wanted)
     bool_match = _text_match(op, as_bool)
 
@@ -181,10 +190,36 @@ def _text_match(op: str, wanted: list[str]) -> Callable[[str | None], bool]:
     return lambda low: low is not None and first in low  # CONTAIN
 
 
-def parse_query(q: str) -> Predicate:
+def value_key(raw: object) -> Key | None:
+    """The key a record's field value is compared by in `IS` and `ANY_OF` (see `_condition`):
+    the lower-cased text of the value (a reference's ID), marked when the value is a boolean
+    (which compares with the spelling true/false); None for an empty value, which they never match."""
+    actual = _scalar(raw)
+    if actual is None:
+        return None
+    return isinstance(raw, bool), actual.lower()
+
+
+def _wanted_keys(op: str, values: list[str]) -> frozenset[Key]:
+    """The `value_key`s that satisfy `IS` (its first value) or `ANY_OF` (any of them): exactly
+    the values `_condition` accepts."""
+    wanted = [v.lower() for v in (values[:1] if op == "IS" else values)]
+    return frozenset([(False, w) for w in wanted] + [(True, _BOOL_SPELLING.get(w, w)) for w in wanted])
+
+
+@dataclass(frozen=True)
+class Query:
+    predicate: Predicate
+    # for a conjunction only (no OR): per `field IS/ANY_OF ...` condition, the field and the
+    # keys its value must have; every record the query matches satisfies each of them
+    equalities: tuple[tuple[str, frozenset[Key]], ...] = ()
+
+
+def parse(q: str) -> Query:
     toks = _tokens(q)
     i = 0
     groups: list[list[Predicate]] = [[]]
+    equalities: list[tuple[str, frozenset[Key]]] = []
     while True:
         if i + 1 >= len(toks) or toks[i][0] != "word" or toks[i + 1][0] != "word":
             raise _bad("Expected: field OPERATOR value.")
@@ -211,6 +246,8 @@ def parse_query(q: str) -> Predicate:
             if not values:
                 raise _bad(f"Missing value for {field} {op}.")
         groups[-1].append(_condition(field, op, values))
+        if op in EQUALITY_OPERATORS:
+            equalities.append((field, _wanted_keys(op, values)))
         if i >= len(toks):
             break
         joiner = toks[i][1].upper() if toks[i][0] == "word" else ""
@@ -222,7 +259,7 @@ def parse_query(q: str) -> Predicate:
 
     # chained calls rather than all()/any() over generators: the test runs once per record
     alternatives = [functools.reduce(_both, group) for group in groups]
-    return functools.reduce(_either, alternatives)
+    return Query(functools.reduce(_either, alternatives), tuple(equalities) if len(groups) == 1 else ())
 
 
 def _both(first: Predicate, second: Predicate) -> Predicate:

@@ -36,7 +36,7 @@ from sandboxes.erp import finance
 from sandboxes.erp.auth import check_bearer
 from sandboxes.erp.errors import NOT_FOUND_DETAIL, NetSuiteError
 from sandboxes.erp.jsonio import dumps_exact, json_object
-from sandboxes.erp.query import parse_query
+from sandboxes.erp.query import parse
 from sandboxes.erp.render import RECORD_PATH, SUBLISTS, record_url, render, self_links, sublist_items
 from sandboxes.erp.store import RecordStore
 from sandboxes.erp.validation import READ_ONLY_TYPES, RECORD_TYPES, check_fields, validate
@@ -154,9 +154,15 @@ def record_router(store: RecordStore, tokens: TokenStore) -> APIRouter:
             raise NetSuiteError(400, "INVALID_PARAMETER", f"Invalid value for limit: 1..{MAX_LIMIT}.", "limit")
         if not 0 <= offset <= MAX_OFFSET:
             raise NetSuiteError(400, "INVALID_PARAMETER", "Invalid value for offset: 0 or more.", "offset")
-        predicate = parse_query(q) if q else (lambda r: True)
-        records = await run_in_threadpool(store.all, record_type)
-        matching = [r for r in records if predicate(r)]
+        query = parse(q) if q else None
+        # an AND-only query's equalities narrow it through the store's index to the records that
+        # can match; each is still tested with the whole query, so the answer is a full scan's
+        records = None
+        if query and query.equalities:
+            records = await run_in_threadpool(store.candidates, record_type, query.equalities)
+        if records is None:
+            records = await run_in_threadpool(store.all, record_type)
+        matching = [r for r in records if query.predicate(r)] if query else records
         page = matching[offset : offset + limit]
         base = _base(request)
         has_more = offset + limit < len(matching)
