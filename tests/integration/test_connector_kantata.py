@@ -207,19 +207,34 @@ def _workspaces_for(sandbox, opp: str) -> list[dict]:
     return [w for w in sandbox.records("workspaces") if f"[{opp}]" in w["title"]]
 
 
-async def test_provision_twice_makes_one_of_each(psa_sandbox, psa_client):
+async def test_provision_twice_makes_one_of_each(psa_sandbox):
     e = engagement()
-    template = await psa_client.template_for("Data & Analytics")
-    first = await psa_client.provision_workspace(e, template, erp_project_id="JOB-1001")
-    second = await psa_client.provision_workspace(e, template, erp_project_id="JOB-1001")
+    calls: list[str] = []
+    psa_client = KantataClient(psa_settings(psa_sandbox.url), audit=lambda r: calls.append(r.operation))
+    try:
+        template = await psa_client.template_for("Data & Analytics")
+        await psa_client.list_roles()
+        calls.clear()
+        first = await psa_client.provision_workspace(e, template, erp_project_id="JOB-1001")
+        made = list(calls)
+        calls.clear()
+        second = await psa_client.provision_workspace(e, template, erp_project_id="JOB-1001")
+        ws = await psa_client.get_workspace(first.workspace_id)
+    finally:
+        await psa_client.aclose()
     assert first == second
+    # a workspace created by the call is known empty: its parts are created without listing
+    # them first; the repeat finds it, lists its parts and creates nothing
+    assert not {"list_stories", "list_resource_requests", "list_external_references"} & set(made)
+    assert made.count("create_story") == len(template.tasks) and made.count("create_resource_request") == 3
+    assert {"list_stories", "list_resource_requests", "list_external_references"} <= set(calls)
+    assert not [c for c in calls if c.startswith("create_")]
     assert len(_workspaces_for(psa_sandbox, e.opportunity_id)) == 1
     assert _counts(psa_sandbox, first.workspace_id) == {"stories": len(template.tasks), "requests": 3, "references": 2}
     assert [t.name for t in first.tasks] == [t.name for t in template.tasks]
     assert all(t.psa_story_id for t in first.tasks) and all(d.psa_resource_request_id for d in first.resource_demand)
     assert {d.role: d.hours for d in first.resource_demand}["Consultant"] == Decimal("320")
 
-    ws = await psa_client.get_workspace(first.workspace_id)
     assert ws["title"] == m.workspace_title(e) and ws["budget_in_cents"] == 25000000
     refs = {r["service_model"]: r["service_model_ref"] for r in ws["external_references"]}
     assert refs == {"opportunity": e.opportunity_id, "erp_project": "JOB-1001"}
