@@ -516,7 +516,13 @@ def unchanged_or_locked(record_type: str, existing: dict, candidate: dict, store
         normalized = VALIDATORS[record_type](fields, store, existing, strict=False)
     except NetSuiteError:
         normalized = None
-    if normalized is not None and _comparable(record_type, normalized) == _comparable(record_type, existing):
+    # an external ID given and different is a change too (NetSuite lets a PATCH rename it)
+    renamed = "externalId" in candidate and candidate["externalId"] != existing.get("externalId")
+    if (
+        normalized is not None
+        and not renamed
+        and _comparable(record_type, normalized) == _comparable(record_type, existing)
+    ):
         return True
     if record_type == "timeBill" and existing.get("isBilled"):
         billed_on = store.get("invoice", existing["invoice"]["id"]) if existing.get("invoice") else None

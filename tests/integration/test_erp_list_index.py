@@ -192,13 +192,12 @@ def test_lists_by_customer_and_external_id_answer_what_a_scan_does(erp, monkeypa
     assert moved not in ids(http, by_customer(old_job)) and ids(http, by_customer(jobs[2])) == [moved]
     check_all(erp, monkeypatch, bills, jobs)
 
-    # and its external ID renamed (with a change: a rename alone is a no-op for a timeBill,
-    # sandboxes/erp/finance.py unchanged_or_locked): the old one finds nothing
+    # and its external ID renamed, nothing else: the old one finds nothing, the new one the bill
     renamed = uid("psa")
-    patch = {"externalId": renamed, "memo": "renamed"}
-    assert http.patch(f"{R}/timeBill/{moved}", json=patch).status_code == 204
+    assert http.patch(f"{R}/timeBill/{moved}", json={"externalId": renamed}).status_code == 204
     bills[moved] = (jobs[2], renamed)
-    assert ids(http, by_eid(eid)) == []
+    assert ids(http, by_eid(eid)) == [] and ids(http, by_eid(renamed)) == [moved]
+    assert http.get(f"{R}/timeBill/{moved}").json()["externalId"] == renamed
     # an upsert by external ID that changes the reference back
     created_id(http.put(f"{R}/timeBill/eid:{renamed}", json={"customer": {"id": old_job}}))
     bills[moved] = (old_job, renamed)
