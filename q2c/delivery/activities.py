@@ -39,6 +39,7 @@ from q2c.domain.billing import check_time_entry, invoice_total, posted_amount, t
 from q2c.domain.budget import held_total, split_at_room
 from q2c.domain.delivery import Invoice, InvoiceLine, InvoiceStatus, PaymentStatus, PostedTime, TimeEntry
 from q2c.domain.expenses import ExpensePolicy, exception_key
+from q2c.domain.text import PERSON_MAX, REASON_MAX, clip
 from q2c.engagement.heartbeats import heartbeating
 from q2c.engagement.messages import (
     OPEN_EXCEPTION_SAMPLE,
@@ -598,8 +599,8 @@ class DeliveryActivities:
                 invoice_erp_id=input.invoice_erp_id,
                 amount=note.amount,
                 currency=note.currency,
-                reason=input.reason[:1000],
-                requested_by=input.requested_by[:200],
+                reason=clip(input.reason, REASON_MAX),
+                requested_by=clip(input.requested_by, PERSON_MAX),
                 credited_on=note.credited_on,
             )
             await asyncio.to_thread(lambda: CreditNotes(self.ledger.engine).record(row))

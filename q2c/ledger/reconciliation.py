@@ -24,6 +24,7 @@ from sqlalchemy import Column, Text, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, select
 
+from q2c.domain.text import clip
 from q2c.ledger.columns import UTCDateTime, utcnow
 from q2c.ledger.models import LedgerTable
 
@@ -220,14 +221,14 @@ class ReconStore:
                     key=key,
                     opportunity_id=opportunity_id,
                     kind=kind,
-                    message=message[:2000],
-                    record=record[:500],
+                    message=clip(message, 2000),
+                    record=clip(record, 500),
                     first_run=run_id,
                     last_run=run_id,
                 )
             else:
                 row.last_run = run_id
-                row.message = message[:2000]
+                row.message = clip(message, 2000)
             s.add(row)
             s.commit()
             s.refresh(row)

@@ -26,6 +26,7 @@ from sqlmodel import Session, select
 
 from q2c.domain.budget import BUDGET_WRITE_OFF_PREFIX  # noqa: F401 (re-exported: the ledger's marker)
 from q2c.domain.delivery import Invoice, PaymentStatus, PostedTime
+from q2c.domain.text import clip
 from q2c.ledger.columns import utcnow
 from q2c.ledger.config import make_ledger_engine
 from q2c.ledger.models import (
@@ -62,7 +63,7 @@ def api_call_row(
         "system": record.system,
         "operation": record.operation,
         "method": record.method,
-        "url": record.url[:2000],
+        "url": clip(record.url, 2000),
         "status": record.status,
         "outcome": record.outcome,
         "duration_ms": float(record.duration_ms),

@@ -36,6 +36,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from q2c.domain.text import clip
+
 TRACER_NAME = "q2c"
 _lock = threading.Lock()
 _configured: str | None = None  # "off" | "on" once decided for this process
@@ -173,7 +175,7 @@ def vendor_call_span(system: str, operation: str, method: str, path: str) -> Ite
             "q2c.vendor.system": system,
             "q2c.vendor.operation": operation,
             "http.request.method": method,
-            "url.path": path[:500],
+            "url.path": clip(path, 500),
             "q2c.vendor.retry_count": 0,
         },
         record_exception=False,
@@ -221,7 +223,7 @@ class ServerSpanMiddleware:
                         span.set_attribute("http.response.status_code", message["status"])
                         for key, value in message.get("headers", []):
                             if key.lower() == b"x-q2c-outcome":
-                                span.set_attribute("q2c.webhook.outcome", value.decode("latin-1")[:2000])
+                                span.set_attribute("q2c.webhook.outcome", clip(value.decode("latin-1"), 2000))
                     await send(message)
 
                 await self.app(scope, receive, send_with_status)

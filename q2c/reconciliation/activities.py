@@ -31,6 +31,7 @@ from q2c.domain.billing import billing_periods
 from q2c.domain.engagement import BillingModel
 from q2c.domain.project import PsaWorkspace
 from q2c.domain.stage import EngagementStage
+from q2c.domain.text import clip
 from q2c.engagement.client import (
     EngagementNotAnswering,
     EngagementNotFound,
@@ -244,9 +245,9 @@ class ReconciliationActivities:
             opportunity_id=finding.opportunity_id or opp,
             kind=finding.kind,
             system=finding.system,
-            record=finding.record[:500],
-            expected=finding.expected[:500],
-            actual=finding.actual[:500],
+            record=clip(finding.record, 500),
+            expected=clip(finding.expected, 500),
+            actual=clip(finding.actual, 500),
             outcome="explained" if finding.explained else "unexplained",
             explanation=finding.explanation,
             task_key=finding.task_key,

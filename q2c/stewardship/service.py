@@ -36,6 +36,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from q2c.domain.text import REASON_MAX
 from q2c.engagement import client as engagement_client
 from q2c.engagement import updates
 from q2c.engagement.client import get_status
@@ -89,14 +90,19 @@ def key_errors(value: str | None, field: str) -> list[FieldError]:
     return []
 
 
-def _text(value: object, field: str, errors: list[FieldError], *, required: str | None = None) -> str:
-    """A string input; `required` is the reason given when it is missing or blank."""
+def _text(
+    value: object, field: str, errors: list[FieldError], *, required: str | None = None, limit: int = REASON_MAX
+) -> str:
+    """A string input; `required` is the reason given when it is missing or blank. Longer than
+    `limit` (what the ledger keeps of a reason) is refused, never cut."""
     if value is not None and not isinstance(value, str):
         errors.append(FieldError(field, "must be a string"))
         return ""
     text = (value or "").strip()
     if required and not text:
         errors.append(FieldError(field, required))
+    if len(text) > limit:
+        errors.append(FieldError(field, f"at most {limit} characters ({len(text)} given)"))
     return text
 
 

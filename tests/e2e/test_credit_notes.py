@@ -68,6 +68,11 @@ async def test_partial_credits_from_api_cli_and_console_applied_once_and_net_eve
         )
         r = await h.post(api, headers=STEWARD, json={"invoice": "inv-nope", "amount": "0", "reason": " "})
         assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["reason"]  # not sent
+        long = {"invoice": invoice.external_id, "amount": "1", "reason": "r" * 1001}  # never cut to fit the ledger
+        r = await h.post(api, headers=STEWARD, json=long)
+        assert r.status_code == 422 and r.json()["errors"] == [
+            {"field": "reason", "reason": "at most 1000 characters (1001 given)"}
+        ]
         r = await h.post(api, headers=STEWARD, json={"invoice": "inv-nope", "amount": "0", "reason": "x"})
         assert r.status_code == 422  # the engagement's validator
         assert sorted(e["field"] for e in r.json()["errors"]) == ["amount", "invoice"]
