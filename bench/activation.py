@@ -1,7 +1,7 @@
 """The activation benchmark: deals closed in the CRM sandbox become Active engagements through
 the real Outbound Message path (CRM sandbox -> webhook service -> workflow -> worker).
 
-`python -m bench activation [--deals 100] [--rate 5] [--burst] [--keep]`
+`python -m bench activation [--deals 100] [--rate 5] [--burst] [--erp-faults 0.1] [--keep]`
 
 Setup (not timed): the stack of bench/stack.py (dev server, sandboxes as subprocesses, the
 worker in-process), plus the webhook service (q2c.webhook.app, in a thread of this process,
@@ -21,7 +21,11 @@ line), vendor calls per activation (q2c's audit rows in the ledger, by system; t
 own request counters beside them), Temporal actions per activation (from the histories,
 bench/actions.py's definition), deliveries and redeliveries seen by the CRM sandbox, and the
 ceiling: a no-op workflow with the same number of activities, started the same way on the
-same machine (bench/ceiling.py), so the ratio says what q2c costs beyond Temporal itself.
+same machine (bench/ceiling.py), so the ratio says what q2c costs beyond Temporal itself, and
+the CPU each process used from the first close to the last Active, with the machine's CPU
+ceiling (their sum over the cores): a phase whose wall is near it is bound by the cores.
+`--erp-faults S` answers a share S of ERP requests 5xx and another S 429 while the deals
+activate (issue 15 measured its burst at 0.1).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from datetime import date
 
 import httpx
 
+from bench import cpu
 from bench.actions import DEFINITION, ActionCount, count_actions
 from bench.ceiling import run_ceiling
 from bench.deals import open_tm_deal
@@ -60,6 +65,7 @@ class ActivationOptions:
     burst: bool = False  # a burst phase too: N deals closed at once
     keep: bool = False
     timeout_seconds: float = 900.0  # per phase: give up waiting for Active after this long
+    erp_faults: float = 0.0  # share of ERP requests answered 5xx, and the same share 429 (issue 15: 0.1)
 
 
 @dataclass
@@ -84,6 +90,12 @@ class Phase:
     ack_ms: list[float] = field(default_factory=list)  # the webhook's time per accepted message
     ceiling: list[float] = field(default_factory=list)  # no-op workflow latencies, sorted
     ceiling_activities: int = 0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU s, first close -> all Active
+
+    @property
+    def cpu_ceiling(self) -> float:
+        """The shortest wall this machine allows for the phase's work: its CPU seconds over the cores."""
+        return sum(self.cpu_seconds.values()) / max(1, os.cpu_count() or 1)
 
     def per_activation(self, value: float) -> float:
         return value / self.deals if self.deals else float("nan")
@@ -238,17 +250,28 @@ async def run_phase(
     async with httpx.AsyncClient(timeout=30) as http:
         await asyncio.sleep(1.0)  # let the CRM sandbox settle (nothing is queued for open deals)
         before_messages = max((d["id"] for d in await _deliveries(http, stack.crm_url)), default=0)
-        for vendor in SYSTEMS:  # resets the sandboxes' counters
-            (await http.put(f"{stack.sandboxes[vendor].url}/__sandbox/faults", json={})).raise_for_status()
+        for vendor in SYSTEMS:  # resets the sandboxes' counters (and sets the ERP's injected faults)
+            faults = (
+                {"error_rate": opts.erp_faults, "rate_429": opts.erp_faults}
+                if vendor == "erp" and opts.erp_faults
+                else {}
+            )
+            (await http.put(f"{stack.sandboxes[vendor].url}/__sandbox/faults", json=faults)).raise_for_status()
         first_call = last_call_id(stack.ledger)
         acks.accepted.clear()
         how = f"at {rate:g}/s" if rate else "all at once"
         log(f"  {name}: closing {opts.deals} deals {how}")
+        cpu_before = cpu.snapshot()
         t_first = time.time()
         closed = await _close(crm, opps, rate)
         phase.close_seconds = max(closed.values()) - t_first
         statuses = await _wait_active(stack, opps, opts.timeout_seconds)
+        phase.cpu_seconds = cpu.by_role(
+            stack.sandboxes, cpu.used_between(cpu_before, cpu.snapshot()), "bench + worker + webhook (this process)"
+        )
         counters = {v: await _counters(http, stack.sandboxes[v].url) for v in SYSTEMS}
+        if opts.erp_faults:  # the no-op ceiling and the next phase's setup run without them
+            (await http.put(f"{stack.erp_url}/__sandbox/faults", json={})).raise_for_status()
         deliveries = [d for d in await _deliveries(http, stack.crm_url) if d["id"] > before_messages]
     active = {o: s for o, s in statuses.items() if s is not None and s.active_since is not None}
     phase.active = len(active)
@@ -318,6 +341,9 @@ def render(result: ActivationResult) -> str:
         "",
         f"Activation benchmark: {o.deals} deals per phase (time and materials, one account each), "
         "closed won in the CRM sandbox -> Outbound Message -> webhook -> EngagementWorkflow -> Active",
+        f"  injected: {o.erp_faults:.0%} of ERP requests answered 5xx and {o.erp_faults:.0%} answered 429"
+        if o.erp_faults
+        else "  injected: no faults",
         "",
     ]
     for p in result.phases:
@@ -336,6 +362,14 @@ def render(result: ActivationResult) -> str:
             f"p50 / p95 / p99 {ceiling_p50:.2f} / {pct(p.ceiling, 0.95):.2f} / {pct(p.ceiling, 0.99):.2f} s",
             f"  {'activation / ceiling p50, p99':<50}{pct(p.latencies, 0.5) / ceiling_p50:>10.1f} x, "
             f"{pct(p.latencies, 0.99) / pct(p.ceiling, 0.99):.1f} x",
+            "  CPU ms per activation (first close -> all Active): "
+            + ", ".join(
+                f"{k} {1000 * v / max(1, p.deals):.0f}" for k, v in sorted(p.cpu_seconds.items(), key=lambda kv: -kv[1])
+            ),
+            f"  {'CPU ceiling = CPU seconds / cores (s)':<50}{p.cpu_ceiling:>10.2f}   "
+            f"(first close -> last Active / CPU ceiling: "
+            f"{(p.wall_seconds / p.cpu_ceiling if p.cpu_ceiling else float('nan')):.2f}; "
+            "near 1: the machine's cores bound the phase)",
             f"  {'Outbound Messages / notifications':<50}{p.messages:>10,} / {p.notifications:,}"
             f"   (up to 100 notifications a message)",
             f"  {'redeliveries seen by the CRM sandbox':<50}{p.redeliveries:>10,}"
@@ -379,10 +413,25 @@ def parse(argv: list[str]) -> ActivationOptions:
     p.add_argument("--burst", action="store_true", help="also a burst phase: the deals closed all at once")
     p.add_argument("--timeout", type=float, default=900, help="give up waiting for Active after (s per phase, 900)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (SQLite files, sandbox logs)")
+    p.add_argument(
+        "--erp-faults",
+        type=float,
+        default=0.0,
+        help="share of ERP requests answered 5xx, and the same share 429, while deals activate (issue 15: 0.1)",
+    )
     a = p.parse_args(argv)
     if a.deals < 1 or a.rate < 0 or (a.rate == 0 and not a.burst):
         p.error("deals must be >= 1, rate >= 0, and at least one phase (a rate, or --burst)")
-    return ActivationOptions(deals=a.deals, rate=a.rate, burst=a.burst, keep=a.keep, timeout_seconds=a.timeout)
+    if not 0 <= a.erp_faults <= 0.5:
+        p.error("--erp-faults is a share between 0 and 0.5 (it is applied twice: 5xx and 429)")
+    return ActivationOptions(
+        deals=a.deals,
+        rate=a.rate,
+        burst=a.burst,
+        keep=a.keep,
+        timeout_seconds=a.timeout,
+        erp_faults=a.erp_faults,
+    )
 
 
 def main(argv: list[str]) -> int:

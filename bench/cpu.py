@@ -39,3 +39,17 @@ def used_between(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
 ) -> dict[int, tuple[str, float]]:
     return {pid: (name, cpu - before.get(pid, (name, 0.0))[1]) for pid, (name, cpu) in after.items()}
+
+
+def by_role(
+    sandboxes: dict, used: dict[int, tuple[str, float]], own: str = "bench + worker (this process)"
+) -> dict[str, float]:
+    """CPU seconds per role: `sandboxes` (vendor -> a process with `.proc.pid`) by vendor, this
+    process as `own`, the Temporal dev server by name, anything else by its command name."""
+    roles = {sp.proc.pid: f"{v} sandbox" for v, sp in sandboxes.items()}
+    roles[os.getpid()] = own
+    out: dict[str, float] = {}
+    for pid, (name, seconds) in used.items():
+        role = roles.get(pid, "temporal dev server" if "temporal" in name else name)
+        out[role] = out.get(role, 0.0) + seconds
+    return out

@@ -218,16 +218,6 @@ def _done(st: EngagementStatus) -> bool:
     return st.stage is EngagementStage.COLLECTING and len(st.invoices) >= 1 and st.details.startswith("Collecting:")
 
 
-def _cpu_by_role(stack: BenchStack, used: dict[int, tuple[str, float]]) -> dict[str, float]:
-    roles = {sp.proc.pid: f"{v} sandbox" for v, sp in stack.sandboxes.items()}
-    roles[os.getpid()] = "bench + worker (this process)"
-    out: dict[str, float] = {}
-    for pid, (name, seconds) in used.items():
-        role = roles.get(pid, "temporal dev server" if "temporal" in name else name)
-        out[role] = out.get(role, 0.0) + seconds
-    return out
-
-
 @dataclass
 class _Timed:
     started_at: float  # epoch seconds, just before the first request_close
@@ -267,7 +257,7 @@ async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) ->
         finished = await _poll(stack.client, opps, _done, timeout=opts.timeout_seconds, on_round=watch.round)
         wall = time.perf_counter() - t0
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        cpu_used = _cpu_by_role(stack, cpu.used_between(cpu_before, cpu.snapshot()))
+        cpu_used = cpu.by_role(stack.sandboxes, cpu.used_between(cpu_before, cpu.snapshot()))
         counters = {v: await _counters(http, stack.sandboxes[v].url) for v in ("erp", "psa", "crm")}
     outcome = "completed" if len(finished) == len(opps) else ("stalled" if watch.stalled else "timeout")
     if outcome != "completed":

@@ -47,3 +47,14 @@ def test_activation_benchmark_prints_consistent_figures():
         scheduled = float(re.search(r"activities scheduled ([0-9.]+)", phase).group(1))
         ceiling = int(re.search(r"ceiling: no-op workflow, same activities\s+(\d+) activities", phase).group(1))
         assert ceiling == round(scheduled) and actions >= scheduled > 0
+        # where the time went: CPU per activation by process, and the machine's own ceiling from it
+        per = dict(
+            re.findall(r"(\w[\w +()-]*?) (\d+)(?:,|$)", figure(phase, "CPU ms per activation").split(": ", 1)[1])
+        )
+        assert "bench + worker + webhook (this process)" in per and {
+            "crm sandbox",
+            "erp sandbox",
+            "psa sandbox",
+        } <= set(per)
+        cpu_ceiling = float(figure(phase, "CPU ceiling = CPU seconds / cores (s)").split()[0])
+        assert cpu_ceiling > 0
