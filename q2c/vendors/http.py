@@ -76,6 +76,19 @@ class VendorError:
     fields: tuple[str, ...] = ()
 
 
+def default_transport() -> httpx.AsyncBaseTransport | None:
+    """The engine under every vendor client's httpx API (`q2c.settings.http_engine`): an
+    aiohttp transport, or None for httpx's own pool. The aiohttp session is made at the first
+    request, inside the event loop that uses it."""
+    from q2c.settings import http_engine
+
+    if http_engine() == "httpcore":
+        return None
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport()
+
+
 class VendorClient:
     """Base class; subclasses set `system`, implement `_fetch_token` and `_parse_errors`."""
 
@@ -105,7 +118,9 @@ class VendorClient:
         self.max_in_flight_seen = 0
         self._not_before = 0.0  # time.monotonic() before which nothing is sent (the vendor's Retry-After)
         self.budget = budget
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout), transport=transport)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout), transport=transport or default_transport()
+        )
         self._token: str | None = None
         self._audit = audit
         self.token_fetches = 0
