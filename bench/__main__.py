@@ -1,4 +1,5 @@
 """`python -m bench [--engagements 200] [--entries 100] [--latency-ms 20] [--concurrency-limit 5] [--keep]`
+    `[--profile FILE]` (pyinstrument, installed by hand, samples the timed part of this process)
 `python -m bench activation [--deals 100] [--rate 5] [--burst] [--keep]` (see bench/activation.py)
 `python -m bench memory [--engagements 5000] [--max-cached N] [--keep]` (see bench/memory.py)
 `python -m bench vendors [--workers 3] [--limit 5] [--requests 150] [--latency-ms 50]` (see bench/vendors.py)
@@ -31,6 +32,7 @@ def parse(argv: list[str] | None = None) -> BenchOptions:
         "--stall", type=float, default=300, help="give up when nothing was posted or invoiced for this long (s, 300)"
     )
     p.add_argument("--keep", action="store_true", help="keep the temp folder (SQLite files, sandbox logs)")
+    p.add_argument("--profile", metavar="FILE", help="pyinstrument profile of the timed part, as HTML (and .txt)")
     a = p.parse_args(argv)
     if a.engagements < 1 or a.entries < 1 or a.concurrency_limit < 1 or a.latency_ms < 0:
         p.error("engagements, entries and concurrency limit must be >= 1, latency >= 0")
@@ -42,6 +44,7 @@ def parse(argv: list[str] | None = None) -> BenchOptions:
         keep=a.keep,
         timeout_seconds=a.timeout,
         stall_seconds=a.stall,
+        profile=a.profile,
     )
 
 

@@ -31,6 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import httpx
 from temporalio.client import Client
@@ -60,6 +61,7 @@ class BenchOptions:
     keep: bool = False
     timeout_seconds: float = 1800.0
     stall_seconds: float = 300.0  # give up when nothing was posted or invoiced for this long
+    profile: str | None = None  # write a pyinstrument profile of this process's timed part here (HTML)
 
 
 @dataclass
@@ -230,6 +232,17 @@ class _Timed:
     first_call_id: int  # ledger audit rows of the timed part have larger ids
 
 
+async def _until_ledger_done(opts: BenchOptions, engagements: int, watch: _Watch, timeout: float) -> None:
+    """Wait until the ledger holds every entry posted and an invoice per engagement (or the
+    watch says it stalled, or `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stalled = await asyncio.to_thread(watch.round, 0)  # reads the ledger's counts into watch.last
+        if stalled or (watch.last.posted >= engagements * opts.entries and watch.last.invoices >= engagements):
+            return
+        await asyncio.sleep(1.0)
+
+
 async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) -> _Timed:
     async with httpx.AsyncClient(timeout=30) as http:
         for vendor in ("crm", "psa"):
@@ -254,7 +267,14 @@ async def _timed(stack: BenchStack, opts: BenchOptions, opps: list[str], log) ->
                 await stack.client.get_workflow_handle(workflow_id_for(opp)).execute_update("request_close", close)
 
         await asyncio.gather(*(trigger(o) for o in opps))
-        finished = await _poll(stack.client, opps, _done, timeout=opts.timeout_seconds, on_round=watch.round)
+        # the ledger says when everything is posted and invoiced (one COUNT a second); only then
+        # is every engagement queried: status queries are answered by this process's worker and
+        # the dev server, and polling 200 of them from the start cost the worker more CPU than
+        # posting did (issue 15's "18 ms of worker CPU per entry" included them)
+        await _until_ledger_done(opts, len(opps), watch, t0 + opts.timeout_seconds - time.perf_counter())
+        finished = await _poll(
+            stack.client, opps, _done, timeout=t0 + opts.timeout_seconds - time.perf_counter(), on_round=watch.round
+        )
         wall = time.perf_counter() - t0
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         cpu_used = cpu.by_role(stack.sandboxes, cpu.used_between(cpu_before, cpu.snapshot()))
@@ -299,6 +319,28 @@ class _Watch:
         return self.stalled
 
 
+async def _profiled(work, path: str | None, log):
+    """Await `work`, sampled by pyinstrument when `path` is given (the worker's activities and
+    the bench share this process's event loop; workflow tasks run on the SDK's threads and are
+    not sampled). pyinstrument is a developer tool, not a dependency: `pip install pyinstrument`."""
+    if not path:
+        return await work
+    try:
+        from pyinstrument import Profiler
+    except ImportError as err:
+        work.close()
+        raise SystemExit("--profile needs pyinstrument: .venv/bin/pip install pyinstrument") from err
+    profiler = Profiler(async_mode="disabled", interval=0.002)
+    profiler.start()
+    try:
+        return await work
+    finally:
+        profiler.stop()
+        Path(path).write_text(profiler.output_html())
+        Path(path).with_suffix(".txt").write_text(profiler.output_text(unicode=False, show_all=False))
+        log(f"  profile of the timed part: {path} (and {Path(path).with_suffix('.txt')})")
+
+
 async def run_month_end(opts: BenchOptions, log=print) -> BenchResult:
     """Run the whole benchmark (stack up, setup, timed part, checks, stack down)."""
     first, last, today = current_month()
@@ -306,7 +348,7 @@ async def run_month_end(opts: BenchOptions, log=print) -> BenchResult:
         t_setup = time.perf_counter()
         opps, loaded = await _setup(stack, opts, first, last, today, log)
         setup_seconds = time.perf_counter() - t_setup
-        timed = await _timed(stack, opts, opps, log)
+        timed = await _profiled(_timed(stack, opts, opps, log), opts.profile, log)
         actions = await count_actions(stack.client, [workflow_id_for(o) for o in opps])
         # completion of each engagement = its last activity completion in its history
         done_after = sorted(t - timed.started_at for t in actions.last_activity_done.values())
