@@ -7,7 +7,6 @@ field that selects the same records), after a reference changes, after records a
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import httpx
@@ -15,12 +14,12 @@ import pytest
 
 from q2c.vendors.netsuite.finance_mapping import unbilled_time_query
 from tests.fixtures.erp import ErpSandbox, demo_m2m
+from tests.fixtures.erp_records import R, created_id, project, uid
+from tests.fixtures.erp_records import time_bill as _time_bill
 
-R = "/services/rest/record/v1"
 
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+def time_bill(http: httpx.Client, job: str, day: int, eid: str) -> str:
+    return _time_bill(http, job, day, eid, memo=f"work for {job}")
 
 
 class Sandbox:
@@ -66,37 +65,6 @@ def erp(tmp_path):
         yield sandbox
     finally:
         sandbox.stop()
-
-
-def created_id(response: httpx.Response) -> str:
-    assert response.status_code == 204, response.text
-    return response.headers["Location"].rsplit("/", 1)[-1]
-
-
-def project(http: httpx.Client) -> str:
-    customer = created_id(
-        http.put(f"{R}/customer/eid:{uid('001')}", json={"companyName": "Initech", "subsidiary": {"id": "1"}})
-    )
-    body = {
-        "companyName": f"Project {uid('p')}",
-        "parent": {"id": customer},
-        "jobBillingType": "TM",
-        "startDate": "2027-01-01",
-        "projectedEndDate": "2027-12-31",
-    }
-    return created_id(http.put(f"{R}/job/eid:{uid('006')}", json=body))
-
-
-def time_bill(http: httpx.Client, job: str, day: int, eid: str) -> str:
-    body = {
-        "customer": {"id": job},
-        "tranDate": f"2027-01-{day:02d}",
-        "hours": "1:30",
-        "isBillable": True,
-        "rate": 150,
-        "memo": f"work for {job}",
-    }
-    return created_id(http.put(f"{R}/timeBill/eid:{eid}", json=body))
 
 
 def pages(http: httpx.Client, q: str, limit: int = 2) -> list[bytes]:

@@ -4,19 +4,12 @@ API, finance admin routes, reset) keeps the two in step, and a restart loads the
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError
 
 from sandboxes.erp.store import RecordStore
-
-R = "/services/rest/record/v1"
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+from tests.fixtures.erp_records import R, project, time_bill
 
 
 def start(url: str):
@@ -26,37 +19,6 @@ def start(url: str):
     app = create_app(url, m2m_dir=demo_m2m().directory, concurrency_limit=None)
     token = app.state.tokens.issue(["rest_webservices"])
     return app, TestClient(app, headers={"Authorization": f"Bearer {token}"})
-
-
-def created_id(response) -> str:
-    assert response.status_code == 204, response.text
-    return response.headers["Location"].rsplit("/", 1)[-1]
-
-
-def project(http) -> str:
-    customer = created_id(
-        http.put(f"{R}/customer/eid:{uid('001')}", json={"companyName": "Initech", "subsidiary": {"id": "1"}})
-    )
-    body = {
-        "companyName": f"Project {uid('p')}",
-        "parent": {"id": customer},
-        "jobBillingType": "TM",
-        "startDate": "2027-01-01",
-        "projectedEndDate": "2027-12-31",
-    }
-    return created_id(http.put(f"{R}/job/eid:{uid('006')}", json=body))
-
-
-def time_bill(http, job: str, day: int, eid: str | None = None) -> str:
-    body = {
-        "customer": {"id": job},
-        "tranDate": f"2027-01-{day:02d}",
-        "hours": "1:30",
-        "isBillable": True,
-        "rate": 150,
-        "memo": "work",
-    }
-    return created_id(http.put(f"{R}/timeBill/eid:{eid or uid('psa')}", json=body))
 
 
 def snapshot(http, q: str | None = None) -> list[dict]:
