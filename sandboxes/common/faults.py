@@ -150,6 +150,22 @@ class FaultInjectionMiddleware:
             )
             return
         st.in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                st.in_flight -= 1
+
+        async def send_counted(message) -> None:
+            # the request stops counting as its last body part leaves, not after it was sent:
+            # otherwise a client that frees its slot on the answer can send the next request
+            # before this one is uncounted, and the limit answers 429 to a client within it
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                release()
+            await send(message)
+
         try:
             if cfg.latency_ms:
                 await asyncio.sleep(cfg.latency_ms / 1000)
@@ -175,9 +191,9 @@ class FaultInjectionMiddleware:
                         send, 503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable (sandbox fault injection)."
                     )
                     return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_counted)
         finally:
-            st.in_flight -= 1
+            release()
 
     async def _error(self, send: Send, status: int, code: str, message: str) -> None:
         body, ctype, extra = self.render_error(status, code, message)
