@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from q2c.domain.stage import EngagementStage
 from q2c.engagement.client import start_engagement
@@ -32,6 +33,7 @@ def _arrived(url: str, prefix: str) -> bool:
     return any(a["path"].startswith(prefix) for a in arrivals)
 
 
+@pytest.mark.slow  # ~90 s (a worker subprocess killed and waited out): runs beside the rest in make test
 async def test_killed_workers_provisioning_attempt_is_retried_within_the_heartbeat_timeout(
     dev_env, crm_sandbox, erp_sandbox, psa_sandbox, crm_client, tmp_path
 ):

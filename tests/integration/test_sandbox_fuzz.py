@@ -297,6 +297,7 @@ def _serve(make_app: Callable[[], Any]) -> Iterator[tuple[Any, ServerThread]]:
         server.stop()
 
 
+@pytest.mark.slow  # ~35-55 s of generated requests: runs beside the rest in make test
 def test_crm_sandbox_never_answers_5xx(tmp_path):
     from sandboxes.config import DEMO_CRM_CLIENT_ID, DEMO_CRM_CLIENT_SECRET
     from sandboxes.crm.app import create_app
@@ -328,6 +329,7 @@ def test_crm_sandbox_never_answers_5xx(tmp_path):
         _assert_no_5xx(target)
 
 
+@pytest.mark.slow  # ~35-55 s of generated requests: runs beside the rest in make test
 def test_psa_sandbox_never_answers_5xx(tmp_path):
     from sandboxes.config import DEMO_PSA_TOKEN
     from sandboxes.psa.app import create_app
