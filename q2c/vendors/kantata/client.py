@@ -493,21 +493,30 @@ class KantataClient(VendorClient):
         )
         for model, ref in wanted.items():
             same_kind = [r for r in existing if r["service_model"] == model]
-            if not same_kind:
-                await self._write(
-                    "POST",
-                    "external_references.json",
-                    m.external_reference_payload(workspace_id, model, ref),
-                    "create_external_reference",
-                )
-            elif all(r["service_model_ref"] != ref for r in same_kind):
-                # e.g. the ERP project was recreated: point the one reference at the new id.
-                await self._write(
-                    "PUT",
-                    f"external_references/{same_kind[0]['id']}.json",
-                    {"external_reference": {"service_model_ref": ref, "status": "synced"}},
-                    "update_external_reference",
-                )
+            await self._point_reference(same_kind, m.WORKSPACE_SUBJECT, workspace_id, model, ref, "external")
+
+    async def _point_reference(
+        self, refs: list[dict], subject_type: str, subject_id: str, model: str, ref: str, operation: str
+    ) -> None:
+        """One q2c reference of kind `model` on the subject, naming `ref`: `refs` are the ones it
+        has (of that kind). Left alone if one names `ref`, else the first re-pointed (e.g. the ERP
+        record was recreated), else one created; audited as update_/create_<operation>_reference."""
+        if any(r["service_model_ref"] == ref for r in refs):
+            return
+        if refs:
+            await self._write(
+                "PUT",
+                f"external_references/{refs[0]['id']}.json",
+                {"external_reference": {"service_model_ref": ref, "status": "synced"}},
+                f"update_{operation}_reference",
+            )
+            return
+        await self._write(
+            "POST",
+            "external_references.json",
+            m.reference_payload(subject_type, subject_id, model, ref),
+            f"create_{operation}_reference",
+        )
 
     async def _ensure_stories(self, workspace_id: str, template_tasks: list[Task], empty: bool = False) -> list[Task]:
         existing = [] if empty else await self._list_all("stories.json", "list_stories", {"workspace_id": workspace_id})
@@ -683,22 +692,7 @@ class KantataClient(VendorClient):
                     "service_model": mark.model,
                 },
             )
-        if any(r["service_model_ref"] == record_id for r in refs):
-            return
-        if refs:
-            await self._write(
-                "PUT",
-                f"external_references/{refs[0]['id']}.json",
-                {"external_reference": {"service_model_ref": record_id, "status": "synced"}},
-                f"update_{mark.operation}_reference",
-            )
-            return
-        await self._write(
-            "POST",
-            "external_references.json",
-            m.reference_payload(mark.subject_type, subject_id, mark.model, record_id),
-            f"create_{mark.operation}_reference",
-        )
+        await self._point_reference(refs, mark.subject_type, subject_id, mark.model, record_id, mark.operation)
 
     async def workspace_tasks(self, workspace_id: str) -> list[Task]:
         """The workspace's stories as tasks with their billable flag (404 -> VendorNotFound)."""
